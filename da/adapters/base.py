@@ -1,0 +1,63 @@
+"""The adapter interface: what sits between the feature extractor and the task head."""
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+import torch
+from torch import Tensor, nn
+
+Domain = Literal["source", "target"]
+
+
+class Adapter(nn.Module):
+    """Aligns source and target features.
+
+    Subclasses set ``description`` (one line, shown by ``da adapters``) and override ``loss``
+    (gradient-based alignment) or ``fit``/``transform`` (closed-form alignment). Hyperparameters
+    are constructor keyword arguments with defaults; ``feature_dim`` and ``num_classes`` are
+    passed in by the loop when the constructor names them.
+    """
+
+    description: ClassVar[str] = ""
+    #: True when ``loss`` sends a gradient into the features (checked for every adapter in tests).
+    aligns_by_gradient: ClassVar[bool] = True
+    #: True when the loop must call ``fit`` on extractor features before the adaptation stage.
+    needs_fit: ClassVar[bool] = False
+
+    def loss(
+        self,
+        f_s: Tensor,
+        f_t: Tensor,
+        *,
+        logits_s: Tensor,
+        logits_t: Tensor,
+        y_s: Tensor,
+        progress: float,
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Alignment loss to add to the task loss, and scalars to log. ``progress`` runs 0 -> 1."""
+        return f_s.new_zeros(()), {}
+
+    def fit(self, f_s: Tensor, f_t: Tensor) -> None:
+        """Closed-form fitting on extractor features of both domains; default: nothing."""
+
+    def transform(self, f: Tensor, domain: Domain) -> Tensor:
+        """Features as the head sees them; default: unchanged."""
+        return f
+
+    def out_features(self, feature_dim: int) -> int:
+        """Width of ``transform``'s output for extractor features of width ``feature_dim``."""
+        return feature_dim
+
+
+def summary_line(adapter_cls: type) -> str:
+    """The one-line description of an adapter class: ``description``, else its docstring's first line."""
+    if getattr(adapter_cls, "description", ""):
+        return adapter_cls.description
+    doc = (adapter_cls.__doc__ or "").strip().splitlines()
+    return doc[0] if doc else ""
+
+
+@torch.no_grad()
+def binary_accuracy(logits: Tensor, labels: Tensor) -> Tensor:
+    """Share of ``logits > 0`` that match 0/1 ``labels``."""
+    return ((logits > 0).float() == labels).float().mean()

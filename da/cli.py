@@ -1,0 +1,79 @@
+"""The ``da`` command: ``da train``, ``da adapters``."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import NoReturn, Sequence
+
+from da.errors import DAError
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a usage error in one line (no usage dump) and exits with 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from da.config import load_config
+    from da.run_dir import create_run_dir
+    from da.train import train
+
+    config = load_config(args.config, args.set)
+    if args.dry_run:
+        print(f"config {args.config} is valid")
+        return 0
+    run_dir = create_run_dir(args.out, config.out_root, config.name)
+    print(f"run folder: {run_dir}", file=sys.stderr)
+    summary = train(config, run_dir, show_progress=not args.quiet)
+    print(f"{summary['adapter']}: target_test_acc={summary['target_test_acc']:.4f} "
+          f"source_test_acc={summary['source_test_acc']:.4f} wall_s={summary['wall_s']:.0f} "
+          f"train_imgs_per_s={summary['train_imgs_per_s']:.0f} -> {run_dir}")
+    return 0
+
+
+def cmd_adapters(args: argparse.Namespace) -> int:
+    import da.adapters  # noqa: F401  (registers the built-in adapters)
+    from da.adapters.base import summary_line
+    from da.registry import ADAPTERS
+
+    entries = list(ADAPTERS.items())
+    width = max(len(name) for name, _ in entries)
+    for name, cls in entries:
+        print(f"{name:<{width}}  {summary_line(cls)}")
+    for message in ADAPTERS.plugin_errors:
+        print(f"warning: {message}", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="da", description="Domain adaptation experiments.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    p = sub.add_parser("train", help="run one adaptation experiment")
+    p.add_argument("-c", "--config", required=True, help="YAML config file")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.steps=500 (repeatable)")
+    p.add_argument("--out", help="run folder to create (must not exist); default: <out_root>/<name>")
+    p.add_argument("--dry-run", action="store_true", help="validate the config and stop")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+    p = sub.add_parser("adapters", help="list the registered adapters")
+    p.set_defaults(func=cmd_adapters)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except DAError as exc:
+        print(f"da: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("da: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

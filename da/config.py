@@ -1,0 +1,325 @@
+"""YAML configs -> typed, validated ``Config``; ``inherit:`` for shared bases; ``--set`` overrides.
+
+Every error is a ``DAError`` with one line that names the offending key and how to fix it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import inspect
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+from da.errors import DAError
+
+#: Constructor arguments the loop fills in for adapters; a config may not set them.
+LOOP_PROVIDED = ("feature_dim", "num_classes")
+
+
+@dataclass
+class DataConfig:
+    root: Optional[str] = None  # None: $DA_DATA_ROOT, else ./data
+    source: str = "mnist"
+    target: str = "usps"
+    source_val_size: int = 5000  # held out from source train for source validation
+    split_seed: int = 0  # fixes the source validation split independently of the run seed
+    download: bool = True  # let torchvision download missing data (needs network)
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "lenet"
+    pretrained: bool = False  # ImageNet weights (torchvision backbones only)
+
+
+@dataclass
+class PretrainConfig:
+    """Source-only training of extractor + head before adaptation."""
+
+    steps: int = 0
+    lr: float = 0.01
+    batch_size: int = 64
+    checkpoint: Optional[str] = None  # load extractor + head from a run's checkpoint.pt instead
+
+
+@dataclass
+class TrainConfig:
+    """The adaptation stage: extractor, head and adapter trained jointly."""
+
+    steps: int = 8000
+    batch_size: int = 64  # per domain: each step sees batch_size source + batch_size target images
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = True
+    lr_schedule: Literal["constant", "inv", "cosine"] = "inv"  # inv: lr (1 + 10 p)^-0.75 (Ganin 2016)
+    extractor: Literal["finetune", "freeze"] = "finetune"
+    extractor_lr_mult: float = 1.0  # learning-rate multiplier for the pretrained extractor
+    fit_samples: int = 10000  # per domain, for closed-form adapters' fit
+    eval_every: int = 1000
+    log_every: int = 50
+    checkpoint_every: int = 2000
+
+
+@dataclass
+class AdapterConfig:
+    name: str = "source_only"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Config:
+    name: Optional[str] = None  # run name; default: the config file's stem
+    seed: int = 0
+    device: str = "auto"  # auto: cuda when available, else cpu
+    out_root: str = "runs"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# ---------------------------------------------------------------- reading files
+
+
+def read_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict:
+    """A config file as a dict, with its ``inherit:`` chain merged in (child keys win)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DAError(f"config file {path} does not exist; pass an existing YAML file to -c")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise DAError(f"config file {path} is not valid YAML{where}: {problem}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DAError(f"config file {path} cannot be read: {exc}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise DAError(f"config file {path} must hold a mapping of keys to values, not a {type(raw).__name__}")
+    base = raw.pop("inherit", None)
+    if base is None:
+        return raw
+    if not isinstance(base, str):
+        raise DAError(f"config file {path}: inherit must be a file path, got {base!r}")
+    base_path = (path.parent / base).resolve()
+    if base_path in _seen:
+        raise DAError(f"config file {path}: inherit loops back to {base_path}")
+    return deep_merge(read_yaml(base_path, (*_seen, path.resolve())), raw)
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """``override`` laid over ``base``; nested dicts merge, everything else is replaced."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Apply ``key.path=value`` strings; values are parsed as YAML (``lr=1e-3``, ``x=[1,2]``)."""
+    raw = dict(raw)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise DAError(f"--set {item!r} must look like key=value, e.g. --set train.steps=500")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            value = text
+        parts = key.strip().split(".")
+        node = raw
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = {}
+            elif not isinstance(child, dict):
+                raise DAError(f"--set {item!r}: {'.'.join(parts[:i + 1])} is a value, not a section")
+            node[part] = child = dict(child)
+            node = child
+        node[parts[-1]] = value
+    return raw
+
+
+# ---------------------------------------------------------------- validation
+
+
+def build_config(raw: dict) -> Config:
+    """Validate a raw dict against ``Config``; adapter keys other than ``name`` become kwargs."""
+    raw = dict(raw)
+    adapter = raw.pop("adapter", None)
+    config = _build_dataclass(Config, raw, "")
+    config.adapter = _build_adapter(adapter)
+    _check_ranges(config)
+    _check_names(config)
+    return config
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read, merge, override and validate a config file."""
+    raw = apply_overrides(read_yaml(Path(path)), overrides or [])
+    config = build_config(raw)
+    if config.name is None:
+        config.name = Path(path).stem
+    return config
+
+
+def to_dict(config: Config) -> dict:
+    """The config as plain data, in the file format (adapter kwargs beside ``name``)."""
+    out = dataclasses.asdict(config)
+    adapter = out.pop("adapter")
+    out["adapter"] = {"name": adapter["name"], **adapter["kwargs"]}
+    order = ["name", "seed", "device", "out_root", "data", "model", "adapter", "pretrain", "train"]
+    return {k: out[k] for k in order}
+
+
+def dump_yaml(config: Config) -> str:
+    return yaml.safe_dump(to_dict(config), sort_keys=False)
+
+
+def _build_dataclass(cls: type, raw: Any, path: str):
+    if not isinstance(raw, dict):
+        raise DAError(f"config key {path or '<top>'} must be a section (a mapping), got {_show(raw)}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    values = {}
+    for key, value in raw.items():
+        full = f"{path}{key}"
+        if key not in names:
+            valid = names + (["adapter"] if cls is Config else [])
+            near = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.5)
+            hint = f"did you mean {path}{near[0]}?" if near else f"valid keys here: {', '.join(valid)}"
+            raise DAError(f"unknown config key {full!r}; {hint}")
+        values[key] = _check_type(value, hints[key], full)
+    return cls(**values)
+
+
+def _build_adapter(raw: Any) -> AdapterConfig:
+    from da.registry import ADAPTERS
+    import da.adapters  # noqa: F401  (registers the built-in adapters)
+
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise DAError(f"config key adapter must be a section with a name, e.g. adapter: {{name: dann}}; got {_show(raw)}")
+    raw = dict(raw)
+    name = raw.pop("name", "source_only")
+    if not isinstance(name, str):
+        raise DAError(f"config key adapter.name must be a string, got {_show(name)}")
+    cls = ADAPTERS.get(name)
+    return AdapterConfig(name, check_kwargs(cls, raw, f"adapter {name!r}", "adapter."))
+
+
+def check_kwargs(cls: type, kwargs: dict, what: str, path: str) -> dict:
+    """Validate ``kwargs`` against the constructor of ``cls`` (names and annotated types)."""
+    params = {
+        n: p for n, p in inspect.signature(cls).parameters.items()
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n not in LOOP_PROVIDED
+    }
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:
+        hints = {}
+    out = {}
+    for key, value in kwargs.items():
+        if key in LOOP_PROVIDED:
+            raise DAError(f"config key {path}{key} is set by the loop from the model; remove it")
+        if key not in params:
+            near = difflib.get_close_matches(str(key), params, n=1, cutoff=0.5)
+            takes = ", ".join(params) or "no arguments"
+            hint = f"did you mean {path}{near[0]}? " if near else ""
+            raise DAError(f"{what} does not take {key!r}; {hint}it takes: {takes}")
+        out[key] = _check_type(value, hints.get(key, Any), f"{path}{key}")
+    return out
+
+
+def _check_type(value: Any, hint: Any, path: str) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any or hint is inspect.Parameter.empty:
+        return value
+    if origin is typing.Union or str(origin) == "types.UnionType":
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _check_type(value, inner[0], path) if len(inner) == 1 else value
+    if origin is Literal:
+        if value not in args:
+            raise DAError(f"config key {path} must be one of {', '.join(map(str, args))}; got {_show(value)}")
+        return value
+    if dataclasses.is_dataclass(hint):
+        return _build_dataclass(hint, value, f"{path}.")
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise DAError(f"config key {path} must be true or false, got {_show(value)}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise DAError(f"config key {path} must be an integer, got {_show(value)}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise DAError(f"config key {path} must be a number, got {_show(value)}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise DAError(f"config key {path} must be a string, got {_show(value)}")
+        return value
+    if hint in (tuple, list) or origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise DAError(f"config key {path} must be a list, got {_show(value)}")
+        return list(value)
+    if hint is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise DAError(f"config key {path} must be a mapping, got {_show(value)}")
+        return value
+    return value
+
+
+def _check_ranges(config: Config) -> None:
+    positive = {
+        "train.batch_size": config.train.batch_size, "pretrain.batch_size": config.pretrain.batch_size,
+        "train.eval_every": config.train.eval_every, "train.log_every": config.train.log_every,
+        "train.checkpoint_every": config.train.checkpoint_every, "train.fit_samples": config.train.fit_samples,
+    }
+    non_negative = {
+        "train.steps": config.train.steps, "pretrain.steps": config.pretrain.steps,
+        "train.lr": config.train.lr, "pretrain.lr": config.pretrain.lr,
+        "train.weight_decay": config.train.weight_decay, "train.momentum": config.train.momentum,
+        "train.extractor_lr_mult": config.train.extractor_lr_mult, "data.source_val_size": config.data.source_val_size,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise DAError(f"config key {key} must be positive, got {value}")
+    for key, value in non_negative.items():
+        if value < 0:
+            raise DAError(f"config key {key} must not be negative, got {value}")
+    if config.device not in ("auto", "cpu") and not config.device.startswith(("cuda", "mps")):
+        raise DAError(f"config key device must be auto, cpu, cuda or cuda:N, got {config.device!r}")
+
+
+def _check_names(config: Config) -> None:
+    import da.data  # noqa: F401  (registers the datasets)
+    import da.models  # noqa: F401  (registers the backbones)
+    from da.registry import BACKBONES, DATASETS
+
+    for key, name in (("data.source", config.data.source), ("data.target", config.data.target)):
+        if name not in DATASETS:
+            DATASETS.get(name)  # raises the error that lists the valid names
+    if config.model.backbone not in BACKBONES:
+        BACKBONES.get(config.model.backbone)
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return f"{text[:60]}{'...' if len(text) > 60 else ''} ({type(value).__name__})"

@@ -1,0 +1,89 @@
+"""Name -> factory registries for adapters, datasets and backbones, with entry-point plugins.
+
+Modelled on timm's ``@register_model``, but a duplicate name is an error, and third-party packages
+can add entries through ``importlib.metadata`` entry points (group ``da.adapters`` for adapters).
+"""
+from __future__ import annotations
+
+import difflib
+import importlib.metadata
+import warnings
+from typing import Callable, Generic, Iterator, TypeVar
+
+from da.errors import DAError
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """A mapping from names to registered objects (classes or factory functions)."""
+
+    def __init__(self, kind: str, entry_point_group: str | None = None) -> None:
+        self.kind = kind
+        self.entry_point_group = entry_point_group
+        self._entries: dict[str, T] = {}
+        self._plugins_loaded = False
+        self.plugin_errors: list[str] = []
+
+    def register(self, name: str) -> Callable[[T], T]:
+        """Decorator: ``@REGISTRY.register("name")``. Raises DAError if the name is taken."""
+
+        def decorate(obj: T) -> T:
+            if name in self._entries and self._entries[name] is not obj:
+                previous = self._entries[name]
+                raise DAError(
+                    f"{self.kind} name {name!r} is already registered by "
+                    f"{_where(previous)}; {_where(obj)} must pick another name"
+                )
+            self._entries[name] = obj
+            return obj
+
+        return decorate
+
+    def get(self, name: str) -> T:
+        """The entry called ``name``; a DAError listing the valid names if there is none."""
+        self.load_plugins()
+        if name not in self._entries:
+            hint = difflib.get_close_matches(name, self._entries, n=1)
+            near = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise DAError(f"unknown {self.kind} {name!r}{near}; valid names: {', '.join(self.names())}")
+        return self._entries[name]
+
+    def names(self) -> list[str]:
+        self.load_plugins()
+        return sorted(self._entries)
+
+    def items(self) -> Iterator[tuple[str, T]]:
+        for name in self.names():
+            yield name, self._entries[name]
+
+    def __contains__(self, name: object) -> bool:
+        self.load_plugins()
+        return name in self._entries
+
+    def load_plugins(self) -> None:
+        """Import every entry point of the group once; a broken plugin is reported, not fatal."""
+        if self._plugins_loaded or self.entry_point_group is None:
+            return
+        self._plugins_loaded = True
+        for ep in importlib.metadata.entry_points(group=self.entry_point_group):
+            package = ep.dist.name if ep.dist is not None else ep.value
+            try:
+                ep.load()
+            except Exception as exc:  # a plugin's bug must not take the working adapters down
+                message = f"{self.kind} plugin {ep.name!r} from package {package!r} failed to load: {exc}"
+                self.plugin_errors.append(message)
+                warnings.warn(message, stacklevel=2)
+
+
+def _where(obj: object) -> str:
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
+
+
+ADAPTERS: Registry = Registry("adapter", entry_point_group="da.adapters")
+DATASETS: Registry = Registry("dataset")
+BACKBONES: Registry = Registry("backbone")
+
+register_adapter = ADAPTERS.register
+register_dataset = DATASETS.register
+register_backbone = BACKBONES.register
