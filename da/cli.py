@@ -25,7 +25,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"config {args.config} is valid")
         return 0
     run_dir = create_run_dir(args.out, config.out_root, config.name)
-    print(f"run folder: {run_dir}", file=sys.stderr)
+    print(f"run folder: {run_dir}", flush=True)
     summary = train(config, run_dir, show_progress=not args.quiet)
     print(f"{summary['adapter']}: target_test_acc={summary['target_test_acc']:.4f} "
           f"source_test_acc={summary['source_test_acc']:.4f} wall_s={summary['wall_s']:.0f} "

@@ -268,6 +268,11 @@ def _check_type(value: Any, hint: Any, path: str) -> Any:
             raise DAError(f"config key {path} must be an integer, got {_show(value)}")
         return value
     if hint is float:
+        if isinstance(value, str):  # PyYAML reads 1e-3 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise DAError(f"config key {path} must be a number, got {_show(value)}")
         return float(value)

@@ -5,7 +5,6 @@ The loss is pytorch-adapt's ``CORALLoss``, ||C_s - C_t||_F^2 / (4 d^2).
 """
 from __future__ import annotations
 
-from pytorch_adapt.layers import CORALLoss
 
 from da.adapters.base import Adapter
 from da.registry import register_adapter
@@ -20,6 +19,8 @@ class CORAL(Adapter):
     def __init__(self, weight: float = 1.0) -> None:
         super().__init__()
         self.weight = weight
+        from pytorch_adapt.layers import CORALLoss  # imported here: it pulls in torchmetrics (seconds)
+
         self.coral = CORALLoss()
 
     def loss(self, f_s, f_t, *, logits_s, logits_t, y_s, progress):

@@ -8,7 +8,6 @@ import math
 
 import torch
 import torch.nn.functional as F
-from pytorch_adapt.layers import GradientReversal
 from torch import Tensor, nn
 
 from da.adapters.base import Adapter, binary_accuracy
@@ -21,7 +20,7 @@ def dann_schedule(progress: float, gamma: float = 10.0) -> float:
 
 
 def domain_discriminator(feature_dim: int, hidden: int) -> nn.Sequential:
-    """A two-hidden-layer MLP that scores 'is source' (one logit per sample)."""
+    """A two-hidden-layer MLP that scores 'is source' (one logit per sample); 500-500 as in ADDA (Tzeng 2017)."""
     return nn.Sequential(
         nn.Linear(feature_dim, hidden),
         nn.BatchNorm1d(hidden),
@@ -42,13 +41,15 @@ class DANN(Adapter):
     def __init__(
         self,
         feature_dim: int,
-        hidden: int = 1024,
+        hidden: int = 500,
         weight: float = 1.0,
         gamma: float = 10.0,
     ) -> None:
         super().__init__()
         self.weight = weight
         self.gamma = gamma
+        from pytorch_adapt.layers import GradientReversal  # imported here: it pulls in torchmetrics (seconds)
+
         self.grl = GradientReversal(weight=0.0)
         self.discriminator = domain_discriminator(feature_dim, hidden)
 

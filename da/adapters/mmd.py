@@ -1,16 +1,20 @@
 """Multi-kernel maximum mean discrepancy between source and target features.
 
-Long et al., "Learning Transferable Features with Deep Adaptation Networks" (DAN), ICML 2015.
-The loss is pytorch-adapt's ``MMDLoss``: Gaussian kernels whose bandwidths are the median
-pairwise squared distance (the median heuristic) times ``2**k`` for each k in ``kernel_powers``.
+Long et al., "Learning Transferable Features with Deep Adaptation Networks" (DAN), ICML 2015;
+estimators from Gretton et al., "A Kernel Two-Sample Test", JMLR 2012.
+Gaussian kernels whose bandwidths are the median pairwise squared distance (the median
+heuristic) times ``2**k`` for each k in ``kernel_powers``, averaged with equal weights.
 """
 from __future__ import annotations
 
 import torch
-from pytorch_adapt.layers import MMDLoss
+from torch import Tensor
 
 from da.adapters.base import Adapter
+from da.errors import DAError
 from da.registry import register_adapter
+
+ESTIMATORS = ("biased", "unbiased", "linear")
 
 
 @register_adapter("mmd")
@@ -19,12 +23,34 @@ class MMD(Adapter):
 
     description = "multi-kernel Gaussian MMD between feature batches (DAN, Long 2015)"
 
-    def __init__(self, weight: float = 1.0, kernel_powers: tuple = (-3, -2, -1, 0, 1, 2), quadratic: bool = True) -> None:
+    def __init__(self, weight: float = 1.0, kernel_powers: tuple = (-3, -2, -1, 0, 1, 2),
+                 estimator: str = "biased") -> None:
+        """``estimator``: ``biased`` (V-statistic: >= 0, and 0 exactly for identical batches),
+        ``unbiased`` (U-statistic) or ``linear`` (DAN's linear-time estimate); the last two are
+        pytorch-adapt's ``MMDLoss`` as it is."""
         super().__init__()
+        if estimator not in ESTIMATORS:
+            raise DAError(f"mmd: estimator must be one of {', '.join(ESTIMATORS)}, got {estimator!r}")
+        from pytorch_adapt.layers import MMDLoss  # imported here: it pulls in torchmetrics (seconds)
+
         self.weight = weight
+        self.estimator = estimator
         scales = torch.tensor([2.0**k for k in kernel_powers])
-        self.mmd = MMDLoss(kernel_scales=scales, mmd_type="quadratic" if quadratic else "linear")
+        self.mmd = MMDLoss(kernel_scales=scales, mmd_type="linear" if estimator == "linear" else "quadratic")
+
+    def discrepancy(self, f_s: Tensor, f_t: Tensor) -> Tensor:
+        if self.estimator != "biased":
+            return self.mmd(f_s, f_t)
+        from pytorch_adapt.layers import utils
+
+        # pytorch-adapt's distances, median bandwidth and kernel sums; only the averaging differs
+        # from its unbiased estimate: diagonals stay in, so identical batches give exactly 0.
+        xx, yy, zz, scale = utils.get_mmd_dist_mats(f_s, f_t, self.mmd.dist_func, None)
+        scales = scale * self.mmd.kernel_scales.to(scale)
+        weights = utils.get_default_kernel_weights(scales)
+        kernel = lambda d: utils._mmd_quadratic(d, scales, weights)
+        return kernel(xx).mean() + kernel(yy).mean() - 2 * kernel(zz).mean()
 
     def loss(self, f_s, f_t, *, logits_s, logits_t, y_s, progress):
-        value = self.mmd(f_s, f_t)
+        value = self.discrepancy(f_s, f_t)
         return self.weight * value, {"mmd": value.detach()}

@@ -1,0 +1,70 @@
+"""Shared fixtures: a tiny synthetic config, the CLI run in-process, and the real-data switch."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from da.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def real_data_root() -> Path | None:
+    root = os.environ.get("DA_DATA_ROOT")
+    if root and (Path(root) / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
+        return Path(root)
+    return None
+
+
+needs_data = pytest.mark.skipif(real_data_root() is None, reason="real MNIST/USPS not under $DA_DATA_ROOT")
+
+
+def tiny_config(**sections) -> dict:
+    """A config for a run of a few steps on the synthetic pair; ``sections`` are merged in."""
+    cfg = {
+        "seed": 0,
+        "device": "cpu",
+        "data": {"source": "synthetic", "target": "synthetic", "source_val_size": 64},
+        "adapter": {"name": "dann", "hidden": 32},
+        "pretrain": {"steps": 4, "batch_size": 16},
+        "train": {"steps": 6, "batch_size": 16, "eval_every": 3, "log_every": 2, "checkpoint_every": 3},
+    }
+    for key, value in sections.items():
+        cfg[key] = {**cfg.get(key, {}), **value} if isinstance(value, dict) else value
+    return cfg
+
+
+@pytest.fixture
+def write_config(tmp_path):
+    def write(cfg: dict | str, name: str = "cfg.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(cfg if isinstance(cfg, str) else yaml.safe_dump(cfg))
+        return path
+
+    return write
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run ``da ARGS`` in-process; return (exit code, stdout, stderr)."""
+
+    def run(*args: str) -> tuple[int, str, str]:
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as exc:  # argparse
+            code = exc.code
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+def one_line_error(err: str) -> str:
+    """The single error line a bad input must produce (no traceback, no usage dump)."""
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected one line on stderr, got:\n{err}"
+    assert "Traceback" not in err
+    return lines[0]

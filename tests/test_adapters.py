@@ -1,0 +1,151 @@
+"""Behaviour of every registered adapter, and of the pytorch-adapt layers they are built on."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import da.adapters  # noqa: F401
+from da.adapters.dann import dann_schedule
+from da.config import Config, AdapterConfig
+from da.registry import ADAPTERS
+from da.train import build_adapter
+
+DIM, CLASSES, N = 64, 4, 32
+
+
+def make(name: str, **kwargs):
+    config = Config(adapter=AdapterConfig(name, kwargs))
+    return build_adapter(config, DIM, CLASSES)
+
+
+def shifted_batches(shift: float, seed: int = 0, n: int = N) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    f_s = torch.randn(n, DIM, generator=g)
+    f_t = torch.randn(n, DIM, generator=g) * (1 + shift) + shift
+    return f_s, f_t
+
+
+def adapter_loss(adapter, f_s, f_t, progress: float = 0.5):
+    head = nn.Linear(adapter.out_features(DIM), CLASSES)
+    z_s, z_t = adapter.transform(f_s, "source"), adapter.transform(f_t, "target")
+    y = torch.arange(len(f_s)) % CLASSES
+    return adapter.loss(f_s, f_t, logits_s=head(z_s), logits_t=head(z_t), y_s=y, progress=progress)
+
+
+@pytest.mark.parametrize("name", ADAPTERS.names())
+def test_every_adapter_gives_a_finite_scalar_loss(name):
+    adapter = make(name)
+    f_s, f_t = shifted_batches(1.0)
+    if adapter.needs_fit:
+        adapter.fit(*shifted_batches(1.0, seed=1, n=200))
+    loss, scalars = adapter_loss(adapter, f_s, f_t)
+    assert loss.dim() == 0 and torch.isfinite(loss)
+    assert all(math.isfinite(float(v)) for v in scalars.values())
+
+
+@pytest.mark.parametrize("name", [n for n, cls in ADAPTERS.items() if cls.aligns_by_gradient])
+def test_gradient_based_adapters_send_a_gradient_to_both_domains(name):
+    adapter = make(name)
+    f_s, f_t = shifted_batches(1.0)
+    f_s.requires_grad_(True)
+    f_t.requires_grad_(True)
+    loss, _ = adapter_loss(adapter, f_s, f_t, progress=0.7)
+    loss.backward()
+    assert f_s.grad is not None and f_s.grad.abs().sum() > 0, "no gradient reaches the source features"
+    assert f_t.grad is not None and f_t.grad.abs().sum() > 0, "no gradient reaches the target features"
+
+
+def test_gradient_reversal_flips_sign_and_scales_by_weight():
+    from pytorch_adapt.layers import GradientReversal
+
+    x = torch.randn(5, 3, requires_grad=True)
+    grl = GradientReversal(weight=0.3)
+    out = grl(x)
+    assert torch.equal(out, x)
+    upstream = torch.randn(5, 3)
+    out.backward(upstream)
+    assert torch.allclose(x.grad, -0.3 * upstream)
+
+
+def test_dann_reversal_weight_follows_ganin_schedule_and_reaches_features_reversed():
+    assert dann_schedule(0.0) == 0.0
+    assert dann_schedule(1.0) == pytest.approx(2 / (1 + math.exp(-10)) - 1)
+    assert dann_schedule(0.2) < dann_schedule(0.5) < dann_schedule(0.9)
+    adapter = make("dann")
+    f_s, f_t = shifted_batches(2.0)
+    f_s.requires_grad_(True)
+    loss, scalars = adapter_loss(adapter, f_s, f_t, progress=0.5)
+    assert float(scalars["reversal_weight"]) == pytest.approx(dann_schedule(0.5))
+    assert 0.0 <= float(scalars["discriminator_acc"]) <= 1.0
+    # The features receive minus the discriminator's gradient, scaled by the reversal weight.
+    (g_reversed,) = torch.autograd.grad(loss, f_s)
+    feats = torch.cat([f_s, f_t]).detach().requires_grad_(True)
+    scores = adapter.discriminator(feats).squeeze(1)
+    labels = torch.cat([torch.ones(N), torch.zeros(N)])
+    direct = torch.nn.functional.binary_cross_entropy_with_logits(scores, labels)
+    (g_direct,) = torch.autograd.grad(direct, feats)
+    assert torch.allclose(g_reversed, -dann_schedule(0.5) * g_direct[:N], atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["mmd", "coral"])
+def test_discrepancy_is_zero_for_identical_batches_and_grows_with_shift(name):
+    adapter = make(name)
+    f_s, _ = shifted_batches(0.0)
+    same, _ = adapter_loss(adapter, f_s, f_s.clone())
+    assert abs(float(same)) < 1e-5
+    values = [float(adapter_loss(adapter, *shifted_batches(s, n=128))[0]) for s in (0.25, 1.0, 3.0)]
+    assert values[0] < values[1] < values[2], values
+    assert values[0] > 0
+
+
+def test_subspace_alignment_improves_target_accuracy_over_no_alignment():
+    """A linear classifier trained on source features transfers better after subspace alignment."""
+    g = torch.Generator().manual_seed(0)
+    per_class = 150
+    y = torch.arange(CLASSES).repeat_interleave(per_class)
+    # Class means in a 2-d plane with unequal spread, so PCA finds the plane's axes in both domains.
+    means = torch.zeros(CLASSES, DIM)
+    means[:, 0] = torch.tensor([-6.0, -2.0, 2.0, 6.0])
+    means[:, 1] = torch.tensor([3.0, -3.0, 3.0, -3.0])
+    f_s = means[y] + 0.5 * torch.randn(len(y), DIM, generator=g)
+    # The known shift: the class plane tilted by 30 degrees out of itself, and an offset.
+    tilt = torch.eye(DIM)
+    c, s = math.cos(math.pi / 6), math.sin(math.pi / 6)
+    for a, b in ((0, 2), (1, 3)):
+        tilt[a, a], tilt[a, b], tilt[b, a], tilt[b, b] = c, s, -s, c
+    f_t = (means[y] + 0.5 * torch.randn(len(y), DIM, generator=g)) @ tilt + 2.0
+
+    def target_accuracy(adapter) -> float:
+        torch.manual_seed(0)
+        z_s = adapter.transform(f_s, "source")
+        z_t = adapter.transform(f_t, "target")
+        head = nn.Linear(z_s.shape[1], CLASSES)
+        opt = torch.optim.Adam(head.parameters(), lr=0.05)
+        for _ in range(300):
+            opt.zero_grad()
+            nn.functional.cross_entropy(head(z_s), y).backward()
+            opt.step()
+        return (head(z_t).argmax(1) == y).float().mean().item()
+
+    plain = target_accuracy(make("source_only"))
+    aligned = make("subspace", dims=2)
+    aligned.fit(f_s, f_t)
+    with_alignment = target_accuracy(aligned)
+    assert with_alignment > plain + 0.2, (plain, with_alignment)
+
+
+def test_subspace_is_the_closed_form_of_fernando_2013():
+    adapter = make("subspace", dims=3)
+    f_s, f_t = shifted_batches(1.0, n=100)
+    adapter.fit(f_s, f_t)
+    p_s = torch.linalg.svd(f_s - f_s.mean(0), full_matrices=False)[2][:3].T
+    p_t = torch.linalg.svd(f_t - f_t.mean(0), full_matrices=False)[2][:3].T
+    target = adapter.transform(f_t, "target")
+    expected_t = (f_t - f_t.mean(0)) @ p_t
+    signs = torch.sign((target * expected_t).sum(0))  # PCA directions are defined up to sign
+    assert torch.allclose(target, expected_t * signs, atol=1e-4)
+    expected_s = (f_s - f_s.mean(0)) @ p_s @ (p_s.T @ p_t)
+    assert torch.allclose(adapter.transform(f_s, "source"), expected_s * signs, atol=1e-4)

@@ -1,0 +1,149 @@
+"""End-to-end runs on the synthetic pair: the run-folder contract, TensorBoard tags, failures."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from conftest import one_line_error, tiny_config
+from da import Adapter, register_adapter
+from da.checkpoint import load_checkpoint
+from da.config import build_config
+from da.registry import ADAPTERS
+from da.train import train
+
+CONTRACT = ["config.yaml", "summary.json", "metrics.jsonl", "tb", "checkpoint.pt"]
+SUMMARY_KEYS = {"adapter", "seed", "steps", "source_test_acc", "target_test_acc", "wall_s", "train_imgs_per_s"}
+
+
+def tb_tags(run_dir) -> tuple[set[str], bool]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir / "tb"))
+    acc.Reload()
+    return set(acc.Tags()["scalars"]), "_hparams_/experiment" in acc.PluginTagToContent("hparams")
+
+
+def test_smoke_run_writes_the_whole_run_contract(write_config, tmp_path, cli):
+    out = tmp_path / "run"
+    code, stdout, err = cli("train", "-c", write_config(tiny_config()), "--out", out, "-q")
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == sorted(CONTRACT)
+    summary = json.loads((out / "summary.json").read_text())
+    assert SUMMARY_KEYS <= set(summary)
+    assert summary["adapter"] == "dann" and summary["steps"] == 6 and summary["train_imgs_per_s"] > 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["stage"], r["step"]) for r in rows] == [("pretrain", 4), ("adapt", 3), ("adapt", 6)]
+    assert rows[-1]["target_test_acc"] == summary["target_test_acc"]
+    tags, has_hparams = tb_tags(out)
+    expected = {"loss/total", "loss/task", "loss/adapter", "adapter/reversal_weight", "adapter/discriminator_acc",
+                "adapter/domain_loss", "lr/extractor", "lr/head", "lr/adapter", "acc/source_val", "acc/target_test",
+                "acc/source_test", "pretrain/loss", "hparam/target_test_acc"}
+    assert expected <= tags, expected - tags
+    assert has_hparams
+    state = load_checkpoint(out / "checkpoint.pt")
+    assert state["step"] == 6 and {"extractor", "head", "adapter", "optimizer", "samplers"} <= set(state)
+    # The resolved config reruns as it is.
+    code, _, err = cli("train", "-c", out / "config.yaml", "--dry-run")
+    assert code == 0, err
+
+
+def test_existing_out_folder_is_never_overwritten(write_config, tmp_path, cli):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "precious.txt").write_text("keep me")
+    code, _, err = cli("train", "-c", write_config(tiny_config()), "--out", out, "-q")
+    assert code == 2
+    assert "already exists" in one_line_error(err)
+    assert [p.name for p in out.iterdir()] == ["precious.txt"]
+
+
+def test_default_run_folders_get_distinct_names(write_config, tmp_path):
+    from da.run_dir import create_run_dir
+
+    first = create_run_dir(None, str(tmp_path / "runs"), "dann")
+    second = create_run_dir(None, str(tmp_path / "runs"), "dann")
+    assert first != second and first.is_dir() and second.is_dir()
+
+
+@register_adapter("test_nan_after_4")
+class NanAfterFour(Adapter):
+    """Test-only: a finite loss for 4 steps, then NaN."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def loss(self, f_s, f_t, **_):
+        self.calls += 1
+        value = (f_s.mean() - f_t.mean()) ** 2
+        return (value * float("nan") if self.calls > 4 else value), {}
+
+
+def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(write_config, tmp_path, cli):
+    cfg = tiny_config(adapter={"name": "test_nan_after_4"}, train={"steps": 8, "checkpoint_every": 2, "eval_every": 2})
+    cfg["adapter"] = {"name": "test_nan_after_4"}
+    out = tmp_path / "run"
+    code, _, err = cli("train", "-c", write_config(cfg), "--out", out, "-q")
+    assert code == 2
+    line = one_line_error(err)
+    assert "nan at adaptation step 5" in line and "step 4" in line
+    assert load_checkpoint(out / "checkpoint.pt")["step"] == 4
+    assert not (out / "summary.json").exists()
+
+
+def test_missing_data_offline_says_where_it_looked(write_config, tmp_path, cli, monkeypatch):
+    empty = tmp_path / "empty_root"
+    empty.mkdir()
+    # Without network: the download must fail fast (a proxy on a closed port).
+    for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")
+    for download in ("false", "true"):
+        cfg = tiny_config(data={"source": "mnist", "target": "usps", "root": str(empty), "source_val_size": 100})
+        code, _, err = cli("train", "-c", write_config(cfg), "--set", f"data.download={download}",
+                           "--out", tmp_path / f"run_{download}", "-q")
+        assert code == 2
+        line = one_line_error(err)
+        assert f"MNIST is not under {empty}" in line and "DA_DATA_ROOT" in line
+
+
+def _run(tmp_path, name: str, **sections):
+    config = build_config(tiny_config(**sections))
+    run_dir = tmp_path / name
+    run_dir.mkdir()
+    return config, train(config, run_dir, show_progress=False), run_dir
+
+
+def test_frozen_extractor_stays_bit_identical_and_head_learns(tmp_path):
+    pre, _, pre_dir = _run(tmp_path, "pre", pretrain={"steps": 5}, train={"steps": 0})
+    before = load_checkpoint(pre_dir / "checkpoint.pt")
+    _, summary, run_dir = _run(tmp_path, "frozen", pretrain={"steps": 0, "checkpoint": str(pre_dir / "checkpoint.pt")},
+                               train={"extractor": "freeze", "steps": 6})
+    after = load_checkpoint(run_dir / "checkpoint.pt")
+    for key, value in before["extractor"].items():
+        assert torch.equal(value, after["extractor"][key]), key
+    assert not torch.equal(before["head"]["weight"], after["head"]["weight"])
+    assert [g for g in after["optimizer"]["param_groups"]] and len(after["optimizer"]["param_groups"]) == 2
+
+
+def test_extractor_lr_multiplier_reaches_its_parameter_group(tmp_path):
+    _, _, run_dir = _run(tmp_path, "mult", train={"extractor_lr_mult": 0.1, "lr": 0.02, "lr_schedule": "constant"})
+    groups = load_checkpoint(run_dir / "checkpoint.pt")["optimizer"]["param_groups"]
+    assert [g["lr"] for g in groups] == pytest.approx([0.002, 0.02, 0.02])
+
+
+def test_pretrain_checkpoint_must_fit_the_backbone(write_config, tmp_path, cli):
+    bogus = tmp_path / "bogus.pt"
+    bogus.write_bytes(b"not a checkpoint at all")
+    cfg = tiny_config(pretrain={"checkpoint": str(bogus)})
+    code, _, err = cli("train", "-c", write_config(cfg), "--out", tmp_path / "r", "-q")
+    assert code == 2 and "cannot be read" in one_line_error(err)
+
+
+def test_da_adapters_lists_every_adapter_with_a_description(cli):
+    code, out, _ = cli("adapters")
+    assert code == 0
+    listed = {line.split()[0]: line for line in out.splitlines()}
+    for name in ADAPTERS.names():
+        assert name in listed and len(listed[name].split()) > 2
