@@ -59,6 +59,7 @@ class TrainConfig:
     lr_schedule: Literal["constant", "inv", "cosine"] = "inv"  # inv: lr (1 + 10 p)^-0.75 (Ganin 2016)
     extractor: Literal["finetune", "freeze"] = "finetune"
     extractor_lr_mult: float = 1.0  # learning-rate multiplier for the pretrained extractor
+    adapter_lr_mult: float = 1.0  # learning-rate multiplier for the adapter's own parameters (a discriminator)
     fit_samples: int = 10000  # per domain, for closed-form adapters' fit
     eval_every: int = 1000
     log_every: int = 50
@@ -301,7 +302,8 @@ def _check_ranges(config: Config) -> None:
         "train.steps": config.train.steps, "pretrain.steps": config.pretrain.steps,
         "train.lr": config.train.lr, "pretrain.lr": config.pretrain.lr,
         "train.weight_decay": config.train.weight_decay, "train.momentum": config.train.momentum,
-        "train.extractor_lr_mult": config.train.extractor_lr_mult, "data.source_val_size": config.data.source_val_size,
+        "train.extractor_lr_mult": config.train.extractor_lr_mult,
+        "train.adapter_lr_mult": config.train.adapter_lr_mult, "data.source_val_size": config.data.source_val_size,
     }
     for key, value in positive.items():
         if value <= 0:

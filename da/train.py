@@ -128,7 +128,7 @@ def make_optimizer(run: Run, train: TrainConfig, lr: float, steps: int) -> tuple
     for name, module, mult in (
         ("extractor", run.extractor, train.extractor_lr_mult if extractor_trainable else 0.0),
         ("head", run.head, 1.0),
-        ("adapter", run.adapter, 1.0),
+        ("adapter", run.adapter, train.adapter_lr_mult),
     ):
         params = [p for p in module.parameters() if p.requires_grad]
         if params and mult > 0:

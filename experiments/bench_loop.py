@@ -1,0 +1,99 @@
+"""Time the `da` loop against a bare hand-written PyTorch loop over the same model, adapter and batches.
+
+    python experiments/bench_loop.py --adapter dann [--steps 600] [--batch-size 64]
+
+Both run in this process, one after the other, on MNIST -> USPS when $DA_DATA_ROOT holds the
+data (else the synthetic pair). Images/s counts source + target images of adaptation steps;
+the `da` figure is its summary's ``train_imgs_per_s`` (evaluation and checkpoints excluded).
+The last line prints both figures and their ratio.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from da.config import AdapterConfig, build_config
+from da.domains import load_domains
+from da.models import linear_head
+from da.registry import BACKBONES
+from da.train import build_adapter, lr_factor, pick_device, train
+
+
+def config_for(adapter: str, steps: int, batch_size: int, synthetic: bool):
+    data = {"source": "synthetic", "target": "synthetic", "source_val_size": 64} if synthetic else {}
+    return build_config({
+        "name": "bench", "seed": 0, "data": data, "adapter": {"name": adapter},
+        "pretrain": {"steps": 0},
+        "train": {"steps": steps, "batch_size": batch_size, "eval_every": steps, "checkpoint_every": steps,
+                  "log_every": 50},
+    })
+
+
+def bare_loop(config, steps: int) -> float:
+    """The hand-written reference: index batches, one forward over cat(x_s, x_t), SGD; images/s."""
+    torch.manual_seed(config.seed)
+    device = pick_device(config.device)
+    d = load_domains(config.data, device)
+    extractor = BACKBONES.get(config.model.backbone)().to(device).to(memory_format=torch.channels_last)
+    head = linear_head(extractor.out_features, d.num_classes).to(device)
+    adapter = build_adapter(config, extractor.out_features, d.num_classes).to(device)
+    t = config.train
+    params = [*extractor.parameters(), *head.parameters(), *adapter.parameters()]
+    opt = torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay, nesterov=t.nesterov)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(t.lr_schedule, s / steps))
+    b = t.batch_size
+    xs, ys, xt = d.source_train.x, d.source_train.y, d.target_train.x
+    perm_s, perm_t = torch.randperm(len(xs), device=device), torch.randperm(len(xt), device=device)
+    ps = pt = 0
+    start = time.perf_counter()
+    for step in range(steps):
+        if ps + b > len(xs):
+            perm_s, ps = torch.randperm(len(xs), device=device), 0
+        if pt + b > len(xt):
+            perm_t, pt = torch.randperm(len(xt), device=device), 0
+        i_s, i_t = perm_s[ps : ps + b], perm_t[pt : pt + b]
+        ps, pt = ps + b, pt + b
+        f_s, f_t = extractor(torch.cat([xs[i_s], xt[i_t]])).split([b, b])
+        logits_s, logits_t = head(torch.cat([f_s, f_t])).split([b, b])
+        align, _ = adapter.loss(f_s, f_t, logits_s=logits_s, logits_t=logits_t, y_s=ys[i_s], progress=step / steps)
+        loss = F.cross_entropy(logits_s, ys[i_s]) + align
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return 2 * b * steps / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--adapter", default="dann")
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--batch-size", type=int, default=64)
+    args = parser.parse_args()
+    root = os.environ.get("DA_DATA_ROOT")
+    synthetic = not (root and (Path(root) / "MNIST").is_dir())
+    config = config_for(args.adapter, args.steps, args.batch_size, synthetic)
+    print(f"data: {'synthetic pair' if synthetic else 'MNIST -> USPS'}; adapter {args.adapter}; "
+          f"{args.steps} steps of {args.batch_size} + {args.batch_size} images; torch threads {torch.get_num_threads()}")
+    bare_loop(config, 20)  # warm-up: oneDNN primitive caches, allocator
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = Path(tmp) / "run"
+        run_dir.mkdir()
+        ours = train(config, run_dir, show_progress=False)["train_imgs_per_s"]
+    bare = bare_loop(config, args.steps)
+    print(f"da loop: {ours:.0f} images/s")
+    print(f"bare loop: {bare:.0f} images/s")
+    print(f"da {ours:.0f} images/s, bare {bare:.0f} images/s, ratio da/bare {ours / bare:.3f}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
