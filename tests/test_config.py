@@ -85,3 +85,14 @@ def test_cli_usage_errors_are_one_line(cli):
     assert "required: -c/--config" in one_line_error(err)
     code, _, err = cli("trian")
     assert code == 2 and "invalid choice" in one_line_error(err)
+
+
+def test_installed_da_command_reports_bad_input_without_traceback(tmp_path):
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  steps: [1,\n")
+    proc = subprocess.run([sys.executable, "-m", "da.cli", "train", "-c", str(bad)], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert one_line_error(proc.stderr).startswith("da: error: config file")
