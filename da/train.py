@@ -102,19 +102,21 @@ class Run:
     def checkpoint_path(self) -> Path:
         return self.run_dir / "checkpoint.pt"
 
-    def predict(self, domain: str) -> Callable[[Tensor], Tensor]:
+    def predict(self, domain: str, adapted: bool) -> Callable[[Tensor], Tensor]:
+        if not adapted:  # before the adaptation stage the head reads the extractor's features directly
+            return lambda x: self.head(self.extractor(x))
         return lambda x: self.head(self.adapter.transform(self.extractor(x), domain))
 
-    def evaluate(self) -> dict[str, float]:
+    def evaluate(self, adapted: bool = True) -> dict[str, float]:
         modules = (self.extractor, self.head, self.adapter)
         modes = [m.training for m in modules]
         for m in modules:
             m.eval()
         d = self.domains
         accs = {
-            "source_val_acc": accuracy(self.predict("source"), d.source_val),
-            "source_test_acc": accuracy(self.predict("source"), d.source_test),
-            "target_test_acc": accuracy(self.predict("target"), d.target_test),
+            "source_val_acc": accuracy(self.predict("source", adapted), d.source_val),
+            "source_test_acc": accuracy(self.predict("source", adapted), d.source_test),
+            "target_test_acc": accuracy(self.predict("target", adapted), d.target_test),
         }
         for m, mode in zip(modules, modes):
             m.train(mode)
@@ -170,7 +172,7 @@ def pretrain(run: Run) -> None:
                 run.log.progress(1)
     else:
         return
-    accs = run.evaluate()
+    accs = run.evaluate(adapted=False)
     run.log.scalars({f"pretrain/{k}": v for k, v in accs.items()}, cfg.steps)
     run.log.metrics_row({"stage": "pretrain", "step": cfg.steps, **accs})
     run.summary.update({f"pretrain_{k}": v for k, v in accs.items()})

@@ -147,3 +147,17 @@ def test_da_adapters_lists_every_adapter_with_a_description(cli):
     listed = {line.split()[0]: line for line in out.splitlines()}
     for name in ADAPTERS.names():
         assert name in listed and len(listed[name].split()) > 2
+
+
+@pytest.mark.parametrize("name", [n for n in ADAPTERS.names() if not n.startswith("test_")])
+def test_every_registered_adapter_runs_through_the_one_loop(name, tmp_path):
+    adapter = {"name": name, "hidden": 32} if name == "dann" else {"name": name}
+    if name == "subspace":
+        adapter["dims"] = 8
+    cfg = tiny_config(train={"steps": 3, "eval_every": 3, "fit_samples": 64})
+    cfg["adapter"] = adapter
+    run_dir = tmp_path / name
+    run_dir.mkdir()
+    summary = train(build_config(cfg), run_dir, show_progress=False)
+    assert summary["adapter"] == name and 0.0 <= summary["target_test_acc"] <= 1.0
+    assert "pretrain_target_test_acc" in summary
