@@ -67,7 +67,6 @@ def test_default_run_folders_get_distinct_names(write_config, tmp_path):
     assert first != second and first.is_dir() and second.is_dir()
 
 
-@register_adapter("test_nan_after_4")
 class NanAfterFour(Adapter):
     """Test-only: a finite loss for 4 steps, then NaN."""
 
@@ -81,7 +80,14 @@ class NanAfterFour(Adapter):
         return (value * float("nan") if self.calls > 4 else value), {}
 
 
-def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(write_config, tmp_path, cli):
+@pytest.fixture
+def nan_adapter(monkeypatch):
+    """Registers NanAfterFour for one test only, leaving the global registry as it was."""
+    monkeypatch.setattr(ADAPTERS, "_entries", dict(ADAPTERS._entries))
+    register_adapter("test_nan_after_4")(NanAfterFour)
+
+
+def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(write_config, tmp_path, cli, nan_adapter):
     cfg = tiny_config(adapter={"name": "test_nan_after_4"}, train={"steps": 8, "checkpoint_every": 2, "eval_every": 2})
     cfg["adapter"] = {"name": "test_nan_after_4"}
     out = tmp_path / "run"
@@ -149,7 +155,7 @@ def test_da_adapters_lists_every_adapter_with_a_description(cli):
         assert name in listed and len(listed[name].split()) > 2
 
 
-@pytest.mark.parametrize("name", [n for n in ADAPTERS.names() if not n.startswith("test_")])
+@pytest.mark.parametrize("name", ADAPTERS.names())
 def test_every_registered_adapter_runs_through_the_one_loop(name, tmp_path):
     adapter = {"name": name, "hidden": 32} if name == "dann" else {"name": name}
     if name == "subspace":
