@@ -22,20 +22,15 @@ def counts(y: torch.Tensor) -> list[int]:
 
 @pytest.mark.data
 @needs_data
-def test_mnist_loads_whole_splits_with_the_right_sizes_and_label_counts():
-    d = DATASETS.get("mnist")(real_data_root(), False, "source")
-    assert d.train.x.shape == (60000, 1, 28, 28) and d.test.x.shape == (10000, 1, 28, 28)
-    assert counts(d.train.y) == MNIST_TRAIN and counts(d.test.y) == MNIST_TEST
+@pytest.mark.parametrize("name,sizes,train_counts,test_counts", [
+    ("mnist", (60000, 10000), MNIST_TRAIN, MNIST_TEST),
+    ("usps", (7291, 2007), USPS_TRAIN, USPS_TEST),  # 16x16 resized once to 28x28
+])
+def test_digits_load_whole_splits_at_28x28_with_the_right_label_counts(name, sizes, train_counts, test_counts):
+    d = DATASETS.get(name)(real_data_root(), False, "source")
+    assert d.train.x.shape == (sizes[0], 1, 28, 28) and d.test.x.shape == (sizes[1], 1, 28, 28)
+    assert counts(d.train.y) == train_counts and counts(d.test.y) == test_counts
     assert d.train.x.dtype == torch.float32 and -1.0 <= d.train.x.min() < d.train.x.max() <= 1.0
-
-
-@pytest.mark.data
-@needs_data
-def test_usps_loads_resized_to_28_with_the_right_sizes_and_label_counts():
-    d = DATASETS.get("usps")(real_data_root(), False, "target")
-    assert d.train.x.shape == (7291, 1, 28, 28) and d.test.x.shape == (2007, 1, 28, 28)
-    assert counts(d.train.y) == USPS_TRAIN and counts(d.test.y) == USPS_TEST
-    assert -1.0 <= d.train.x.min() < d.train.x.max() <= 1.0
 
 
 @pytest.mark.data
