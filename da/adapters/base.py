@@ -57,6 +57,27 @@ def summary_line(adapter_cls: type) -> str:
     return doc[0] if doc else ""
 
 
+LAYERS = ("features", "logits", "both")
+
+
+def layer_pairs(layer: str, f_s: Tensor, f_t: Tensor, logits_s: Tensor, logits_t: Tensor) -> list[tuple[Tensor, Tensor]]:
+    """The (source, target) activations a statistic-matching adapter aligns.
+
+    Deep CORAL aligns the classifier's outputs (fc8, Sun & Saenko 2016); DAN aligns features and
+    outputs together (fc6-fc8, Long et al. 2015).
+    """
+    pairs = {"features": [(f_s, f_t)], "logits": [(logits_s, logits_t)],
+             "both": [(f_s, f_t), (logits_s, logits_t)]}
+    return pairs[layer]
+
+
+def check_choice(adapter: str, key: str, value: str, choices: tuple[str, ...]) -> None:
+    from da.errors import DAError
+
+    if value not in choices:
+        raise DAError(f"{adapter}: {key} must be one of {', '.join(choices)}, got {value!r}")
+
+
 @torch.no_grad()
 def binary_accuracy(logits: Tensor, labels: Tensor) -> Tensor:
     """Share of ``logits > 0`` that match 0/1 ``labels``."""

@@ -10,8 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from da.adapters.base import Adapter
-from da.errors import DAError
+from da.adapters.base import LAYERS, Adapter, check_choice, layer_pairs
 from da.registry import register_adapter
 
 ESTIMATORS = ("biased", "unbiased", "linear")
@@ -24,13 +23,15 @@ class MMD(Adapter):
     description = "multi-kernel Gaussian MMD between feature batches (DAN, Long 2015)"
 
     def __init__(self, weight: float = 1.0, kernel_powers: tuple = (-3, -2, -1, 0, 1, 2),
-                 estimator: str = "biased") -> None:
+                 estimator: str = "biased", layer: str = "both") -> None:
         """``estimator``: ``biased`` (V-statistic: >= 0, and 0 exactly for identical batches),
         ``unbiased`` (U-statistic) or ``linear`` (DAN's linear-time estimate); the last two are
-        pytorch-adapt's ``MMDLoss`` as it is."""
+        pytorch-adapt's ``MMDLoss`` as it is. ``layer``: align ``features``, ``logits`` or ``both``
+        (DAN adapts several layers, up to the classifier's output)."""
         super().__init__()
-        if estimator not in ESTIMATORS:
-            raise DAError(f"mmd: estimator must be one of {', '.join(ESTIMATORS)}, got {estimator!r}")
+        check_choice("mmd", "estimator", estimator, ESTIMATORS)
+        check_choice("mmd", "layer", layer, LAYERS)
+        self.layer = layer
         from pytorch_adapt.layers import MMDLoss  # imported here: it pulls in torchmetrics (seconds)
 
         self.weight = weight
@@ -52,5 +53,5 @@ class MMD(Adapter):
         return kernel(xx).mean() + kernel(yy).mean() - 2 * kernel(zz).mean()
 
     def loss(self, f_s, f_t, *, logits_s, logits_t, y_s, progress):
-        value = self.discrepancy(f_s, f_t)
+        value = sum(self.discrepancy(s, t) for s, t in layer_pairs(self.layer, f_s, f_t, logits_s, logits_t))
         return self.weight * value, {"mmd": value.detach()}
