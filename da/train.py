@@ -188,8 +188,7 @@ def fit_closed_form(run: Run) -> None:
     run.extractor.eval()
     run.adapter.fit(extract(run.extractor, pick(d.source_train)), extract(run.extractor, pick(d.target_train)))
     run.extractor.train(was_training)
-    width = run.adapter.out_features(run.extractor.out_features)
-    run.head = linear_head(width, d.num_classes).to(run.device)
+    run.head = run.adapter.init_head(run.head)
 
 
 def check_finite(run: Run, loss: Tensor, stage: str, step: int) -> None:

@@ -48,6 +48,11 @@ class Adapter(nn.Module):
         """Width of ``transform``'s output for extractor features of width ``feature_dim``."""
         return feature_dim
 
+    def init_head(self, head: nn.Module) -> nn.Module:
+        """The head to train after ``fit``, given the pretrained one; default: a fresh linear head."""
+        width = self.out_features(head.in_features)
+        return nn.Linear(width, head.out_features).to(next(head.parameters()).device)
+
 
 def summary_line(adapter_cls: type) -> str:
     """The one-line description of an adapter class: ``description``, else its docstring's first line."""

@@ -8,7 +8,7 @@ is trained on the aligned source features.
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from da.adapters.base import Adapter, Domain
 from da.errors import DAError
@@ -35,8 +35,8 @@ class SubspaceAlignment(Adapter):
         if not 0 < dims <= feature_dim:
             raise DAError(f"subspace: dims={dims} must be between 1 and the feature width {feature_dim}")
         self.dims = dims
-        for name, shape in [("mean_s", (feature_dim,)), ("mean_t", (feature_dim,)),
-                            ("source_map", (feature_dim, dims)), ("target_basis", (feature_dim, dims))]:
+        for name, shape in [("mean_s", (feature_dim,)), ("mean_t", (feature_dim,)), ("basis_s", (feature_dim, dims)),
+                            ("basis_t", (feature_dim, dims)), ("alignment", (dims, dims))]:
             self.register_buffer(name, torch.zeros(shape))
         self.register_buffer("fitted", torch.tensor(False))
 
@@ -46,19 +46,34 @@ class SubspaceAlignment(Adapter):
             raise DAError(f"subspace: {n} samples cannot give {self.dims} PCA directions; lower adapter.dims")
         mean_s, p_s = pca_basis(f_s.double(), self.dims)
         mean_t, p_t = pca_basis(f_t.double(), self.dims)
-        alignment = p_s.T @ p_t  # M = P_s^T P_t
-        self.mean_s.copy_(mean_s)
-        self.mean_t.copy_(mean_t)
-        self.source_map.copy_(p_s @ alignment)
-        self.target_basis.copy_(p_t)
+        for buffer, value in ((self.mean_s, mean_s), (self.mean_t, mean_t), (self.basis_s, p_s),
+                              (self.basis_t, p_t), (self.alignment, p_s.T @ p_t)):  # M = P_s^T P_t
+            buffer.copy_(value)
         self.fitted.fill_(True)
 
     def transform(self, f: Tensor, domain: Domain) -> Tensor:
         if not bool(self.fitted):
             raise RuntimeError("SubspaceAlignment.transform called before fit")
         if domain == "source":
-            return (f - self.mean_s) @ self.source_map
-        return (f - self.mean_t) @ self.target_basis
+            return (f - self.mean_s) @ self.basis_s @ self.alignment
+        return (f - self.mean_t) @ self.basis_t
 
     def out_features(self, feature_dim: int) -> int:
         return self.dims
+
+    def init_head(self, head: nn.Module) -> nn.Module:
+        """The pretrained linear head (W, b) expressed in the aligned coordinates: W P_t and b + W mu_s.
+
+        Aligned coordinates are target-basis coordinates, so a source feature then scores
+        W P_t P_t^T P_s P_s^T (f - mu_s) + W mu_s + b and a target feature W P_t P_t^T (f - mu_t) + W mu_s + b:
+        the pretrained head on centred, projected features. Training starts from the pretrained
+        classifier instead of from scratch (a fresh head on frozen features underfits in a few
+        thousand steps).
+        """
+        if not isinstance(head, nn.Linear):
+            return super().init_head(head)
+        new = nn.Linear(self.dims, head.out_features).to(head.weight.device)
+        with torch.no_grad():
+            new.weight.copy_(head.weight @ self.basis_t)
+            new.bias.copy_(head.bias + head.weight @ self.mean_s)
+        return new
