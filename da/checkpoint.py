@@ -15,8 +15,14 @@ FORMAT = "da-checkpoint-1"
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write to a temporary file and rename it, so a kill never leaves a truncated checkpoint."""
     tmp = path.with_name(f".{path.name}.tmp")
-    torch.save({"format": FORMAT, **state}, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save({"format": FORMAT, **state}, tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise DAError(f"cannot write checkpoint {path} ({exc.strerror or exc}); the previous checkpoint is kept") from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]:

@@ -1,8 +1,9 @@
-"""The ``da`` command: ``da train``, ``da adapters``."""
+"""The ``da`` command: ``da train``, ``da eval``, ``da adapters``."""
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import NoReturn, Sequence
 
 from da.errors import DAError
@@ -20,16 +21,47 @@ def cmd_train(args: argparse.Namespace) -> int:
     from da.run_dir import create_run_dir
     from da.train import train
 
-    config = load_config(args.config, args.set)
+    if args.resume:
+        run_dir = Path(args.resume)
+        if args.config or args.set or args.out:
+            raise DAError("--resume continues a run with its own config.yaml; drop -c, --set and --out")
+        if (run_dir / "summary.json").exists():
+            raise DAError(f"run {run_dir} already finished (summary.json exists); nothing to resume")
+        config = load_config(run_dir / "config.yaml")
+    elif not args.config:
+        raise DAError("da train needs -c CONFIG (or --resume RUN_DIR)")
+    else:
+        config = load_config(args.config, args.set)
     if args.dry_run:
-        print(f"config {args.config} is valid")
+        print(f"config {args.config or args.resume} is valid")
         return 0
-    run_dir = create_run_dir(args.out, config.out_root, config.name)
+    if not args.resume:
+        run_dir = create_run_dir(args.out, config.out_root, config.name)
     print(f"run folder: {run_dir}", flush=True)
-    summary = train(config, run_dir, show_progress=not args.quiet)
+    summary = train(config, run_dir, show_progress=not args.quiet, resume=bool(args.resume))
     print(f"{summary['adapter']}: target_test_acc={summary['target_test_acc']:.4f} "
           f"source_test_acc={summary['source_test_acc']:.4f} wall_s={summary['wall_s']:.0f} "
           f"train_imgs_per_s={summary['train_imgs_per_s']:.0f} -> {run_dir}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from da.evaluate import evaluate_run
+
+    run_dir = Path(args.run_dir)
+    result = evaluate_run(run_dir, Path(args.checkpoint) if args.checkpoint else None)
+    print(json.dumps(result))
+    summary_path = run_dir / "summary.json"
+    if args.checkpoint is None and summary_path.exists():
+        summary = json.loads(summary_path.read_text())
+        keys = ("source_val_acc", "source_test_acc", "target_test_acc")
+        differ = [k for k in keys if abs(summary[k] - result[k]) > 1e-9]
+        if differ:
+            print(f"differs from summary.json in {', '.join(differ)}", file=sys.stderr)
+            return 1
+        print("matches summary.json")
     return 0
 
 
@@ -51,13 +83,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="da", description="Domain adaptation experiments.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     p = sub.add_parser("train", help="run one adaptation experiment")
-    p.add_argument("-c", "--config", required=True, help="YAML config file")
+    p.add_argument("-c", "--config", help="YAML config file")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.steps=500 (repeatable)")
     p.add_argument("--out", help="run folder to create (must not exist); default: <out_root>/<name>")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a killed run from its last checkpoint")
     p.add_argument("--dry-run", action="store_true", help="validate the config and stop")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
+    p = sub.add_parser("eval", help="recompute a run's accuracies from its checkpoint")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--checkpoint", help="a checkpoint file (default: RUN_DIR/checkpoint.pt)")
+    p.set_defaults(func=cmd_eval)
     p = sub.add_parser("adapters", help="list the registered adapters")
     p.set_defaults(func=cmd_adapters)
     return parser

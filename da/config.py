@@ -77,6 +77,7 @@ class Config:
     name: Optional[str] = None  # run name; default: the config file's stem
     seed: int = 0
     device: str = "auto"  # auto: cuda when available, else cpu
+    deterministic: bool = False  # torch's deterministic algorithms (CPU runs are reproducible without it)
     out_root: str = "runs"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -181,7 +182,7 @@ def to_dict(config: Config) -> dict:
     out = dataclasses.asdict(config)
     adapter = out.pop("adapter")
     out["adapter"] = {"name": adapter["name"], **adapter["kwargs"]}
-    order = ["name", "seed", "device", "out_root", "data", "model", "adapter", "pretrain", "train"]
+    order = ["name", "seed", "device", "deterministic", "out_root", "data", "model", "adapter", "pretrain", "train"]
     return {k: out[k] for k in order}
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -10,18 +11,35 @@ from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 from tqdm.auto import tqdm
 
+from da.run_files import truncate_metrics
+
 #: Metrics shown in TensorBoard's hparams tab (logged as scalars under the same tags).
 HPARAM_METRICS = ("hparam/target_test_acc", "hparam/source_test_acc", "hparam/source_val_acc")
+
+
+@dataclass
+class ResumePoint:
+    """Where a resumed run picks up: its stage and step, and that step on TensorBoard's axis."""
+
+    stage: str
+    step: int
+    global_step: int
 
 
 class RunLog:
     """TensorBoard writer, ``metrics.jsonl`` rows and a tqdm progress bar for one run folder."""
 
-    def __init__(self, run_dir: Path, hparams: dict[str, Any], total_steps: int, show_progress: bool = True) -> None:
-        self.tb = SummaryWriter(log_dir=str(run_dir / "tb"))
+    def __init__(self, run_dir: Path, hparams: dict[str, Any], total_steps: int, show_progress: bool = True,
+                 resume: ResumePoint | None = None) -> None:
         self.metrics_path = run_dir / "metrics.jsonl"
-        self._write_hparams(hparams)
-        self.bar = tqdm(total=total_steps, disable=not show_progress, dynamic_ncols=True, mininterval=0.5)
+        if resume is None:
+            self.tb = SummaryWriter(log_dir=str(run_dir / "tb"))
+            self._write_hparams(hparams)
+        else:  # forget what was logged after the checkpoint: the resumed run logs it again
+            self.tb = SummaryWriter(log_dir=str(run_dir / "tb"), purge_step=resume.global_step + 1)
+            truncate_metrics(self.metrics_path, resume.stage, resume.step)
+        done = 0 if resume is None else resume.global_step
+        self.bar = tqdm(total=total_steps, initial=done, disable=not show_progress, dynamic_ncols=True, mininterval=0.5)
         self._postfix: dict[str, str] = {}
 
     def _write_hparams(self, hparams: dict[str, Any]) -> None:

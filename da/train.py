@@ -6,17 +6,22 @@
 
 Source and target batches go through the extractor in one forward over ``cat(x_s, x_t)``
 (as in Transfer-Learning-Library), so batch-norm statistics see both domains.
+
+Both stages checkpoint every ``train.checkpoint_every`` steps and on SIGTERM / Ctrl-C; a checkpoint
+holds everything a resumed run needs to end exactly as an uninterrupted one would (on CPU).
 """
 from __future__ import annotations
 
 import inspect
-import json
 import math
+import os
 import random
+import signal
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -33,7 +38,12 @@ from da.domains import Domains, load_domains
 from da.errors import DAError
 from da.models import linear_head
 from da.registry import ADAPTERS, BACKBONES
-from da.run_log import RunLog
+from da.run_files import write_json
+from da.run_log import ResumePoint, RunLog
+
+STAGE_LABELS = {"pretrain": "pretraining", "adapt": "adaptation"}
+#: summary.json fields that measure time, not results: they differ between otherwise equal runs.
+TIMING_FIELDS = ("wall_s", "train_s", "train_imgs_per_s")
 
 
 def pick_device(name: str) -> torch.device:
@@ -44,10 +54,33 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def seed_everything(seed: int) -> None:
+def seed_everything(seed: int, deterministic: bool) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+    if deterministic:  # GPU kernels: cuBLAS needs a fixed workspace to be deterministic
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(deterministic)
+
+
+def rng_state() -> dict[str, Any]:
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+            "python": random.getstate(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    random.setstate(_tuples(state["python"]))
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _tuples(value: Any) -> Any:
+    return tuple(_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
 def build_adapter(config: Config, feature_dim: int, num_classes: int) -> Adapter:
@@ -83,6 +116,65 @@ def lr_factor(schedule: str, progress: float) -> float:
 
 
 @dataclass
+class Model:
+    """Extractor, adapter and head: what a checkpoint's weights restore."""
+
+    extractor: nn.Module
+    head: nn.Module
+    adapter: Adapter
+
+    def predict(self, domain: str, adapted: bool) -> Callable[[Tensor], Tensor]:
+        if not adapted:  # before the adaptation stage the head reads the extractor's features directly
+            return lambda x: self.head(self.extractor(x))
+        return lambda x: self.head(self.adapter.transform(self.extractor(x), domain))
+
+    def evaluate(self, domains: Domains, adapted: bool = True) -> dict[str, float]:
+        modules = (self.extractor, self.head, self.adapter)
+        modes = [m.training for m in modules]
+        for m in modules:
+            m.eval()
+        accs = {
+            "source_val_acc": accuracy(self.predict("source", adapted), domains.source_val),
+            "source_test_acc": accuracy(self.predict("source", adapted), domains.source_test),
+            "target_test_acc": accuracy(self.predict("target", adapted), domains.target_test),
+        }
+        for m, mode in zip(modules, modes):
+            m.train(mode)
+        return accs
+
+    def load(self, state: dict[str, Any]) -> None:
+        """Weights of a checkpoint; a closed-form adapter's head takes its fitted shape first."""
+        self.extractor.load_state_dict(state["extractor"])
+        self.adapter.load_state_dict(state["adapter"])
+        if self.adapter.needs_fit and state["stage"] == "adapt":
+            self.head = self.adapter.init_head(self.head)
+        self.head.load_state_dict(state["head"])
+
+
+def build_model(config: Config, domains: Domains, device: torch.device) -> Model:
+    extractor = BACKBONES.get(config.model.backbone)(pretrained=config.model.pretrained,
+                                                     in_channels=domains.source_train.x.shape[1])
+    # Channels-last convolution weights run LeNet's training step ~1.7x faster on CPU (oneDNN).
+    extractor = extractor.to(device).to(memory_format=torch.channels_last)
+    width = extractor.out_features
+    return Model(extractor, linear_head(width, domains.num_classes).to(device),
+                 build_adapter(config, width, domains.num_classes).to(device))
+
+
+@dataclass
+class Stage:
+    """One optimisation stage's moving parts, saved in every checkpoint of that stage."""
+
+    name: str
+    steps: int
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    samplers: dict[str, BatchSampler]
+    group_names: list[str]
+    first_step: int = 1
+
+
+@dataclass
 class Run:
     """Everything the stages share."""
 
@@ -90,196 +182,211 @@ class Run:
     run_dir: Path
     device: torch.device
     domains: Domains
-    extractor: nn.Module
-    head: nn.Module
-    adapter: Adapter
+    model: Model
     log: RunLog
     generator: torch.Generator
     summary: dict[str, Any] = field(default_factory=dict)
-    last_checkpoint_step: int | None = None
+    last_checkpoint: str | None = None
+    train_seconds: float = 0.0
+    earlier_wall_s: float = 0.0  # wall time of the sessions before a resume
+    started: float = field(default_factory=time.perf_counter)
+    stop_signal: str | None = None
 
     @property
     def checkpoint_path(self) -> Path:
         return self.run_dir / "checkpoint.pt"
 
-    def predict(self, domain: str, adapted: bool) -> Callable[[Tensor], Tensor]:
-        if not adapted:  # before the adaptation stage the head reads the extractor's features directly
-            return lambda x: self.head(self.extractor(x))
-        return lambda x: self.head(self.adapter.transform(self.extractor(x), domain))
+    @property
+    def tb_offset(self) -> int:
+        """Adaptation steps follow the in-loop pretraining steps on TensorBoard's global step axis."""
+        return 0 if self.config.pretrain.checkpoint else self.config.pretrain.steps
 
-    def evaluate(self, adapted: bool = True) -> dict[str, float]:
-        modules = (self.extractor, self.head, self.adapter)
-        modes = [m.training for m in modules]
-        for m in modules:
-            m.eval()
-        d = self.domains
-        accs = {
-            "source_val_acc": accuracy(self.predict("source", adapted), d.source_val),
-            "source_test_acc": accuracy(self.predict("source", adapted), d.source_test),
-            "target_test_acc": accuracy(self.predict("target", adapted), d.target_test),
-        }
-        for m, mode in zip(modules, modes):
-            m.train(mode)
-        return accs
+    def wall_s(self) -> float:
+        return self.earlier_wall_s + time.perf_counter() - self.started
+
+    def save(self, stage: Stage, step: int) -> None:
+        m = self.model
+        save_checkpoint(self.checkpoint_path, {
+            "stage": stage.name, "step": step, "config": dump_yaml(self.config),
+            "extractor": m.extractor.state_dict(), "head": m.head.state_dict(), "adapter": m.adapter.state_dict(),
+            "optimizer": stage.optimizer.state_dict(), "scheduler": stage.scheduler.state_dict(),
+            "samplers": {k: s.state_dict() for k, s in stage.samplers.items()},
+            "rng": rng_state(), "summary": dict(self.summary),
+            "train_seconds": self.train_seconds, "wall_s": self.wall_s(),
+        })
+        self.last_checkpoint = f"{STAGE_LABELS[stage.name]} step {step}"
+
+    def resume_stage(self, stage: Stage, state: dict[str, Any]) -> None:
+        stage.optimizer.load_state_dict(state["optimizer"])
+        stage.scheduler.load_state_dict(state["scheduler"])
+        for key, sampler in stage.samplers.items():
+            sampler.load_state_dict(state["samplers"][key])
+        set_rng_state(state["rng"])
+        stage.first_step = state["step"] + 1
+
+    def check(self, loss: Tensor, stage: Stage, step: int) -> None:
+        """Stop on a non-finite loss or a signal, naming the step and the checkpoint kept."""
+        if not torch.isfinite(loss):
+            kept = (f"the last good checkpoint ({self.last_checkpoint}) is kept in {self.checkpoint_path}"
+                    if self.last_checkpoint else "no checkpoint had been written yet")
+            label = STAGE_LABELS[stage.name]
+            raise DAError(f"the {label} loss became {loss.item()} at {label} step {step}; training "
+                          f"stopped and {kept}; lower the learning rate or the adapter's weight")
+
+    def stop_if_asked(self, stage: Stage, done: int) -> None:
+        if self.stop_signal:
+            self.save(stage, done)
+            raise DAError(f"stopped by {self.stop_signal} after {STAGE_LABELS[stage.name]} step {done}; checkpoint saved; "
+                          f"continue with: da train --resume {self.run_dir}")
 
 
-def make_optimizer(run: Run, train: TrainConfig, lr: float, steps: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR, list[str]]:
-    """SGD over named parameter groups (extractor with its multiplier, head, adapter) and its schedule."""
+def make_stage(run: Run, name: str, train: TrainConfig, lr: float, steps: int, batch_size: int,
+               domains: tuple[str, ...]) -> Stage:
+    """SGD over named parameter groups (extractor, head, adapter) with their lr multipliers, schedule, samplers.
+
+    Pretraining trains extractor and head at ``lr``; adaptation applies ``train.extractor`` (freeze or
+    fine-tune with ``extractor_lr_mult``) and ``adapter_lr_mult``.
+    """
+    m = run.model
+    if name == "pretrain":
+        mults = {"extractor": 1.0, "head": 1.0, "adapter": 0.0}
+    else:
+        mults = {"extractor": train.extractor_lr_mult if train.extractor == "finetune" else 0.0,
+                 "head": 1.0, "adapter": train.adapter_lr_mult}
     groups, names = [], []
-    extractor_trainable = train.extractor == "finetune"
-    for name, module, mult in (
-        ("extractor", run.extractor, train.extractor_lr_mult if extractor_trainable else 0.0),
-        ("head", run.head, 1.0),
-        ("adapter", run.adapter, train.adapter_lr_mult),
-    ):
+    for group, module in (("extractor", m.extractor), ("head", m.head), ("adapter", m.adapter)):
         params = [p for p in module.parameters() if p.requires_grad]
-        if params and mult > 0:
-            groups.append({"params": params, "lr": lr * mult})
-            names.append(name)
+        if params and mults[group] > 0:
+            groups.append({"params": params, "lr": lr * mults[group]})
+            names.append(group)
     optimizer = torch.optim.SGD(groups, lr=lr, momentum=train.momentum, weight_decay=train.weight_decay,
                                 nesterov=train.nesterov and train.momentum > 0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(train.lr_schedule, s / max(steps, 1)))
-    return optimizer, scheduler, names
+    split = {"source": run.domains.source_train, "target": run.domains.target_train}
+    samplers = {d: BatchSampler(split[d], batch_size, run.generator) for d in domains}
+    return Stage(name, steps, optimizer, scheduler, samplers, names)
 
 
-def pretrain(run: Run) -> None:
+def pretrain(run: Run, state: dict[str, Any] | None) -> None:
     """Stage 1: extractor + head on labelled source only (or loaded from a checkpoint)."""
-    cfg = run.config.pretrain
+    cfg, m = run.config.pretrain, run.model
     if cfg.checkpoint:
-        state = load_checkpoint(cfg.checkpoint, run.device)
+        loaded = load_checkpoint(cfg.checkpoint, run.device)
         try:
-            run.extractor.load_state_dict(state["extractor"])
-            run.head.load_state_dict(state["head"])
+            m.extractor.load_state_dict(loaded["extractor"])
+            m.head.load_state_dict(loaded["head"])
         except (KeyError, RuntimeError) as exc:
             raise DAError(f"pretrain.checkpoint {cfg.checkpoint} does not fit model.backbone "
                           f"{run.config.model.backbone} ({str(exc).splitlines()[0]})") from None
     elif cfg.steps > 0:
-        optimizer, scheduler, _ = make_optimizer(run, run.config.train, cfg.lr, cfg.steps)
-        source = BatchSampler(run.domains.source_train, cfg.batch_size, run.generator)
+        # Pretraining always fine-tunes the extractor; train.extractor_lr_mult is the adaptation stage's.
+        stage = make_stage(run, "pretrain", run.config.train, cfg.lr, cfg.steps, cfg.batch_size, ("source",))
+        if state is not None:
+            run.resume_stage(stage, state)
         run.log.describe("pretrain")
-        for step in range(1, cfg.steps + 1):
+        source = stage.samplers["source"]
+        every = run.config.train
+        for step in range(stage.first_step, cfg.steps + 1):
+            run.stop_if_asked(stage, step - 1)
             x, y = source.next()
-            loss = F.cross_entropy(run.head(run.extractor(x)), y)
-            check_finite(run, loss, "pretrain", step)
-            optimizer.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(m.head(m.extractor(x)), y)
+            run.check(loss, stage, step)
+            stage.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
-            scheduler.step()
-            if step % run.config.train.log_every == 0:
+            stage.optimizer.step()
+            stage.scheduler.step()
+            if step % every.log_every == 0:
                 run.log.scalars({"pretrain/loss": loss.item()}, step)
                 run.log.progress(1, loss=loss.item())
             else:
                 run.log.progress(1)
+            if step % every.checkpoint_every == 0 and step < cfg.steps:
+                run.save(stage, step)
     else:
         return
-    accs = run.evaluate(adapted=False)
+    accs = m.evaluate(run.domains, adapted=False)
     run.log.scalars({f"pretrain/{k}": v for k, v in accs.items()}, cfg.steps)
     run.log.metrics_row({"stage": "pretrain", "step": cfg.steps, **accs})
     run.summary.update({f"pretrain_{k}": v for k, v in accs.items()})
 
 
 def fit_closed_form(run: Run) -> None:
-    """For adapters such as subspace alignment: fit on extractor features, then start a fresh head."""
-    n = run.config.train.fit_samples
+    """For adapters such as subspace alignment: fit on extractor features, then the head they need."""
+    n, d, m = run.config.train.fit_samples, run.domains, run.model
     g = torch.Generator().manual_seed(run.config.seed)
-    d = run.domains
     pick = lambda split: split.x[torch.randperm(len(split), generator=g)[:n].to(split.x.device)]
-    was_training = run.extractor.training
-    run.extractor.eval()
-    run.adapter.fit(extract(run.extractor, pick(d.source_train)), extract(run.extractor, pick(d.target_train)))
-    run.extractor.train(was_training)
-    run.head = run.adapter.init_head(run.head)
+    was_training = m.extractor.training
+    m.extractor.eval()
+    m.adapter.fit(extract(m.extractor, pick(d.source_train)), extract(m.extractor, pick(d.target_train)))
+    m.extractor.train(was_training)
+    m.head = m.adapter.init_head(m.head)
 
 
-def check_finite(run: Run, loss: Tensor, stage: str, step: int) -> None:
-    if not torch.isfinite(loss):
-        kept = (f"the last good checkpoint (adaptation step {run.last_checkpoint_step}) is kept in {run.checkpoint_path}"
-                if run.last_checkpoint_step is not None else "no checkpoint had been written yet")
-        raise DAError(f"the {stage} loss became {loss.item()} at {stage} step {step}; training stopped and {kept}; "
-                      f"lower the learning rate or the adapter's weight")
-
-
-def adapt(run: Run) -> None:
+def adapt(run: Run, state: dict[str, Any] | None) -> None:
     """Stage 2: extractor, head and adapter trained jointly on source + target batches."""
-    cfg = run.config.train
+    cfg, m = run.config.train, run.model
     freeze = cfg.extractor == "freeze"
-    run.extractor.requires_grad_(not freeze)
-    optimizer, scheduler, group_names = make_optimizer(run, cfg, cfg.lr, cfg.steps)
-    source = BatchSampler(run.domains.source_train, cfg.batch_size, run.generator)
-    target = BatchSampler(run.domains.target_train, cfg.batch_size, run.generator)
-    run.extractor.train(not freeze)  # a frozen extractor is a fixed feature map: no dropout
-    run.head.train()
-    run.adapter.train()
+    m.extractor.requires_grad_(not freeze)
+    stage = make_stage(run, "adapt", cfg, cfg.lr, cfg.steps, cfg.batch_size, ("source", "target"))
+    if state is not None:
+        run.resume_stage(stage, state)
+    else:
+        run.save(stage, 0)
+    source, target = stage.samplers["source"], stage.samplers["target"]
+    m.extractor.train(not freeze)  # a frozen extractor is a fixed feature map: no dropout
+    m.head.train()
+    m.adapter.train()
     run.log.describe(f"adapt:{run.config.adapter.name}")
-
-    def save(step: int) -> None:
-        save_checkpoint(run.checkpoint_path, {
-            "stage": "adapt", "step": step, "config": dump_yaml(run.config),
-            "extractor": run.extractor.state_dict(), "head": run.head.state_dict(),
-            "adapter": run.adapter.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "samplers": {"source": source.state_dict(), "target": target.state_dict()},
-            "torch_rng": torch.get_rng_state(),
-        })
-        run.last_checkpoint_step = step
-
-    save(0)
-    train_seconds, evals = 0.0, 0
+    offset = run.tb_offset
     tick = time.perf_counter()
-    for step in range(1, cfg.steps + 1):
+    for step in range(stage.first_step, cfg.steps + 1):
+        if run.stop_signal:
+            run.train_seconds += time.perf_counter() - tick
+            run.stop_if_asked(stage, step - 1)
         x_s, y_s = source.next()
         x_t, _ = target.next()
-        if freeze:
-            with torch.no_grad():
-                f_s, f_t = run.extractor(torch.cat([x_s, x_t])).split([len(x_s), len(x_t)])
-        else:
-            f_s, f_t = run.extractor(torch.cat([x_s, x_t])).split([len(x_s), len(x_t)])
-        z_s = run.adapter.transform(f_s, "source")
-        z_t = run.adapter.transform(f_t, "target")
-        logits_s, logits_t = run.head(torch.cat([z_s, z_t])).split([len(z_s), len(z_t)])
+        with torch.set_grad_enabled(not freeze):
+            f_s, f_t = m.extractor(torch.cat([x_s, x_t])).split([len(x_s), len(x_t)])
+        z_s = m.adapter.transform(f_s, "source")
+        z_t = m.adapter.transform(f_t, "target")
+        logits_s, logits_t = m.head(torch.cat([z_s, z_t])).split([len(z_s), len(z_t)])
         task = F.cross_entropy(logits_s, y_s)
-        align, scalars = run.adapter.loss(f_s, f_t, logits_s=logits_s, logits_t=logits_t, y_s=y_s,
-                                          progress=(step - 1) / cfg.steps)
+        align, scalars = m.adapter.loss(f_s, f_t, logits_s=logits_s, logits_t=logits_t, y_s=y_s,
+                                        progress=(step - 1) / cfg.steps)
         total = task + align
-        check_finite(run, total, "adaptation", step)
-        optimizer.zero_grad(set_to_none=True)
+        run.check(total, stage, step)
+        stage.optimizer.zero_grad(set_to_none=True)
         total.backward()
-        optimizer.step()
-        scheduler.step()
+        stage.optimizer.step()
+        stage.scheduler.step()
 
         if step % cfg.log_every == 0 or step == cfg.steps:
             batch_acc = (logits_s.argmax(1) == y_s).float().mean().item()
             values = {"loss/total": total.item(), "loss/task": task.item(), "loss/adapter": align.item(),
                       "acc/source_batch": batch_acc}
             values.update({f"adapter/{k}": float(v) for k, v in scalars.items()})
-            values.update({f"lr/{n}": g["lr"] for n, g in zip(group_names, optimizer.param_groups)})
-            run.log.scalars(values, step)
+            values.update({f"lr/{n}": g["lr"] for n, g in zip(stage.group_names, stage.optimizer.param_groups)})
+            run.log.scalars(values, offset + step)
             run.log.progress(1, loss=values["loss/total"], src_acc=batch_acc)
         else:
             run.log.progress(1)
 
-        if step % cfg.eval_every == 0 or step == cfg.steps:
+        evaluate = step % cfg.eval_every == 0 or step == cfg.steps
+        if evaluate or step % cfg.checkpoint_every == 0:
             if run.device.type == "cuda":
                 torch.cuda.synchronize()
-            train_seconds += time.perf_counter() - tick
-            accs = run.evaluate()
-            evals += 1
-            run.log.scalars({f"acc/{k.removesuffix('_acc')}": v for k, v in accs.items()}, step)
-            run.log.metrics_row({"stage": "adapt", "step": step, "train_s": round(train_seconds, 3), **accs})
-            run.log.progress(0, tgt_test=accs["target_test_acc"], src_val=accs["source_val_acc"])
-            run.summary.update(accs)
+            run.train_seconds += time.perf_counter() - tick
+            if evaluate:
+                accs = m.evaluate(run.domains)
+                run.log.scalars({f"acc/{k.removesuffix('_acc')}": v for k, v in accs.items()}, offset + step)
+                run.log.metrics_row({"stage": "adapt", "step": step, **accs})
+                run.log.progress(0, tgt_test=accs["target_test_acc"], src_val=accs["source_val_acc"])
+                run.summary.update(accs)
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                save(step)
+                run.save(stage, step)
             tick = time.perf_counter()
-        elif step % cfg.checkpoint_every == 0:
-            train_seconds += time.perf_counter() - tick
-            save(step)
-            tick = time.perf_counter()
-
     if cfg.steps == 0:
-        run.summary.update(run.evaluate())
-    run.summary["train_s"] = round(train_seconds, 3)
-    run.summary["train_imgs_per_s"] = round(2 * cfg.batch_size * cfg.steps / max(train_seconds, 1e-9), 1)
+        run.summary.update(m.evaluate(run.domains))
 
 
 def flat_hparams(config: Config) -> dict[str, Any]:
@@ -296,52 +403,70 @@ def flat_hparams(config: Config) -> dict[str, Any]:
     return out
 
 
-def train(config: Config, run_dir: Path, show_progress: bool = True) -> dict[str, Any]:
-    """Run both stages into ``run_dir`` (which must exist and be empty); return the summary."""
-    started = time.perf_counter()
-    (run_dir / "config.yaml").write_text(dump_yaml(config))
-    seed_everything(config.seed)
+@contextmanager
+def stop_on_signals(run: Run) -> Iterator[None]:
+    """SIGTERM and Ctrl-C ask the loop to checkpoint and stop at the end of the current step."""
+    def ask(signum: int, _frame: Any) -> None:
+        run.stop_signal = signal.Signals(signum).name
+
+    previous = {s: signal.signal(s, ask) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def train(config: Config, run_dir: Path, show_progress: bool = True, resume: bool = False) -> dict[str, Any]:
+    """Run both stages into ``run_dir``; with ``resume``, continue from its ``checkpoint.pt``."""
+    state = load_checkpoint(run_dir / "checkpoint.pt") if resume else None
+    if state is None:
+        (run_dir / "config.yaml").write_text(dump_yaml(config))
+    seed_everything(config.seed, config.deterministic)
     device = pick_device(config.device)
     domains = load_domains(config.data, device)
-    extractor = BACKBONES.get(config.model.backbone)(pretrained=config.model.pretrained,
-                                                     in_channels=domains.source_train.x.shape[1]).to(device)
-    # Channels-last convolution weights run LeNet's training step ~1.7x faster on CPU (oneDNN).
-    extractor = extractor.to(memory_format=torch.channels_last)
-    feature_dim = extractor.out_features
-    run = Run(
-        config=config, run_dir=run_dir, device=device, domains=domains, extractor=extractor,
-        head=linear_head(feature_dim, domains.num_classes).to(device),
-        adapter=build_adapter(config, feature_dim, domains.num_classes).to(device),
-        log=RunLog(run_dir, flat_hparams(config), config.pretrain.steps + config.train.steps, show_progress),
-        generator=torch.Generator().manual_seed(config.seed),
-    )
+    model = build_model(config, domains, device)
+    offset = 0 if config.pretrain.checkpoint else config.pretrain.steps
+    resume_at = None
+    if state is not None:
+        global_step = state["step"] + (offset if state["stage"] == "adapt" else 0)
+        resume_at = ResumePoint(state["stage"], state["step"], global_step)
+    run = Run(config=config, run_dir=run_dir, device=device, domains=domains, model=model,
+              log=RunLog(run_dir, flat_hparams(config), offset + config.train.steps, show_progress, resume_at),
+              generator=torch.Generator().manual_seed(config.seed))
+    if state is not None:
+        run.summary, run.train_seconds, run.earlier_wall_s = dict(state["summary"]), state["train_seconds"], state["wall_s"]
+        run.last_checkpoint = f"{STAGE_LABELS[state['stage']]} step {state['step']}"
     try:
-        pretrain(run)
-        if run.adapter.needs_fit:
-            fit_closed_form(run)
-        adapt(run)
+        with stop_on_signals(run):
+            if state is None or state["stage"] == "pretrain":
+                pretrain(run, state)
+                state = None
+                if model.adapter.needs_fit:
+                    fit_closed_form(run)
+            else:
+                model.load(state)
+            adapt(run, state)
         run.log.scalars({f"hparam/{k}": run.summary[k] for k in ("target_test_acc", "source_test_acc", "source_val_acc")},
-                        config.train.steps)
+                        run.tb_offset + config.train.steps)
     finally:
         run.log.close()
-    summary = {
-        "name": config.name, "adapter": config.adapter.name, "seed": config.seed,
-        "source": config.data.source, "target": config.data.target, "backbone": config.model.backbone,
-        "pretrain_steps": config.pretrain.steps, "steps": config.train.steps,
-        "batch_size": config.train.batch_size,
-        "source_test_acc": run.summary["source_test_acc"], "target_test_acc": run.summary["target_test_acc"],
-        "source_val_acc": run.summary["source_val_acc"],
-        **{k: v for k, v in run.summary.items() if k.startswith("pretrain_")},
-        "wall_s": round(time.perf_counter() - started, 2),
-        "train_s": run.summary["train_s"], "train_imgs_per_s": run.summary["train_imgs_per_s"],
-        "device": str(device), "torch": torch.__version__,
-        "hparams": config.adapter.kwargs,
-    }
+    summary = make_summary(run, device)
     write_json(run_dir / "summary.json", summary)
     return summary
 
 
-def write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
+def make_summary(run: Run, device: torch.device) -> dict[str, Any]:
+    config, s = run.config, run.summary
+    return {
+        "name": config.name, "adapter": config.adapter.name, "seed": config.seed,
+        "source": config.data.source, "target": config.data.target, "backbone": config.model.backbone,
+        "pretrain_steps": config.pretrain.steps, "steps": config.train.steps, "batch_size": config.train.batch_size,
+        "source_test_acc": s["source_test_acc"], "target_test_acc": s["target_test_acc"],
+        "source_val_acc": s["source_val_acc"],
+        **{k: v for k, v in s.items() if k.startswith("pretrain_")},
+        "wall_s": round(run.wall_s(), 2), "train_s": round(run.train_seconds, 3),
+        "train_imgs_per_s": round(2 * config.train.batch_size * config.train.steps / max(run.train_seconds, 1e-9), 1),
+        "device": str(device), "torch": torch.__version__,
+        "hparams": config.adapter.kwargs,
+    }

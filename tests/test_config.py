@@ -82,7 +82,7 @@ def test_bad_config_gets_one_clear_line(what, content, sets, message, write_conf
 def test_cli_usage_errors_are_one_line(cli):
     code, _, err = cli("train")
     assert code == 2
-    assert "required: -c/--config" in one_line_error(err)
+    assert "needs -c CONFIG" in one_line_error(err)
     code, _, err = cli("trian")
     assert code == 2 and "invalid choice" in one_line_error(err)
 

@@ -1,0 +1,39 @@
+"""Small files of a run folder, written atomically: a kill never leaves a truncated one."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path`` and rename it over ``path``."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+
+
+STAGE_ORDER = {"pretrain": 0, "adapt": 1}
+
+
+def truncate_metrics(path: Path, stage: str, step: int) -> None:
+    """Drop metrics.jsonl rows written after (stage, step): a resumed run writes them again."""
+    if not path.exists():
+        return
+    limit = (STAGE_ORDER[stage], step)
+    keep = [line for line in path.read_text().splitlines()
+            if line.strip() and _position(json.loads(line)) <= limit]
+    write_text_atomic(path, "".join(line + "\n" for line in keep))
+
+
+def _position(row: dict[str, Any]) -> tuple[int, int]:
+    return STAGE_ORDER[row["stage"]], row["step"]
