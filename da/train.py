@@ -282,6 +282,7 @@ def pretrain(run: Run, state: dict[str, Any] | None) -> None:
         # Pretraining always fine-tunes the extractor; train.extractor_lr_mult is the adaptation stage's.
         stage = make_stage(run, "pretrain", run.config.train, cfg.lr, cfg.steps, cfg.batch_size, ("source",))
         if state is not None:
+            m.load(state)
             run.resume_stage(stage, state)
         run.log.describe("pretrain")
         source = stage.samplers["source"]

@@ -1,0 +1,160 @@
+"""Runs that survive: exact resume after SIGKILL or SIGTERM, same seed twice, atomic outputs, eval."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from conftest import ROOT, one_line_error, tiny_config
+from da.checkpoint import load_checkpoint
+from da.config import build_config
+from da.errors import DAError
+from da.train import TIMING_FIELDS, train
+
+KILL_CONFIG = tiny_config(
+    pretrain={"steps": 30, "batch_size": 16},
+    train={"steps": 120, "batch_size": 16, "eval_every": 30, "log_every": 10, "checkpoint_every": 7},
+)
+
+
+def results(summary: dict) -> dict:
+    return {k: v for k, v in summary.items() if k not in TIMING_FIELDS}
+
+
+def start(args: list, tmp_path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "da.cli", *map(str, args)], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def checkpoint_position(path) -> tuple[int, int] | None:
+    try:
+        state = load_checkpoint(path)
+    except DAError:
+        return None
+    return ({"pretrain": 0, "adapt": 1}[state["stage"]], state["step"])
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ref")
+    (tmp / "cfg.yaml").write_text(yaml.safe_dump(KILL_CONFIG))
+    proc = start(["train", "-c", tmp / "cfg.yaml", "--out", tmp / "run", "-q"], tmp)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    return tmp / "run"
+
+
+def kill_and_resume(tmp_path, kill_after: tuple[int, int], sig: int) -> dict:
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(KILL_CONFIG))
+    run_dir = tmp_path / "run"
+    proc = start(["train", "-c", tmp_path / "cfg.yaml", "--out", run_dir, "-q"], tmp_path)
+    while proc.poll() is None:
+        position = checkpoint_position(run_dir / "checkpoint.pt")
+        if position is not None and position >= kill_after:
+            proc.send_signal(sig)
+            break
+        time.sleep(0.01)
+    _, err = proc.communicate(timeout=300)
+    assert not (run_dir / "summary.json").exists(), "the run finished before the kill: lengthen KILL_CONFIG"
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 2 and "stopped by SIGTERM" in one_line_error(err)
+    resumed = start(["train", "--resume", run_dir, "-q"], tmp_path)
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def test_sigkill_then_resume_ends_exactly_like_an_uninterrupted_run(tmp_path, uninterrupted):
+    reference = json.loads((uninterrupted / "summary.json").read_text())
+    summary = kill_and_resume(tmp_path, (1, random.Random().randint(7, 90)), signal.SIGKILL)
+    assert results(summary) == results(reference)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    reference_rows = [json.loads(line) for line in (uninterrupted / "metrics.jsonl").read_text().splitlines()]
+    assert rows == reference_rows
+
+
+def test_sigterm_checkpoints_and_stops_and_resume_matches(tmp_path, uninterrupted):
+    reference = json.loads((uninterrupted / "summary.json").read_text())
+    summary = kill_and_resume(tmp_path, (0, 7), signal.SIGTERM)
+    assert results(summary) == results(reference)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_after", [(0, 21), (1, 0), (1, 56), (1, 105)])
+def test_sigkill_at_many_points_resumes_exactly(kill_after, tmp_path, uninterrupted):
+    reference = json.loads((uninterrupted / "summary.json").read_text())
+    assert results(kill_and_resume(tmp_path, kill_after, signal.SIGKILL)) == results(reference)
+
+
+def test_same_config_and_seed_twice_give_identical_results(tmp_path):
+    config = build_config(tiny_config(train={"steps": 12, "eval_every": 6}))
+    summaries = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        summaries.append(results(train(config, tmp_path / name, show_progress=False)))
+    assert summaries[0] == summaries[1]
+
+
+def test_da_eval_recomputes_the_summary(tmp_path, uninterrupted, cli):
+    code, out, err = cli("eval", uninterrupted)
+    assert code == 0, err
+    assert "matches summary.json" in out
+    summary = json.loads((uninterrupted / "summary.json").read_text())
+    assert json.loads(out.splitlines()[0])["target_test_acc"] == summary["target_test_acc"]
+
+
+def test_truncated_or_foreign_checkpoint_gets_a_clear_error(tmp_path, uninterrupted, cli):
+    data = (uninterrupted / "checkpoint.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    code, _, err = cli("eval", uninterrupted, "--checkpoint", tmp_path / "cut.pt")
+    assert code == 2 and "truncated or not a da checkpoint" in one_line_error(err)
+    import torch
+
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
+    code, _, err = cli("eval", uninterrupted, "--checkpoint", tmp_path / "foreign.pt")
+    assert code == 2 and "is not a da checkpoint" in one_line_error(err)
+
+
+def test_resuming_a_finished_run_is_refused(uninterrupted, cli):
+    code, _, err = cli("train", "--resume", uninterrupted)
+    assert code == 2 and "already finished" in one_line_error(err)
+
+
+def test_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    import torch
+
+    config = build_config(tiny_config(pretrain={"steps": 0}, train={"steps": 6, "checkpoint_every": 2, "eval_every": 2}))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    real_save, calls = torch.save, {"n": 0}
+
+    def save_until_full(obj, f, *a, **k):
+        calls["n"] += 1
+        if calls["n"] > 2:
+            raise OSError(28, "No space left on device")
+        return real_save(obj, f, *a, **k)
+
+    monkeypatch.setattr(torch, "save", save_until_full)
+    with pytest.raises(DAError, match="No space left on device.*previous checkpoint is kept"):
+        train(config, run_dir, show_progress=False)
+    assert load_checkpoint(run_dir / "checkpoint.pt")["step"] == 2
+    assert not list(run_dir.glob(".*.tmp"))
+
+
+def test_unwritable_output_folder_gets_a_clear_error(tmp_path, monkeypatch, write_config, cli):
+    from pathlib import Path
+
+    def refuse(self, *a, **k):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    code, _, err = cli("train", "-c", write_config(tiny_config()), "--out", tmp_path / "ro" / "run", "-q")
+    assert code == 2 and "cannot create output folder" in one_line_error(err)
