@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -277,6 +278,8 @@ def _check_type(value: Any, hint: Any, path: str) -> Any:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise DAError(f"config key {path} must be a number, got {_show(value)}")
+        if not math.isfinite(value):
+            raise DAError(f"config key {path} must be a finite number, got {value}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):

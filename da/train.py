@@ -89,7 +89,10 @@ def build_adapter(config: Config, feature_dim: int, num_classes: int) -> Adapter
     takes = inspect.signature(cls).parameters
     provided = {"feature_dim": feature_dim, "num_classes": num_classes}
     kwargs = {k: v for k, v in provided.items() if k in takes and k in LOOP_PROVIDED}
-    return cls(**kwargs, **config.adapter.kwargs)
+    try:
+        return cls(**kwargs, **config.adapter.kwargs)
+    except (TypeError, ValueError) as exc:  # a value of the right type that the adapter still refuses
+        raise DAError(f"adapter {config.adapter.name!r} rejected its arguments {config.adapter.kwargs}: {exc}") from None
 
 
 @torch.no_grad()
