@@ -9,11 +9,16 @@ from typing import NoReturn, Sequence
 from da.errors import DAError
 
 
+def one_line(text: str) -> str:
+    """``text`` with control characters (a newline in a user's argument) shown escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse that reports a usage error in one line (no usage dump) and exits with 2."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -105,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except DAError as exc:
-        print(f"da: error: {exc}", file=sys.stderr)
+        print(f"da: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("da: interrupted", file=sys.stderr)
