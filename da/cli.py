@@ -60,7 +60,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(json.dumps(result))
     summary_path = run_dir / "summary.json"
     if args.checkpoint is None and summary_path.exists():
-        summary = json.loads(summary_path.read_text())
+        try:
+            summary = json.loads(summary_path.read_text())
+        except ValueError:
+            raise DAError(f"{summary_path} is truncated or not JSON; the accuracies above come from the checkpoint") from None
         keys = ("source_val_acc", "source_test_acc", "target_test_acc")
         differ = [k for k in keys if abs(summary[k] - result[k]) > 1e-9]
         if differ:

@@ -158,3 +158,15 @@ def test_unwritable_output_folder_gets_a_clear_error(tmp_path, monkeypatch, writ
     monkeypatch.setattr(Path, "mkdir", refuse)
     code, _, err = cli("train", "-c", write_config(tiny_config()), "--out", tmp_path / "ro" / "run", "-q")
     assert code == 2 and "cannot create output folder" in one_line_error(err)
+
+
+def test_truncated_summary_gets_a_clear_error_and_is_left_alone(tmp_path, uninterrupted, cli):
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(uninterrupted, run)
+    text = (run / "summary.json").read_text()
+    (run / "summary.json").write_text(text[: len(text) // 2])
+    code, _, err = cli("eval", run)
+    assert code == 2 and "truncated or not JSON" in err.strip().splitlines()[-1]
+    assert (run / "summary.json").read_text() == text[: len(text) // 2]

@@ -59,12 +59,15 @@ def test_existing_out_folder_is_never_overwritten(write_config, tmp_path, cli):
     assert [p.name for p in out.iterdir()] == ["precious.txt"]
 
 
-def test_default_run_folders_get_distinct_names(write_config, tmp_path):
+def test_runs_started_at_once_get_distinct_folders(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
     from da.run_dir import create_run_dir
 
-    first = create_run_dir(None, str(tmp_path / "runs"), "dann")
-    second = create_run_dir(None, str(tmp_path / "runs"), "dann")
-    assert first != second and first.is_dir() and second.is_dir()
+    with ThreadPoolExecutor(8) as pool:
+        dirs = list(pool.map(lambda _: create_run_dir(None, str(tmp_path / "runs"), "dann"), range(8)))
+    assert len(set(dirs)) == 8 and all(d.is_dir() for d in dirs)
+    assert sorted(d.name for d in dirs) == sorted(["dann"] + [f"dann-{i}" for i in range(2, 9)])
 
 
 class NanAfterFour(Adapter):
