@@ -423,6 +423,7 @@ def stop_on_signals(run: Run) -> Iterator[None]:
 
 def train(config: Config, run_dir: Path, show_progress: bool = True, resume: bool = False) -> dict[str, Any]:
     """Run both stages into ``run_dir``; with ``resume``, continue from its ``checkpoint.pt``."""
+    started = time.perf_counter()
     state = load_checkpoint(run_dir / "checkpoint.pt") if resume else None
     if state is None:
         (run_dir / "config.yaml").write_text(dump_yaml(config))
@@ -437,7 +438,7 @@ def train(config: Config, run_dir: Path, show_progress: bool = True, resume: boo
         resume_at = ResumePoint(state["stage"], state["step"], global_step)
     run = Run(config=config, run_dir=run_dir, device=device, domains=domains, model=model,
               log=RunLog(run_dir, flat_hparams(config), offset + config.train.steps, show_progress, resume_at),
-              generator=torch.Generator().manual_seed(config.seed))
+              generator=torch.Generator().manual_seed(config.seed), started=started)
     if state is not None:
         run.summary, run.train_seconds, run.earlier_wall_s = dict(state["summary"]), state["train_seconds"], state["wall_s"]
         run.last_checkpoint = f"{STAGE_LABELS[state['stage']]} step {state['step']}"

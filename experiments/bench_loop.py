@@ -1,16 +1,18 @@
 """Time the `da` loop against a bare hand-written PyTorch loop over the same model, adapter and batches.
 
-    python experiments/bench_loop.py --adapter dann [--steps 600] [--batch-size 64]
+    python experiments/bench_loop.py --adapter dann [--steps 400] [--repeats 3] [--batch-size 64]
 
-Both run in this process, one after the other, on MNIST -> USPS when $DA_DATA_ROOT holds the
-data (else the synthetic pair). Images/s counts source + target images of adaptation steps;
-the `da` figure is its summary's ``train_imgs_per_s`` (evaluation and checkpoints excluded).
-The last line prints both figures and their ratio.
+Both run in this process, alternately (da, bare, da, bare, ...), on MNIST -> USPS when
+$DA_DATA_ROOT holds the data (else the synthetic pair); each figure is the median over repeats,
+since back-to-back timings on a shared CPU vary by several percent. Images/s counts source +
+target images of adaptation steps; the `da` figure is its summary's ``train_imgs_per_s``
+(evaluation and checkpoints excluded). The last line prints both figures and their ratio.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -76,7 +78,8 @@ def bare_loop(config, steps: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--adapter", default="dann")
-    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=64)
     args = parser.parse_args()
     root = os.environ.get("DA_DATA_ROOT")
@@ -85,11 +88,15 @@ def main() -> None:
     print(f"data: {'synthetic pair' if synthetic else 'MNIST -> USPS'}; adapter {args.adapter}; "
           f"{args.steps} steps of {args.batch_size} + {args.batch_size} images; torch threads {torch.get_num_threads()}")
     bare_loop(config, 20)  # warm-up: oneDNN primitive caches, allocator
-    with tempfile.TemporaryDirectory() as tmp:
-        run_dir = Path(tmp) / "run"
-        run_dir.mkdir()
-        ours = train(config, run_dir, show_progress=False)["train_imgs_per_s"]
-    bare = bare_loop(config, args.steps)
+    ours_all, bare_all = [], []
+    for r in range(args.repeats):
+        with tempfile.TemporaryDirectory() as tmp:
+            run_dir = Path(tmp) / "run"
+            run_dir.mkdir()
+            ours_all.append(train(config, run_dir, show_progress=False)["train_imgs_per_s"])
+        bare_all.append(bare_loop(config, args.steps))
+        print(f"repeat {r + 1}: da {ours_all[-1]:.0f} images/s, bare {bare_all[-1]:.0f} images/s")
+    ours, bare = statistics.median(ours_all), statistics.median(bare_all)
     print(f"da loop: {ours:.0f} images/s")
     print(f"bare loop: {bare:.0f} images/s")
     print(f"da {ours:.0f} images/s, bare {bare:.0f} images/s, ratio da/bare {ours / bare:.3f}")
