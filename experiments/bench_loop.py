@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from da.config import AdapterConfig, build_config
+from da.config import build_config
 from da.domains import load_domains
 from da.models import linear_head
 from da.registry import BACKBONES

@@ -8,7 +8,7 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 
 from da.adapters.base import Adapter, binary_accuracy
 from da.registry import register_adapter
