@@ -169,7 +169,6 @@ class Stage:
     """One optimisation stage's moving parts, saved in every checkpoint of that stage."""
 
     name: str
-    steps: int
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     samplers: dict[str, BatchSampler]
@@ -228,7 +227,7 @@ class Run:
         stage.first_step = state["step"] + 1
 
     def check(self, loss: Tensor, stage: Stage, step: int) -> None:
-        """Stop on a non-finite loss or a signal, naming the step and the checkpoint kept."""
+        """Stop on a non-finite loss, naming the step and the checkpoint kept."""
         if not torch.isfinite(loss):
             kept = (f"the last good checkpoint ({self.last_checkpoint}) is kept in {self.checkpoint_path}"
                     if self.last_checkpoint else "no checkpoint had been written yet")
@@ -267,7 +266,7 @@ def make_stage(run: Run, name: str, train: TrainConfig, lr: float, steps: int, b
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(train.lr_schedule, s / max(steps, 1)))
     split = {"source": run.domains.source_train, "target": run.domains.target_train}
     samplers = {d: BatchSampler(split[d], batch_size, run.generator) for d in domains}
-    return Stage(name, steps, optimizer, scheduler, samplers, names)
+    return Stage(name, optimizer, scheduler, samplers, names)
 
 
 def pretrain(run: Run, state: dict[str, Any] | None) -> None:
