@@ -1,28 +1,23 @@
 """Saving and loading ``checkpoint.pt``: plain tensors and containers only, written atomically."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from da.errors import DAError
+from da.run_files import replace_atomically
 
 FORMAT = "da-checkpoint-1"
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write to a temporary file and rename it, so a kill never leaves a truncated checkpoint."""
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        torch.save({"format": FORMAT, **state}, tmp)
-        os.replace(tmp, path)
+        replace_atomically(path, lambda tmp: torch.save({"format": FORMAT, **state}, tmp))
     except OSError as exc:
         raise DAError(f"cannot write checkpoint {path} ({exc.strerror or exc}); the previous checkpoint is kept") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]:

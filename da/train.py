@@ -38,7 +38,7 @@ from da.domains import Domains, load_domains
 from da.errors import DAError
 from da.models import linear_head
 from da.registry import ADAPTERS, BACKBONES
-from da.run_files import write_json
+from da.run_files import write_json, write_text_atomic
 from da.run_log import ResumePoint, RunLog
 
 STAGE_LABELS = {"pretrain": "pretraining", "adapt": "adaptation"}
@@ -198,11 +198,6 @@ class Run:
     def checkpoint_path(self) -> Path:
         return self.run_dir / "checkpoint.pt"
 
-    @property
-    def tb_offset(self) -> int:
-        """Adaptation steps follow the in-loop pretraining steps on TensorBoard's global step axis."""
-        return 0 if self.config.pretrain.checkpoint else self.config.pretrain.steps
-
     def wall_s(self) -> float:
         return self.earlier_wall_s + time.perf_counter() - self.started
 
@@ -240,6 +235,11 @@ class Run:
             self.save(stage, done)
             raise DAError(f"stopped by {self.stop_signal} after {STAGE_LABELS[stage.name]} step {done}; checkpoint saved; "
                           f"continue with: da train --resume {self.run_dir}")
+
+
+def tb_offset(config: Config) -> int:
+    """Adaptation steps follow the in-loop pretraining steps on TensorBoard's global step axis."""
+    return 0 if config.pretrain.checkpoint else config.pretrain.steps
 
 
 def make_stage(run: Run, name: str, train: TrainConfig, lr: float, steps: int, batch_size: int,
@@ -340,7 +340,7 @@ def adapt(run: Run, state: dict[str, Any] | None) -> None:
     m.head.train()
     m.adapter.train()
     run.log.describe(f"adapt:{run.config.adapter.name}")
-    offset = run.tb_offset
+    offset = tb_offset(run.config)
     tick = time.perf_counter()
     for step in range(stage.first_step, cfg.steps + 1):
         if run.stop_signal:
@@ -425,12 +425,12 @@ def train(config: Config, run_dir: Path, show_progress: bool = True, resume: boo
     started = time.perf_counter()
     state = load_checkpoint(run_dir / "checkpoint.pt") if resume else None
     if state is None:
-        (run_dir / "config.yaml").write_text(dump_yaml(config))
+        write_text_atomic(run_dir / "config.yaml", dump_yaml(config))
     seed_everything(config.seed, config.deterministic)
     device = pick_device(config.device)
     domains = load_domains(config.data, device)
     model = build_model(config, domains, device)
-    offset = 0 if config.pretrain.checkpoint else config.pretrain.steps
+    offset = tb_offset(config)
     resume_at = None
     if state is not None:
         global_step = state["step"] + (offset if state["stage"] == "adapt" else 0)
@@ -452,7 +452,7 @@ def train(config: Config, run_dir: Path, show_progress: bool = True, resume: boo
                 model.load(state)
             adapt(run, state)
         run.log.scalars({f"hparam/{k}": run.summary[k] for k in ("target_test_acc", "source_test_acc", "source_val_acc")},
-                        run.tb_offset + config.train.steps)
+                        offset + config.train.steps)
     finally:
         run.log.close()
     summary = make_summary(run, device)
