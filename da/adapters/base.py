@@ -21,6 +21,9 @@ class Adapter(nn.Module):
     description: ClassVar[str] = ""
     #: True when ``loss`` sends a gradient into the features (checked for every adapter in tests).
     aligns_by_gradient: ClassVar[bool] = True
+    #: The domains whose features that gradient reaches; a loss on target predictions alone
+    #: (entropy minimisation, MCC, BNM) declares ``("target",)``.
+    gradient_domains: ClassVar[tuple[Domain, ...]] = ("source", "target")
     #: True when the loop must call ``fit`` on extractor features before the adaptation stage.
     needs_fit: ClassVar[bool] = False
 
