@@ -69,8 +69,18 @@ class TrainConfig:
 
 @dataclass
 class AdapterConfig:
+    """One adapter (``name`` and constructor ``kwargs``), or a list of them (``parts``).
+
+    For a list, ``name`` joins the parts' names (``cdan+mmd``) and ``kwargs`` is a flat record of
+    the parts' settings and effective weights (``{"cdan/weight": 1.0, "mmd/weight": 0.1,
+    "mmd/layer": "logits"}``, keyed as the composite's parts are) so that summaries list them; it
+    is not passed to any constructor.
+    """
+
     name: str = "source_only"
     kwargs: dict[str, Any] = field(default_factory=dict)
+    weight: float = 1.0  # a list's multiplier for a part without its own weight argument; else 1
+    parts: list[AdapterConfig] = field(default_factory=list)
 
 
 @dataclass
@@ -179,10 +189,15 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
 
 
 def to_dict(config: Config) -> dict:
-    """The config as plain data, in the file format (adapter kwargs beside ``name``)."""
+    """The config as plain data, in the file format (adapter kwargs beside ``name``; a list stays a list)."""
     out = dataclasses.asdict(config)
     adapter = out.pop("adapter")
-    out["adapter"] = {"name": adapter["name"], **adapter["kwargs"]}
+    if adapter["parts"]:
+        # A part's weight is either in its kwargs (the adapter's own) or the composite's multiplier.
+        out["adapter"] = [{"name": p["name"], **({"weight": p["weight"]} if p["weight"] != 1.0 else {}), **p["kwargs"]}
+                          for p in adapter["parts"]]
+    else:
+        out["adapter"] = {"name": adapter["name"], **adapter["kwargs"]}
     order = ["name", "seed", "device", "deterministic", "out_root", "data", "model", "adapter", "pretrain", "train"]
     return {k: out[k] for k in order}
 
@@ -214,14 +229,70 @@ def _build_adapter(raw: Any) -> AdapterConfig:
 
     if raw is None:
         raw = {}
+    if isinstance(raw, list):
+        return _build_adapter_list(raw)
     if not isinstance(raw, dict):
-        raise DAError(f"config key adapter must be a section with a name, e.g. adapter: {{name: dann}}; got {_show(raw)}")
+        raise DAError(f"config key adapter must be a section with a name, e.g. adapter: {{name: dann}}, "
+                      f"or a list of them; got {_show(raw)}")
     raw = dict(raw)
     name = raw.pop("name", "source_only")
     if not isinstance(name, str):
         raise DAError(f"config key adapter.name must be a string, got {_show(name)}")
     cls = ADAPTERS.get(name)
     return AdapterConfig(name, check_kwargs(cls, raw, f"adapter {name!r}", "adapter."))
+
+
+def _build_adapter_list(raw: list) -> AdapterConfig:
+    """``adapter: [{name: cdan}, {name: mmd, weight: 0.1}]``: the parts of a composite, in order.
+
+    Each item takes the keys it would take alone. ``weight`` is the adapter's own argument when it
+    has one (so it is applied once, default the adapter's); otherwise the composite's multiplier
+    for that part, default 1.
+    """
+    from da.adapters.compose import part_keys
+    from da.registry import ADAPTERS
+
+    if not raw:
+        raise DAError("config key adapter is an empty list; list at least one adapter, e.g. adapter: [{name: dann}]")
+    parts, record = [], {}
+    for i, item in enumerate(raw):
+        path = f"adapter[{i}]"
+        if not isinstance(item, dict):
+            raise DAError(f"config key {path} must be a section with a name, e.g. {{name: dann, weight: 0.5}}; "
+                          f"got {_show(item)}")
+        item = dict(item)
+        if "name" not in item:
+            raise DAError(f"config key {path}.name is missing; each adapter in the list needs one, e.g. {{name: dann}}")
+        name = item.pop("name")
+        if not isinstance(name, str):
+            raise DAError(f"config key {path}.name must be a string, got {_show(name)}")
+        try:
+            cls = ADAPTERS.get(name)
+        except DAError as exc:
+            raise DAError(f"config key {path}.name: {exc}") from None
+        if cls.needs_fit:
+            raise DAError(f"config key {path}: adapter {name!r} is closed-form (fitted on features) and cannot be "
+                          f"combined with others; use it alone")
+        params = {n: p for n, p in inspect.signature(cls).parameters.items()
+                  if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n not in LOOP_PROVIDED}
+        takes = ["weight", *(n for n in params if n != "weight")]
+        for key in item:
+            if key not in takes and key not in LOOP_PROVIDED:  # loop-provided keys get check_kwargs' message
+                near = difflib.get_close_matches(str(key), takes, n=1, cutoff=0.5)
+                hint = f"did you mean {near[0]}? " if near else ""
+                raise DAError(f"config key {path}.{key}: {hint}adapter {name!r} takes: {', '.join(takes)}")
+        weight = 1.0
+        if "weight" not in params:
+            weight = _check_type(item.pop("weight", 1.0), float, f"{path}.weight")
+        kwargs = check_kwargs(cls, item, f"{path} ({name!r})", f"{path}.")
+        own = params.get("weight")
+        effective = kwargs.get("weight", None if own.default is own.empty else own.default) if own else weight
+        if isinstance(effective, (int, float)) and effective < 0:
+            raise DAError(f"config key {path}.weight must not be negative, got {effective}")
+        parts.append(AdapterConfig(name, kwargs, weight))
+        key = part_keys([p.name for p in parts])[-1]
+        record.update({f"{key}/{k}": v for k, v in {**kwargs, "weight": effective}.items()})
+    return AdapterConfig("+".join(p.name for p in parts), record, 1.0, parts)
 
 
 def check_kwargs(cls: type, kwargs: dict, what: str, path: str) -> dict:

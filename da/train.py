@@ -84,15 +84,27 @@ def _tuples(value: Any) -> Any:
 
 
 def build_adapter(config: Config, feature_dim: int, num_classes: int) -> Adapter:
-    """Instantiate the configured adapter, passing ``feature_dim``/``num_classes`` if it takes them."""
-    cls = ADAPTERS.get(config.adapter.name)
-    takes = inspect.signature(cls).parameters
-    provided = {"feature_dim": feature_dim, "num_classes": num_classes}
-    kwargs = {k: v for k, v in provided.items() if k in takes and k in LOOP_PROVIDED}
-    try:
-        return cls(**kwargs, **config.adapter.kwargs)
-    except (TypeError, ValueError) as exc:  # a value of the right type that the adapter still refuses
-        raise DAError(f"adapter {config.adapter.name!r} rejected its arguments {config.adapter.kwargs}: {exc}") from None
+    """Instantiate the configured adapter, passing ``feature_dim``/``num_classes`` if it takes them.
+
+    An adapter list becomes a ``Composite`` of its parts, each built the same way.
+    """
+    from da.adapters.compose import Composite
+    from da.config import AdapterConfig
+
+    def one(spec: AdapterConfig, label: str) -> Adapter:
+        cls = ADAPTERS.get(spec.name)
+        takes = inspect.signature(cls).parameters
+        provided = {"feature_dim": feature_dim, "num_classes": num_classes}
+        kwargs = {k: v for k, v in provided.items() if k in takes and k in LOOP_PROVIDED}
+        try:
+            return cls(**kwargs, **spec.kwargs)
+        except (TypeError, ValueError) as exc:  # a value of the right type that the adapter still refuses
+            raise DAError(f"{label} rejected its arguments {spec.kwargs}: {exc}") from None
+
+    spec = config.adapter
+    if not spec.parts:
+        return one(spec, f"adapter {spec.name!r}")
+    return Composite([(p.name, one(p, f"adapter[{i}] ({p.name!r})"), p.weight) for i, p in enumerate(spec.parts)])
 
 
 @torch.no_grad()
