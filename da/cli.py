@@ -1,4 +1,4 @@
-"""The ``da`` command: ``da train``, ``da eval``, ``da adapters``."""
+"""The ``da`` command: ``da train``, ``da eval``, ``da bench``, ``da adapters``."""
 from __future__ import annotations
 
 import argparse
@@ -87,6 +87,18 @@ def cmd_adapters(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from da.bench.plan import load_bench_config, narrow
+    from da.bench.run import run_bench
+
+    bench = narrow(load_bench_config(Path(args.config)), args.seeds, args.adapters, args.directions)
+    if args.jobs < 1:
+        raise DAError(f"--jobs must be at least 1, got {args.jobs}")
+    out = Path(args.out) if args.out else Path(bench.out_root) / bench.name
+    run_bench(bench, out, args.launcher, args.jobs, args.address, echo=lambda line: print(line, flush=True))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="da", description="Domain adaptation experiments.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
@@ -103,6 +115,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--checkpoint", help="a checkpoint file (default: RUN_DIR/checkpoint.pt)")
     p.set_defaults(func=cmd_eval)
+    p = sub.add_parser("bench", help="run adapters x directions x seeds and tabulate the results")
+    p.add_argument("-c", "--config", required=True, help="benchmark YAML, e.g. configs/benchmarks/mnist_usps.yaml")
+    p.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1 (default: the benchmark's)")
+    p.add_argument("--adapters", help="comma-separated subset of the benchmark's adapters")
+    p.add_argument("--directions", help="comma-separated, e.g. mnist->usps,usps->mnist")
+    p.add_argument("--out", help="benchmark folder; rerunning into it skips finished runs (default: <out_root>/<name>)")
+    p.add_argument("--launcher", choices=("local", "ray"), default="local", help="where runs execute")
+    p.add_argument("--jobs", type=int, default=1, help="runs at once (local processes, or local Ray CPUs)")
+    p.add_argument("--address", help="Ray cluster address for --launcher ray (default: start a local Ray)")
+    p.set_defaults(func=cmd_bench)
     p = sub.add_parser("adapters", help="list the registered adapters")
     p.set_defaults(func=cmd_adapters)
     return parser

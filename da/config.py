@@ -8,6 +8,7 @@ import dataclasses
 import difflib
 import inspect
 import math
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -322,7 +323,7 @@ def _check_type(value: Any, hint: Any, path: str) -> Any:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if hint is Any or hint is inspect.Parameter.empty:
         return value
-    if origin is typing.Union or str(origin) == "types.UnionType":
+    if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]

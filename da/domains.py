@@ -23,11 +23,16 @@ class Domains:
     target_train: Split  # labels replaced by -1: training and selection cannot read them
     target_test: Split
     num_classes: int
+    #: A fixed, seeded sample of target train images that unsupervised validators score.
+    target_probe: torch.Tensor | None = None
 
 
 def data_root(config: DataConfig) -> Path:
     """``data.root``, else ``$DA_DATA_ROOT``, else ``./data``."""
     return Path(config.root or os.environ.get("DA_DATA_ROOT") or "data")
+
+
+PROBE_SIZE = 2000  # target train images scored by the validators at each evaluation
 
 
 def load_domains(config: DataConfig, device: torch.device) -> Domains:
@@ -42,6 +47,7 @@ def load_domains(config: DataConfig, device: torch.device) -> Domains:
     order = torch.randperm(n, generator=torch.Generator().manual_seed(config.split_seed))
     val, train = order[: config.source_val_size], order[config.source_val_size :]
     hidden = Split(target.train.x, torch.full_like(target.train.y, -1))
+    probe = torch.randperm(len(hidden), generator=torch.Generator().manual_seed(config.split_seed))[:PROBE_SIZE]
     return Domains(
         source_train=source.train.subset(train).to(device),
         source_val=source.train.subset(val).to(device),
@@ -49,4 +55,5 @@ def load_domains(config: DataConfig, device: torch.device) -> Domains:
         target_train=hidden.to(device),
         target_test=target.test.to(device),
         num_classes=source.num_classes,
+        target_probe=hidden.x[probe].to(device),
     )

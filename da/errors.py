@@ -6,3 +6,7 @@ class DAError(Exception):
 
     The CLI prints ``str(error)`` on one line to stderr and exits non-zero; library users can catch it.
     """
+
+
+class Interrupted(DAError):
+    """A run stopped by SIGTERM or Ctrl-C after saving a checkpoint: whatever drives it should stop too."""

@@ -6,13 +6,13 @@ from typing import Any
 
 from da.checkpoint import load_checkpoint
 from da.config import load_config
-from da.domains import load_domains
+from da.domains import Domains, load_domains
 from da.errors import DAError
-from da.train import build_model, pick_device, seed_everything
+from da.train import Model, build_model, pick_device, seed_everything
 
 
-def evaluate_run(run_dir: Path, checkpoint: Path | None = None) -> dict[str, Any]:
-    """Accuracies of ``checkpoint`` (default: the run's last) on the run's splits, and where it stood."""
+def load_run(run_dir: Path, checkpoint: Path | None = None) -> tuple[Model, Domains, dict[str, Any]]:
+    """A run's model with the weights of ``checkpoint`` (default: its last), its data, and the checkpoint."""
     if not (run_dir / "config.yaml").is_file():
         raise DAError(f"{run_dir} is not a run folder (no config.yaml); give the folder da train wrote")
     config = load_config(run_dir / "config.yaml")
@@ -22,5 +22,11 @@ def evaluate_run(run_dir: Path, checkpoint: Path | None = None) -> dict[str, Any
     domains = load_domains(config.data, device)
     model = build_model(config, domains, device)
     model.load(state)
+    return model, domains, state
+
+
+def evaluate_run(run_dir: Path, checkpoint: Path | None = None) -> dict[str, Any]:
+    """Accuracies of ``checkpoint`` (default: the run's last) on the run's splits, and where it stood."""
+    model, domains, state = load_run(run_dir, checkpoint)
     accs = model.evaluate(domains, adapted=state["stage"] == "adapt")
     return {"stage": state["stage"], "step": state["step"], **accs}

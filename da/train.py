@@ -35,7 +35,7 @@ from da.checkpoint import load_checkpoint, save_checkpoint
 from da.config import LOOP_PROVIDED, Config, TrainConfig, dump_yaml, to_dict
 from da.data import BatchSampler, Split
 from da.domains import Domains, load_domains
-from da.errors import DAError
+from da.errors import DAError, Interrupted
 from da.models import linear_head
 from da.registry import ADAPTERS, BACKBONES
 from da.run_files import write_json, write_text_atomic
@@ -117,8 +117,9 @@ def accuracy(predict: Callable[[Tensor], Tensor], split: Split, batch_size: int 
 
 
 @torch.no_grad()
-def extract(extractor: nn.Module, x: Tensor, batch_size: int = 2000) -> Tensor:
-    return torch.cat([extractor(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+def batched(fn: Callable[[Tensor], Tensor], x: Tensor, batch_size: int = 2000) -> Tensor:
+    """``fn(x)`` computed over slices of ``batch_size`` rows."""
+    return torch.cat([fn(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
 
 
 def lr_factor(schedule: str, progress: float) -> float:
@@ -143,19 +144,36 @@ class Model:
             return lambda x: self.head(self.extractor(x))
         return lambda x: self.head(self.adapter.transform(self.extractor(x), domain))
 
-    def evaluate(self, domains: Domains, adapted: bool = True) -> dict[str, float]:
+    @contextmanager
+    def eval_mode(self) -> Iterator[None]:
         modules = (self.extractor, self.head, self.adapter)
         modes = [m.training for m in modules]
         for m in modules:
             m.eval()
-        accs = {
-            "source_val_acc": accuracy(self.predict("source", adapted), domains.source_val),
-            "source_test_acc": accuracy(self.predict("source", adapted), domains.source_test),
-            "target_test_acc": accuracy(self.predict("target", adapted), domains.target_test),
-        }
-        for m, mode in zip(modules, modes):
-            m.train(mode)
-        return accs
+        try:
+            yield
+        finally:
+            for m, mode in zip(modules, modes):
+                m.train(mode)
+
+    def evaluate(self, domains: Domains, adapted: bool = True) -> dict[str, float]:
+        with self.eval_mode():
+            return {
+                "source_val_acc": accuracy(self.predict("source", adapted), domains.source_val),
+                "source_test_acc": accuracy(self.predict("source", adapted), domains.source_test),
+                "target_test_acc": accuracy(self.predict("target", adapted), domains.target_test),
+            }
+
+    @torch.no_grad()
+    def validation_scores(self, domains: Domains) -> dict[str, float]:
+        """Model-selection scores that read no target label (``da.validators``); higher is better."""
+        from da.validators import score
+
+        with self.eval_mode():
+            source_logits = batched(self.predict("source", True), domains.source_val.x)
+            target_features = batched(lambda x: self.adapter.transform(self.extractor(x), "target"), domains.target_probe)
+            target_logits = batched(self.head, target_features)
+        return score(source_logits, domains.source_val.y, target_logits, target_features)
 
     def load(self, state: dict[str, Any]) -> None:
         """Weights of a checkpoint; a closed-form adapter's head takes its fitted shape first."""
@@ -245,7 +263,7 @@ class Run:
     def stop_if_asked(self, stage: Stage, done: int) -> None:
         if self.stop_signal:
             self.save(stage, done)
-            raise DAError(f"stopped by {self.stop_signal} after {STAGE_LABELS[stage.name]} step {done}; checkpoint saved; "
+            raise Interrupted(f"stopped by {self.stop_signal} after {STAGE_LABELS[stage.name]} step {done}; checkpoint saved; "
                           f"continue with: da train --resume {self.run_dir}")
 
 
@@ -332,7 +350,7 @@ def fit_closed_form(run: Run) -> None:
     pick = lambda split: split.x[torch.randperm(len(split), generator=g)[:n].to(split.x.device)]
     was_training = m.extractor.training
     m.extractor.eval()
-    m.adapter.fit(extract(m.extractor, pick(d.source_train)), extract(m.extractor, pick(d.target_train)))
+    m.adapter.fit(batched(m.extractor, pick(d.source_train)), batched(m.extractor, pick(d.target_train)))
     m.extractor.train(was_training)
     m.head = m.adapter.init_head(m.head)
 
@@ -392,16 +410,41 @@ def adapt(run: Run, state: dict[str, Any] | None) -> None:
                 torch.cuda.synchronize()
             run.train_seconds += time.perf_counter() - tick
             if evaluate:
-                accs = m.evaluate(run.domains)
-                run.log.scalars({f"acc/{k.removesuffix('_acc')}": v for k, v in accs.items()}, offset + step)
-                run.log.metrics_row({"stage": "adapt", "step": step, **accs})
-                run.log.progress(0, tgt_test=accs["target_test_acc"], src_val=accs["source_val_acc"])
-                run.summary.update(accs)
+                record_evaluation(run, step)
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                 run.save(stage, step)
             tick = time.perf_counter()
     if cfg.steps == 0:
         run.summary.update(m.evaluate(run.domains))
+
+
+def record_evaluation(run: Run, step: int) -> None:
+    """Accuracies and validator scores at ``step``: logged, and kept in the history selection reads."""
+    m, offset = run.model, tb_offset(run.config)
+    accs = m.evaluate(run.domains)
+    scores = m.validation_scores(run.domains)
+    run.log.scalars({f"acc/{k.removesuffix('_acc')}": v for k, v in accs.items()}, offset + step)
+    run.log.scalars({f"validator/{k}": v for k, v in scores.items()}, offset + step)
+    run.log.metrics_row({"stage": "adapt", "step": step, **accs, "scores": scores})
+    run.log.progress(0, tgt_test=accs["target_test_acc"], src_val=accs["source_val_acc"])
+    run.summary.update(accs)
+    run.summary["history"] = [*run.summary.get("history", []), {"step": step, **accs, "scores": scores}]
+
+
+def selections(history: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per selection rule (last, each validator, oracle): the evaluated step it picks and its accuracies."""
+    from da.validators import VALIDATORS, pick
+
+    if not history:
+        return {}
+    by_step = {row["step"]: row for row in history}
+    out = {}
+    for rule in ("last", *VALIDATORS, "oracle"):
+        chosen = pick(history, rule)
+        row = by_step[chosen["step"]]
+        out[rule] = {"step": row["step"], "target_test_acc": row["target_test_acc"],
+                     "source_test_acc": row["source_test_acc"], "score": chosen.get("score")}
+    return out
 
 
 def flat_hparams(config: Config) -> dict[str, Any]:
@@ -485,4 +528,7 @@ def make_summary(run: Run, device: torch.device) -> dict[str, Any]:
         "train_imgs_per_s": round(2 * config.train.batch_size * config.train.steps / max(run.train_seconds, 1e-9), 1),
         "device": str(device), "torch": torch.__version__,
         "hparams": config.adapter.kwargs,
+        # "oracle" reads target test labels: an upper bound, never a result.
+        "selection": selections(s.get("history", [])),
+        "history": s.get("history", []),
     }

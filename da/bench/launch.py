@@ -1,0 +1,133 @@
+"""Launchers: where a sweep's runs execute. ``local`` (in this process, or a pool of ``--jobs``
+processes) or ``ray``.
+
+With ``--jobs`` above 1 and with Ray, each run is ``python -m da.bench.worker`` in its own
+process, and every launcher calls the same ``worker.execute``; Ray only decides where and when
+(Moritz et al., "Ray", OSDI 2018). Pretraining runs go first: the adapter runs start from them.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+from da.bench.plan import RunSpec
+from da.errors import DAError, Interrupted
+
+LAUNCHERS = ("local", "ray")
+
+
+@dataclass
+class Outcome:
+    key: str
+    status: str  # finished, resumed, skipped, failed
+    error: str = ""
+
+
+def worker_env(threads: int | None) -> dict[str, str]:
+    """Environment for a run's process: absolute data root, and a thread budget when runs share cores."""
+    env = dict(os.environ)
+    if env.get("DA_DATA_ROOT"):
+        env["DA_DATA_ROOT"] = str(Path(env["DA_DATA_ROOT"]).resolve())
+    if threads is not None and "OMP_NUM_THREADS" not in os.environ:
+        env["OMP_NUM_THREADS"] = str(threads)
+    return env
+
+
+def run_process(spec_json: str, out: str, env: dict[str, str], cwd: str) -> tuple[str, int, str]:
+    """Run one spec in a fresh interpreter; (key, exit code, last line of output)."""
+    spec = RunSpec.from_json(spec_json)
+    result = subprocess.run([sys.executable, "-m", "da.bench.worker", out, spec_json], env=env,
+                            cwd=cwd if os.path.isdir(cwd) else None, capture_output=True, text=True)
+    lines = [line for line in (result.stderr if result.returncode else result.stdout).splitlines() if line.strip()]
+    return spec.key, result.returncode, lines[-1] if lines else f"exit code {result.returncode}"
+
+
+def waves(specs: list[RunSpec]) -> list[list[RunSpec]]:
+    """Pretraining runs, then the runs that start from them (and any others)."""
+    first = [s for s in specs if s.adapter == "pretrain"]
+    return [w for w in (first, [s for s in specs if s.adapter != "pretrain"]) if w]
+
+
+def launch(specs: list[RunSpec], out: Path, launcher: str, jobs: int, address: str | None,
+           report: Callable[[RunSpec, Outcome], None]) -> list[Outcome]:
+    """Execute ``specs`` wave by wave; a run whose pretraining failed fails without starting."""
+    if launcher not in LAUNCHERS:
+        raise DAError(f"unknown launcher {launcher!r}; valid: {', '.join(LAUNCHERS)}")
+    submit = _ray_pool(jobs, address) if launcher == "ray" else _local_pool(jobs)
+    outcomes: dict[str, Outcome] = {}
+    by_key = {s.key: s for s in specs}
+    for wave in waves(specs):
+        ready = []
+        for spec in wave:
+            if spec.after and outcomes.get(spec.after, Outcome(spec.after, "finished")).status == "failed":
+                outcomes[spec.key] = Outcome(spec.key, "failed", f"its pretraining run {spec.after} failed")
+                report(spec, outcomes[spec.key])
+            else:
+                ready.append(spec)
+        for key, code, last in submit(ready, str(out.resolve())):
+            outcome = Outcome(key, last if code == 0 else "failed", "" if code == 0 else last)
+            outcomes[key] = outcome
+            report(by_key[key], outcome)
+    return [outcomes[s.key] for s in specs]
+
+
+Submit = Callable[[list[RunSpec], str], Iterable[tuple[str, int, str]]]
+
+
+def _in_process(specs: list[RunSpec], out: str) -> Iterable[tuple[str, int, str]]:
+    """One run after another in this process (``--jobs 1``): no interpreter start-up per run."""
+    from da.bench.worker import execute
+
+    for spec in specs:
+        try:
+            yield spec.key, 0, execute(spec, Path(out))
+        except Interrupted:
+            raise
+        except DAError as exc:
+            yield spec.key, 2, str(exc)
+        except Exception as exc:  # one run's bug must not lose the rest of the sweep
+            yield spec.key, 1, f"{type(exc).__name__}: {exc}"
+
+
+def _local_pool(jobs: int) -> Submit:
+    if jobs == 1:
+        return _in_process
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+
+    def submit(specs: list[RunSpec], out: str) -> Iterable[tuple[str, int, str]]:
+        env, cwd = worker_env(threads), os.getcwd()
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            futures = [pool.submit(run_process, s.to_json(), out, env, cwd) for s in specs]
+            for future in as_completed(futures):
+                yield future.result()
+
+    return submit
+
+
+def _ray_pool(jobs: int, address: str | None) -> Submit:
+    try:
+        import ray
+    except ImportError:
+        raise DAError("--launcher ray needs Ray: pip install 'da[ray]'") from None
+    if not ray.is_initialized():
+        # No address: a local Ray with --jobs CPUs (or an existing cluster named by RAY_ADDRESS).
+        options = {"address": address} if address else {"num_cpus": jobs}
+        try:
+            ray.init(**options, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        except (ConnectionError, ValueError, RuntimeError) as exc:
+            raise DAError(f"cannot start or reach Ray at {address or 'a local instance'}: {str(exc).splitlines()[0]}") from None
+    remote = ray.remote(num_cpus=1)(run_process)
+
+    def submit(specs: list[RunSpec], out: str) -> Iterable[tuple[str, int, str]]:
+        env, cwd = worker_env(1), os.getcwd()
+        pending = [remote.remote(s.to_json(), out, env, cwd) for s in specs]
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            yield ray.get(done[0])
+
+    return submit

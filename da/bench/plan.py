@@ -1,0 +1,188 @@
+"""A benchmark file -> the list of runs it stands for (adapter x direction x seed), and their order.
+
+A benchmark file names adapter configs and the seeds and directions to run them over::
+
+    seeds: [0, 1, 2]
+    directions: [mnist->usps]            # or usps->mnist, or both
+    adapters: {dann: ../mnist_usps/dann.yaml, dann_w3: {config: ../mnist_usps/dann.yaml, set: {adapter.weight: 3}}}
+    set: {train.eval_every: 500}          # overrides for every run
+    direction_set: {usps->mnist: {data.source_val_size: 1000}}
+
+Runs whose configs agree on data, model, pretraining and seed share one pretraining run: the
+adapters of a seed then start from the same source model, and the sweep pays for it once.
+``target_only`` is the upper bound: the direction's target is its (labelled) source.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from da.config import build_config, deep_merge, read_yaml, to_dict
+from da.errors import DAError
+
+#: The adapter name whose runs train on the target's labels: an upper bound, not an adapter.
+TARGET_ONLY = "target_only"
+
+
+@dataclass
+class BenchConfig:
+    name: str
+    adapters: dict[str, dict[str, Any]]  # label -> {config: resolved file, set: overrides}
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    directions: list[str] = field(default_factory=lambda: ["mnist->usps"])
+    set: dict[str, Any] = field(default_factory=dict)
+    direction_set: dict[str, dict[str, Any]] = field(default_factory=dict)
+    share_pretraining: bool = True
+    tsne: dict[str, Any] = field(default_factory=dict)  # {adapter: ..., seed: ...}
+    out_root: str = "runs/bench"
+
+
+@dataclass
+class RunSpec:
+    """One run of the sweep: where it goes, its full config, and the run it waits for."""
+
+    key: str  # e.g. mnist-usps/dann/seed0, also its folder under the output
+    adapter: str
+    direction: str
+    seed: int
+    config: dict[str, Any]
+    after: str | None = None  # key of the pretraining run this one starts from
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @staticmethod
+    def from_json(text: str) -> "RunSpec":
+        return RunSpec(**json.loads(text))
+
+
+def parse_direction(direction: str) -> tuple[str, str]:
+    source, sep, target = direction.partition("->")
+    if not sep or not source.strip() or not target.strip():
+        raise DAError(f"direction {direction!r} must look like source->target, e.g. mnist->usps")
+    return source.strip(), target.strip()
+
+
+def direction_folder(direction: str) -> str:
+    return "-".join(parse_direction(direction))
+
+
+def load_bench_config(path: Path) -> BenchConfig:
+    raw = read_yaml(path)
+    names = [f.name for f in dataclasses.fields(BenchConfig)]
+    for key in raw:
+        if key not in names:
+            near = difflib.get_close_matches(str(key), names, n=1)
+            hint = f"did you mean {near[0]}?" if near else f"valid keys: {', '.join(names)}"
+            raise DAError(f"benchmark {path}: unknown key {key!r}; {hint}")
+    adapters = raw.get("adapters")
+    if not isinstance(adapters, dict) or not adapters:
+        raise DAError(f"benchmark {path}: adapters must map adapter names to config files, e.g. adapters: {{dann: dann.yaml}}")
+    resolved = {}
+    for label, entry in adapters.items():
+        if isinstance(entry, str):
+            entry = {"config": entry}
+        if not isinstance(entry, dict) or not isinstance(entry.get("config"), str) \
+                or not isinstance(entry.get("set", {}), dict) or set(entry) - {"config", "set"}:
+            raise DAError(f"benchmark {path}: adapters.{label} must be a config file path, or "
+                          f"{{config: <path>, set: {{key: value}}}}; got {entry!r}")
+        resolved[str(label)] = {"config": str((path.parent / entry["config"]).resolve()), "set": entry.get("set", {})}
+    raw["adapters"] = resolved
+    raw.setdefault("name", path.stem)
+    for key, kind in (("seeds", list), ("directions", list), ("set", dict), ("direction_set", dict), ("tsne", dict)):
+        if key in raw and not isinstance(raw[key], kind):
+            raise DAError(f"benchmark {path}: {key} must be a {kind.__name__}, got {raw[key]!r}")
+    config = BenchConfig(**raw)
+    for seed in config.seeds:
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise DAError(f"benchmark {path}: seeds must be integers, got {seed!r}")
+    for direction in [*config.directions, *config.direction_set]:
+        parse_direction(direction)
+    return config
+
+
+def narrow(config: BenchConfig, seeds: str | None, adapters: str | None, directions: str | None) -> BenchConfig:
+    """The benchmark restricted by ``--seeds 0,1``, ``--adapters a,b`` and ``--directions x->y``."""
+    out = dataclasses.replace(config)
+    if seeds:
+        try:
+            out.seeds = [int(s) for s in seeds.split(",")]
+        except ValueError:
+            raise DAError(f"--seeds must be comma-separated integers, e.g. --seeds 0,1; got {seeds!r}") from None
+    if adapters:
+        wanted = [a.strip() for a in adapters.split(",") if a.strip()]
+        unknown = [a for a in wanted if a not in config.adapters]
+        if unknown:
+            raise DAError(f"--adapters: {', '.join(unknown)} not in this benchmark; it has: {', '.join(config.adapters)}")
+        out.adapters = {a: config.adapters[a] for a in wanted}
+    if directions:
+        out.directions = [d.strip() for d in directions.split(",") if d.strip()]
+        for direction in out.directions:
+            parse_direction(direction)
+    return out
+
+
+def run_config(bench: BenchConfig, adapter: str, direction: str, seed: int) -> dict[str, Any]:
+    """The validated config of one run, as plain data (what its config.yaml will hold)."""
+    source, target = parse_direction(direction)
+    entry = bench.adapters[adapter]
+    overrides = {**bench.set, **entry["set"], **bench.direction_set.get(direction, {}),
+                 "data.source": target if adapter == TARGET_ONLY else source, "data.target": target,
+                 "seed": seed, "name": f"{adapter}-{direction_folder(direction)}-seed{seed}"}
+    raw = read_yaml(Path(entry["config"]))
+    for key, value in overrides.items():
+        renamed = value.get("name") if key == "adapter" and isinstance(value, dict) else value if key == "adapter.name" else None
+        if renamed is not None and renamed != (raw.get("adapter") or {}).get("name"):
+            raw["adapter"] = {}  # another adapter: the file's adapter arguments are not its own
+        raw = deep_merge(raw, nest(str(key), value))
+    try:
+        return to_dict(build_config(raw))
+    except DAError as exc:
+        raise DAError(f"benchmark adapter {adapter} ({direction}, seed {seed}): {exc}") from None
+
+
+def nest(dotted: str, value: Any) -> dict[str, Any]:
+    """``nest("train.steps", 5)`` -> ``{"train": {"steps": 5}}``."""
+    for part in reversed(dotted.split(".")[1:]):
+        value = {part: value}
+    return {dotted.split(".")[0]: value}
+
+
+def pretrain_key(config: dict[str, Any]) -> str:
+    """Runs with the same key can share one pretraining run."""
+    shared = {k: config[k] for k in ("seed", "device", "data", "model", "pretrain")}
+    return hashlib.sha1(json.dumps(shared, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def plan_runs(bench: BenchConfig) -> list[RunSpec]:
+    """Every run of the benchmark, pretraining runs first."""
+    runs = [RunSpec(f"{direction_folder(d)}/{a}/seed{s}", a, d, s, run_config(bench, a, d, s))
+            for d in bench.directions for a in bench.adapters for s in bench.seeds]
+    if not bench.share_pretraining:
+        return runs
+    groups: dict[str, list[RunSpec]] = {}
+    for run in runs:
+        pre = run.config["pretrain"]
+        if pre["steps"] > 0 and not pre["checkpoint"]:
+            groups.setdefault(pretrain_key(run.config), []).append(run)
+    pretraining = []
+    for key, members in groups.items():
+        if len(members) < 2:
+            continue
+        first = members[0]
+        config = json.loads(json.dumps(first.config))
+        config.update(name=f"pretrain-{direction_folder(first.direction)}-seed{first.seed}",
+                      adapter={"name": "source_only"})
+        config["train"]["steps"] = 0
+        spec = RunSpec(f"{direction_folder(first.direction)}/pretrain/seed{first.seed}-{key}", "pretrain",
+                       first.direction, first.seed, config)
+        pretraining.append(spec)
+        for run in members:
+            run.after = spec.key
+            run.config["pretrain"]["checkpoint"] = f"{{out}}/{spec.key}/checkpoint.pt"
+    return pretraining + runs

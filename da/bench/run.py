@@ -1,0 +1,126 @@
+"""``da bench``: plan a sweep, launch it, and write its results (csv, markdown, plots, t-SNE)."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from da.bench.launch import Outcome, launch
+from da.bench.plan import BenchConfig, RunSpec, plan_runs
+from da.errors import DAError
+from da.run_files import write_text_atomic
+
+#: Where the literature's figures live, next to the benchmark configs.
+ANCHORS = Path(__file__).resolve().parents[2] / "configs" / "benchmarks" / "anchors.yaml"
+
+
+def run_bench(bench: BenchConfig, out: Path, launcher: str = "local", jobs: int = 1,
+              address: str | None = None, echo=print) -> list[dict[str, Any]]:
+    """Run every missing run of ``bench`` into ``out`` and write the reports; returns the result rows."""
+    specs = plan_runs(bench)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DAError(f"cannot create benchmark folder {out}: {exc.strerror}; pick another --out") from None
+    todo = len(specs)
+    counter = iter(range(1, todo + 1))
+    started = time.perf_counter()
+
+    def report(spec: RunSpec, outcome: Outcome) -> None:
+        what = outcome.status if outcome.status != "failed" else f"FAILED: {outcome.error}"
+        result = _headline(out / spec.key) if outcome.status != "failed" else ""
+        echo(f"[{next(counter):>{len(str(todo))}}/{todo}] {spec.direction} {spec.adapter} seed {spec.seed}: {what}{result}")
+
+    outcomes = launch(specs, out, launcher, jobs, address, report)
+    rows = collect_rows(specs, out)
+    write_reports(bench, rows, specs, out)
+    failed = [o for o in outcomes if o.status == "failed"]
+    echo(f"benchmark {bench.name}: {len(specs) - len(failed)}/{len(specs)} runs done in "
+         f"{time.perf_counter() - started:.0f} s; results in {out / 'results.md'}")
+    if failed:
+        raise DAError(f"{len(failed)} of {len(specs)} runs failed (first: {failed[0].key}: {failed[0].error}); "
+                      f"rerun the same command to retry them")
+    return rows
+
+
+def _headline(run_dir: Path) -> str:
+    summary = _summary(run_dir)
+    if not summary:
+        return ""
+    return f" target {summary['target_test_acc']:.3f}, {summary['wall_s']:.0f} s"
+
+
+def _summary(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def collect_rows(specs: list[RunSpec], out: Path) -> list[dict[str, Any]]:
+    """One row per (adapter, direction, seed, selection rule) from the finished runs' summaries."""
+    rows = []
+    for spec in specs:
+        summary = _summary(out / spec.key)
+        if spec.adapter == "pretrain" or summary is None:
+            continue
+        for rule, pick in summary.get("selection", {}).items():
+            rows.append({"adapter": spec.adapter, "direction": spec.direction, "seed": spec.seed,
+                         "selection": rule, "step": pick["step"], "target_test_acc": pick["target_test_acc"],
+                         "source_test_acc": pick["source_test_acc"], "wall_s": summary["wall_s"], "run": spec.key})
+    return rows
+
+
+def write_reports(bench: BenchConfig, rows: list[dict[str, Any]], specs: list[RunSpec], out: Path) -> None:
+    from da.bench.report import accuracy_plot, load_anchors, markdown, write_csv
+
+    write_csv(out / "results.csv", rows)
+    if not rows:
+        return
+    write_text_atomic(out / "results.md", markdown(rows, load_anchors(ANCHORS)))
+    accuracy_plot(rows, out / "accuracy.png")
+    tsne_pair = _tsne_runs(bench, specs, out)
+    if tsne_pair is not None:
+        write_tsne(*tsne_pair, out)
+
+
+def _tsne_runs(bench: BenchConfig, specs: list[RunSpec], out: Path) -> tuple[Path, Path] | None:
+    """(pretraining run, adapted run) of the benchmark's t-SNE adapter and seed, when both finished."""
+    adapter = bench.tsne.get("adapter") or next((a for a in bench.adapters if a not in ("source_only", "target_only")), None)
+    seed = bench.tsne.get("seed", bench.seeds[0] if bench.seeds else 0)
+    for spec in specs:
+        if spec.adapter == adapter and spec.seed == seed and spec.after:
+            before, after = out / spec.after, out / spec.key
+            if (before / "checkpoint.pt").exists() and (after / "summary.json").exists():
+                return before, after
+    return None
+
+
+def write_tsne(before_run: Path, after_run: Path, out: Path, per_domain: int = 1000) -> None:
+    """Source and target test features before adaptation (the pretrained model) and after it."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    from da.bench.tsne import add_to_projector, subsample, tsne_plot
+    from da.evaluate import load_run
+    from da.train import batched
+
+    features, labels = {}, {}
+    for when, run_dir in (("before", before_run), ("after", after_run)):
+        model, domains, _ = load_run(run_dir)
+        with model.eval_mode():
+            features[when] = {
+                d: batched(lambda x, d=d: model.adapter.transform(model.extractor(x), d), split.x[:per_domain]).cpu()
+                for d, split in (("source", domains.source_test), ("target", domains.target_test))}
+        labels = {"source": domains.source_test.y[:per_domain].cpu(), "target": domains.target_test.y[:per_domain].cpu()}
+    tsne_plot(features["before"], features["after"], out / "tsne.png", labels=labels, per_domain=per_domain)
+    writer = SummaryWriter(log_dir=str(out / "projector" / direction_folder_of(after_run, out)))
+    try:
+        for step, when in enumerate(("before", "after")):
+            add_to_projector(writer, *subsample(features[when], labels, per_domain), tag=f"features_{when}", step=step)
+    finally:
+        writer.close()
+
+
+def direction_folder_of(run_dir: Path, out: Path) -> str:
+    return str(run_dir.relative_to(out)).replace("/", "_")

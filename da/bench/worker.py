@@ -1,0 +1,81 @@
+"""One run of a sweep, made idempotent: a finished run is skipped, a cut-off one resumed.
+
+Launchers call it as a subprocess (``python -m da.bench.worker OUT SPEC_JSON``), so every run
+gets a fresh interpreter whatever starts it: a local pool or a Ray task on another machine.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from da.bench.plan import RunSpec
+from da.checkpoint import load_checkpoint
+from da.config import build_config, load_config, to_dict
+from da.errors import DAError
+
+#: Written into a run folder after its summary.json: the sweep skips folders that have it.
+DONE = "done"
+
+
+def resolved_config(spec: RunSpec, out: Path) -> dict[str, Any]:
+    """The spec's config with the sweep's output folder filled in (pretraining checkpoints)."""
+    text = json.dumps(spec.config).replace("{out}", str(out.resolve()).replace("\\", "/"))
+    return json.loads(text)
+
+
+def execute(spec: RunSpec, out: Path) -> str:
+    """Bring the run of ``spec`` to done; returns what happened: finished, resumed, or skipped."""
+    from da.train import train  # heavy imports only when a run really starts
+
+    run_dir = out / spec.key
+    config = build_config(resolved_config(spec, out))
+    if run_dir.exists():
+        _check_same_config(run_dir, config)
+        if (run_dir / DONE).exists():
+            return "skipped"
+        if _summary_complete(run_dir):  # killed between summary.json and the marker
+            (run_dir / DONE).write_text("")
+            return "skipped"
+        try:
+            load_checkpoint(run_dir / "checkpoint.pt")
+        except DAError:  # cut off before its first checkpoint: nothing to keep in this folder
+            shutil.rmtree(run_dir)
+        else:
+            train(config, run_dir, show_progress=False, resume=True)
+            (run_dir / DONE).write_text("")
+            return "resumed"
+    run_dir.mkdir(parents=True)
+    train(config, run_dir, show_progress=False)
+    (run_dir / DONE).write_text("")
+    return "finished"
+
+
+def _check_same_config(run_dir: Path, config: Any) -> None:
+    if not (run_dir / "config.yaml").exists():
+        return
+    if to_dict(load_config(run_dir / "config.yaml")) != to_dict(config):
+        raise DAError(f"{run_dir} holds a run made with a different config; delete it or pick another --out")
+
+
+def _summary_complete(run_dir: Path) -> bool:
+    try:
+        return "target_test_acc" in json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return False
+
+
+def main(argv: list[str]) -> int:
+    out, spec = Path(argv[0]), RunSpec.from_json(argv[1])
+    try:
+        print(execute(spec, out))
+    except DAError as exc:
+        print(f"da: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,152 @@
+"""`da bench`: the sweep's rows, its tables, resuming it, and the launchers agreeing."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT, one_line_error, tiny_config
+
+SELECTIONS = {"last", "source_val", "im", "snd", "entropy", "oracle"}
+
+
+@pytest.fixture
+def bench_file(tmp_path):
+    """A benchmark of two tiny adapters (source_only, dann) x two seeds on the synthetic pair."""
+
+    def write(seeds=(0, 1), train_steps: int = 6, **extra) -> Path:
+        adapter_cfg = tmp_path / "tiny.yaml"
+        cfg = tiny_config(train={"steps": train_steps})
+        adapter_cfg.write_text(yaml.safe_dump(cfg))
+        bench = {"seeds": list(seeds), "directions": ["synthetic->synthetic"],
+                 "adapters": {"source_only": {"config": "tiny.yaml", "set": {"adapter": {"name": "source_only"}}},
+                              "dann": "tiny.yaml"},
+                 **extra}
+        path = tmp_path / "bench.yaml"
+        path.write_text(yaml.safe_dump(bench))
+        return path
+
+    return write
+
+
+def read_rows(out: Path) -> list[dict]:
+    with (out / "results.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def without_timing(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if k != "wall_s"} for row in rows]
+
+
+def test_bench_writes_one_row_per_run_and_rule_and_tables_the_means(cli, bench_file, tmp_path):
+    out = tmp_path / "out"
+    code, stdout, err = cli("bench", "-c", bench_file(), "--out", out)
+    assert code == 0, err
+    assert stdout.count("finished") == 6  # 2 shared pretraining runs + 2 adapters x 2 seeds
+    rows = read_rows(out)
+    assert {(r["adapter"], r["seed"], r["selection"]) for r in rows} == {
+        (a, s, sel) for a in ("source_only", "dann") for s in ("0", "1") for sel in SELECTIONS}
+    assert len(rows) == 24
+    for row in rows:  # every rule picks a step that was evaluated, with that step's accuracy
+        evaluated = {r["step"]: r for r in map(json.loads, (out / row["run"] / "metrics.jsonl").read_text().splitlines())
+                     if r["stage"] == "adapt"}
+        assert int(row["step"]) in evaluated
+        assert float(row["target_test_acc"]) == pytest.approx(evaluated[int(row["step"])]["target_test_acc"])
+    last = [r for r in rows if r["adapter"] == "dann" and r["selection"] == "last"]
+    summaries = [json.loads((out / r["run"] / "summary.json").read_text()) for r in last]
+    accs = [s["target_test_acc"] for s in summaries]
+    assert [float(r["target_test_acc"]) for r in last] == accs
+    cell = f"{100 * statistics.mean(accs):.1f} ± {100 * statistics.stdev(accs):.1f}"
+    dann_line = next(line for line in (out / "results.md").read_text().splitlines() if line.startswith("| dann"))
+    assert dann_line.split("|")[2].strip() == cell
+    # Both seeds' adapters start from their seed's shared pretraining run.
+    for s in summaries:
+        config = yaml.safe_load((out / f"synthetic-synthetic/dann/seed{s['seed']}/config.yaml").read_text())
+        assert f"/pretrain/seed{s['seed']}-" in config["pretrain"]["checkpoint"]
+    assert (out / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "tsne.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # Rerunning the same command skips every finished run and rewrites the same table.
+    checkpoint = out / last[0]["run"] / "checkpoint.pt"
+    before = checkpoint.stat().st_mtime_ns
+    code, stdout, _ = cli("bench", "-c", bench_file(), "--out", out)
+    assert code == 0 and stdout.count("skipped") == 6 and "finished" not in stdout
+    assert checkpoint.stat().st_mtime_ns == before
+    assert without_timing(read_rows(out)) == without_timing(rows)
+
+
+def test_a_run_killed_midway_is_resumed_and_ends_as_if_never_killed(cli, bench_file, tmp_path):
+    bench = bench_file(seeds=(0,), train_steps=120, set={"train": {"checkpoint_every": 10, "eval_every": 20}})
+    reference = tmp_path / "reference"
+    assert cli("bench", "-c", bench, "--adapters", "dann", "--out", reference)[0] == 0
+
+    out = tmp_path / "killed"
+    run = out / "synthetic-synthetic/dann/seed0"
+    proc = subprocess.Popen([sys.executable, "-m", "da.cli", "bench", "-c", str(bench), "--adapters", "dann",
+                             "--out", str(out)],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            rows = (run / "metrics.jsonl").read_text().splitlines() if (run / "metrics.jsonl").exists() else []
+            if any(json.loads(r)["step"] >= 20 for r in rows):  # past a mid-run checkpoint
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the sweep ended before it could be killed; make the run longer"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert not (run / "done").exists()
+    code, stdout, err = cli("bench", "-c", bench, "--adapters", "dann", "--out", out)
+    assert code == 0, err
+    assert "dann seed 0: resumed" in stdout
+    assert without_timing(read_rows(out)) == without_timing(read_rows(reference))
+
+
+def test_narrowing_flags_and_bad_benchmarks_get_one_line_errors(cli, bench_file, tmp_path):
+    bench = bench_file()
+    code, _, err = cli("bench", "-c", bench, "--adapters", "dann,mcd", "--out", tmp_path / "o")
+    assert code == 2 and "mcd not in this benchmark; it has: dann, source_only" in one_line_error(err)
+    code, _, err = cli("bench", "-c", bench, "--seeds", "0,x", "--out", tmp_path / "o")
+    assert code == 2 and "--seeds must be comma-separated integers" in one_line_error(err)
+    code, _, err = cli("bench", "-c", bench, "--directions", "mnist", "--out", tmp_path / "o")
+    assert code == 2 and "must look like source->target" in one_line_error(err)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"adapters": {"dann": "tiny.yaml"}, "seed": [0]}))
+    code, _, err = cli("bench", "-c", bad)
+    assert code == 2 and "unknown key 'seed'; did you mean seeds?" in one_line_error(err)
+    bad.write_text(yaml.safe_dump({"adapters": {"dann": "tiny.yaml"}, "set": {"train": {"stepz": 3}}}))
+    code, _, err = cli("bench", "-c", bad)
+    assert code == 2 and "benchmark adapter dann" in one_line_error(err) and "train.stepz" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_folder_holding_a_run_with_another_config_is_not_overwritten(cli, bench_file, tmp_path):
+    out = tmp_path / "out"
+    assert cli("bench", "-c", bench_file(seeds=(0,)), "--adapters", "dann", "--out", out)[0] == 0
+    config = out / "synthetic-synthetic/dann/seed0/config.yaml"
+    kept = config.read_text()
+    code, stdout, err = cli("bench", "-c", bench_file(seeds=(0,), train_steps=9), "--adapters", "dann", "--out", out)
+    assert code == 2 and "FAILED" in stdout and "different config" in stdout
+    assert "1 of 1 runs failed" in one_line_error(err)
+    assert config.read_text() == kept
+
+
+def test_ray_launcher_gives_the_same_results_as_the_local_one(cli, bench_file, tmp_path):
+    pytest.importorskip("ray")
+    bench = bench_file(seeds=(0, 1))
+    assert cli("bench", "-c", bench, "--adapters", "dann", "--out", tmp_path / "local")[0] == 0
+    code, stdout, err = cli("bench", "-c", bench, "--adapters", "dann", "--out", tmp_path / "ray",
+                            "--launcher", "ray", "--jobs", "2")
+    assert code == 0, err
+    assert stdout.count("finished") == 2
+    assert without_timing(read_rows(tmp_path / "ray")) == without_timing(read_rows(tmp_path / "local"))
