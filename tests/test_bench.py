@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import ROOT, one_line_error, tiny_config
+from conftest import ROOT, one_line_error, tiny_config
 
 SELECTIONS = {"last", "source_val", "im", "snd", "entropy", "oracle"}
 

@@ -8,12 +8,17 @@ from da.config import load_config, to_dict
 from da.errors import DAError
 
 
-@pytest.mark.parametrize("name", ["source_only", "dann", "mmd", "coral", "subspace"])
+@pytest.mark.parametrize("name", ["source_only", "dann", "mmd", "coral", "subspace", "cdan"])
 def test_shipped_configs_validate_and_share_the_base(name):
     config = load_config(ROOT / "configs" / "mnist_usps" / f"{name}.yaml")
     assert config.adapter.name == name
     assert config.name == name
     assert (config.data.source, config.data.target, config.model.backbone) == ("mnist", "usps", "lenet")
+
+
+def test_target_only_config_trains_and_tests_on_usps():
+    config = load_config(ROOT / "configs" / "mnist_usps" / "target_only.yaml")
+    assert (config.adapter.name, config.data.source, config.data.target) == ("source_only", "usps", "usps")
 
 
 def test_set_overrides_any_value_with_yaml_types(write_config):
@@ -96,3 +101,11 @@ def test_installed_da_command_reports_bad_input_without_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "da.cli", "train", "-c", str(bad)], capture_output=True, text=True)
     assert proc.returncode == 2
     assert one_line_error(proc.stderr).startswith("da: error: config file")
+
+
+def test_optional_adapter_arguments_check_the_type_inside_the_union():
+    from da.config import build_config
+
+    with pytest.raises(DAError, match="adapter.randomized must be true or false, got 'yes'"):
+        build_config({"adapter": {"name": "cdan", "randomized": "yes"}})
+    assert build_config({"adapter": {"name": "cdan", "randomized": None}}).adapter.kwargs == {"randomized": None}

@@ -6,8 +6,6 @@ through the multilinear map f ⊗ g, or its randomized approximation when f ⊗ 
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -55,7 +53,7 @@ class CDAN(Adapter):
         weight: float = 1.0,
         gamma: float = 10.0,
         entropy: bool = True,
-        randomized: Optional[bool] = None,  # Optional, not `bool | None`: config validation reads typing.Union
+        randomized: bool | None = None,  # None: randomized when feature_dim * num_classes > 4096
         randomized_dim: int = 1024,
     ) -> None:
         super().__init__()
