@@ -1,0 +1,268 @@
+"""A benchmark's report: results.csv, results.md (our figures beside published ones), accuracy.png.
+
+Every row is one (adapter, direction, seed, selection): the accuracy of the checkpoint that a
+selection rule picked. "oracle" picks by target test accuracy and is an upper bound only.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from da.run_files import replace_atomically, write_text_atomic
+
+COLUMNS = ("adapter", "direction", "seed", "selection", "step", "target_test_acc", "source_test_acc",
+           "wall_s", "run")
+SELECTIONS = ("last", "source_val", "im", "snd", "entropy", "oracle")
+SELECTION_HEADERS = {"oracle": "oracle (target test, upper bound only)"}
+FIRST, LAST = "source_only", "target_only"
+ADAPTER_NOTES = {FIRST: "no adaptation", LAST: "upper bound: trained on target labels"}
+
+#: Our adapter names -> the method names used in the anchors file.
+ADAPTER_METHODS = {"source_only": "source only", "dann": "DANN", "mmd": "DAN", "coral": "DeepCORAL",
+                   "cdan": "CDAN", "mcc": "MCC", "afn": "AFN", "target_only": "target only"}
+#: Row directions -> the anchors file's keys.
+DIRECTION_KEYS = {"mnist->usps": "m_to_u", "usps->mnist": "u_to_m"}
+
+Row = Mapping[str, Any]
+
+
+# ---------------------------------------------------------------- anchors (published figures)
+
+@dataclass(frozen=True)
+class Anchor:
+    """One published figure pair for a method under one protocol."""
+
+    protocol: str              # "A", "B", "C"
+    protocol_description: str  # the protocol's one-line description
+    method: str
+    m_to_u: float
+    u_to_m: float
+    source: str
+    selection: str = ""        # how the publication picked its checkpoint
+
+    def accuracy(self, direction: str) -> float | None:
+        """The published target accuracy (%) for a row direction, None for a direction it lacks."""
+        key = DIRECTION_KEYS.get(direction)
+        return None if key is None else getattr(self, key)
+
+
+def load_anchors(path: Path | str) -> list[Anchor]:
+    """Read the anchors YAML (protocols, each with figures) into a flat list of :class:`Anchor`."""
+    data = yaml.safe_load(Path(path).read_text())
+    anchors = []
+    try:
+        for protocol in data["protocols"]:
+            for fig in protocol["figures"]:
+                anchors.append(Anchor(protocol=str(protocol["id"]), protocol_description=protocol["description"],
+                                      method=fig["method"], m_to_u=float(fig["m_to_u"]),
+                                      u_to_m=float(fig["u_to_m"]), source=fig["source"],
+                                      selection=protocol.get("selection") or ""))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: malformed anchors file ({type(exc).__name__}: {exc}); expected "
+                         "protocols: [{id, description, figures: [{method, m_to_u, u_to_m, source}]}]") from exc
+    return anchors
+
+
+def adapter_method(adapter: str) -> str | None:
+    """The published method an adapter implements; None for unknown or composite ("cdan+mcc") ones."""
+    return ADAPTER_METHODS.get(adapter)
+
+
+# ---------------------------------------------------------------- rows
+
+def _check_rows(rows: Sequence[Row]) -> None:
+    seen = set()
+    for row in rows:
+        missing = [c for c in COLUMNS if c not in row]
+        if missing:
+            raise ValueError(f"result row lacks {', '.join(missing)}: {dict(row)}")
+        key = (row["adapter"], row["direction"], row["seed"], row["selection"])
+        if key in seen:
+            raise ValueError(f"two result rows for adapter, direction, seed, selection = {key}")
+        seen.add(key)
+
+
+def _selection_rank(selection: str) -> tuple[int, str]:
+    return (SELECTIONS.index(selection), "") if selection in SELECTIONS else (len(SELECTIONS), selection)
+
+
+def _adapter_rank(adapter: str) -> tuple[int, str]:
+    return (0 if adapter == FIRST else 2 if adapter == LAST else 1), adapter
+
+
+def write_csv(path: Path | str, rows: Sequence[Row]) -> None:
+    """Write results.csv atomically: the columns of :data:`COLUMNS` (extra keys after them, sorted),
+    rows sorted by direction, adapter, seed and selection (selections in :data:`SELECTIONS` order)."""
+    _check_rows(rows)
+    extra = sorted({k for row in rows for k in row} - set(COLUMNS))
+    ordered = sorted(rows, key=lambda r: (r["direction"], r["adapter"], r["seed"], _selection_rank(r["selection"])))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=[*COLUMNS, *extra], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(ordered)
+    write_text_atomic(Path(path), buf.getvalue())
+
+
+def summarize(rows: Sequence[Row], metric: str = "target_test_acc") -> list[dict[str, Any]]:
+    """Mean, sample std (ddof=1; 0 for one seed) and n of ``metric`` per (direction, adapter, selection).
+
+    Values stay fractions, as in the rows. Sorted by direction, adapter (source_only first,
+    target_only last) and selection.
+    """
+    _check_rows(rows)
+    groups: dict[tuple[str, str, str], list[float]] = defaultdict(list)
+    for row in rows:
+        groups[row["direction"], row["adapter"], row["selection"]].append(float(row[metric]))
+    out = []
+    for (direction, adapter, selection), values in groups.items():
+        std = statistics.stdev(values) if len(values) > 1 else 0.0
+        out.append({"direction": direction, "adapter": adapter, "selection": selection,
+                    "mean": statistics.fmean(values), "std": std, "n": len(values)})
+    out.sort(key=lambda s: (s["direction"], _adapter_rank(s["adapter"]), _selection_rank(s["selection"])))
+    return out
+
+
+# ---------------------------------------------------------------- results.md
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|")
+
+
+class _Table:
+    """Summary cells of one direction, formatted "mean ± std" in percent; n noted once per table."""
+
+    def __init__(self, stats: Iterable[dict[str, Any]]) -> None:
+        self.stats = {(s["adapter"], s["selection"]): s for s in stats}
+        counts = [s["n"] for s in self.stats.values()]
+        self.n = max(counts, key=lambda n: (counts.count(n), n)) if counts else 0
+
+    def cell(self, adapter: str, selection: str) -> str:
+        s = self.stats.get((adapter, selection))
+        if s is None:
+            return "–"
+        text = f"{100 * s['mean']:.1f} ± {100 * s['std']:.1f}"
+        return text if s["n"] == self.n else f"{text} (n = {s['n']})"
+
+    def n_note(self) -> str:
+        mixed = any(s["n"] != self.n for s in self.stats.values())
+        return f"n = {self.n} seed{'s' if self.n != 1 else ''} per cell" + (" unless marked." if mixed else ".")
+
+
+def _adapter_label(adapter: str) -> str:
+    note = ADAPTER_NOTES.get(adapter)
+    return f"{adapter} ({note})" if note else adapter
+
+
+def markdown(rows: Sequence[Row], anchors: Sequence[Anchor] = ()) -> str:
+    """results.md: per direction a table of adapters x selection rules, then the published figures."""
+    stats = summarize(rows)
+    directions = sorted({s["direction"] for s in stats})
+    selections = sorted({s["selection"] for s in stats} | set(SELECTIONS), key=_selection_rank)
+    selections.remove("oracle")
+    selections.append("oracle")  # unknown selections go before the oracle upper bound
+    intro = ("Target test accuracy (%), mean ± sample std over seeds. Columns are model-selection rules; "
+             "only `oracle` reads target labels (it picks the step best on target test accuracy) "
+             "and is an upper bound, never a result.")
+    lines = ["# Results", "", intro, ""]
+    for direction in directions:
+        table = _Table(s for s in stats if s["direction"] == direction)
+        adapters = sorted({a for a, _ in table.stats}, key=_adapter_rank)
+        lines += [f"## {direction}", "", table.n_note(), "",
+                  "| adapter | " + " | ".join(SELECTION_HEADERS.get(s, s) for s in selections) + " |",
+                  "|---" * (len(selections) + 1) + "|"]
+        lines += [f"| {_cell(_adapter_label(a))} | " + " | ".join(table.cell(a, s) for s in selections) + " |"
+                  for a in adapters]
+        lines.append("")
+    lines += _published_section(stats, directions, anchors)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _published_section(stats: list[dict[str, Any]], directions: list[str], anchors: Sequence[Anchor]) -> list[str]:
+    intro = ("Target-domain accuracy (%) published for the same methods, beside ours. Compare only within one "
+             "protocol; ours is Protocol A. Published figures picked by an oracle are upper bounds: set them "
+             "against our oracle column, not against a rule that never reads target labels.")
+    lines = ["## Published figures", "", intro, ""]
+    header = "| adapter | method | ours: last | ours: oracle (upper bound only) | published | protocol | source |"
+    by_method: dict[str, list[Anchor]] = defaultdict(list)
+    for anchor in anchors:
+        by_method[anchor.method].append(anchor)
+    unmatched: set[str] = set()
+    for direction in directions:
+        table = _Table(s for s in stats if s["direction"] == direction)
+        adapters = sorted({a for a, _ in table.stats}, key=_adapter_rank)
+        body = []
+        for adapter in adapters:
+            matches = [a for a in by_method.get(adapter_method(adapter) or "", []) if a.accuracy(direction) is not None]
+            if not matches:
+                unmatched.add(adapter)
+            for anchor in sorted(matches, key=lambda a: a.protocol):
+                body.append(f"| {_cell(adapter)} | {_cell(anchor.method)} | {table.cell(adapter, 'last')} "
+                            f"| {table.cell(adapter, 'oracle')} | {anchor.accuracy(direction):.1f} "
+                            f"| Protocol {anchor.protocol}: {_cell(anchor.protocol_description)} "
+                            f"| {_cell(anchor.source)} |")
+        if not body:
+            continue
+        lines += [f"### {direction}", "", table.n_note(), "",
+                  header, "|---" * 7 + "|", *body, ""]
+    protocols = {a.protocol: a for a in anchors}
+    if protocols:
+        lines += ["Protocols and how each publication selected its checkpoint:", ""]
+        lines += [f"- Protocol {p}: {a.protocol_description}. Selection: {a.selection or 'not stated'}."
+                  for p, a in sorted(protocols.items())]
+        lines.append("")
+    if unmatched:
+        lines += [f"No published figure for: {', '.join(sorted(unmatched, key=_adapter_rank))}.", ""]
+    return lines
+
+
+# ---------------------------------------------------------------- accuracy.png
+
+def accuracy_plot(rows: Sequence[Row], path: Path | str, selection: str = "last") -> None:
+    """accuracy.png: one bar group per adapter, one bar per direction, error bars = std over seeds;
+    dashed lines mark source_only's mean per direction. Written atomically."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    stats = [s for s in summarize(rows) if s["selection"] == selection]
+    if not stats:
+        raise ValueError(f"no result rows with selection {selection!r} to plot")
+    directions = sorted({s["direction"] for s in stats})
+    adapters = sorted({s["adapter"] for s in stats}, key=_adapter_rank)
+    cells = {(s["adapter"], s["direction"]): s for s in stats}
+    width = 0.8 / len(directions)
+
+    fig = Figure(figsize=(max(6.0, 1.1 * len(adapters) + 2), 4.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for i, direction in enumerate(directions):
+        colour = f"C{i}"
+        xs = [j + (i - (len(directions) - 1) / 2) * width for j in range(len(adapters))]
+        found = [cells.get((a, direction)) for a in adapters]
+        means = [100 * s["mean"] if s else math.nan for s in found]
+        stds = [100 * s["std"] if s else 0.0 for s in found]
+        ax.bar(xs, means, width, yerr=stds, capsize=3, color=colour, label=direction)
+        baseline = cells.get((FIRST, direction))
+        if baseline:
+            ax.axhline(100 * baseline["mean"], color=colour, linestyle="--", linewidth=1, zorder=3,
+                       label=f"{FIRST} mean, {direction}")
+    ax.set_xticks(range(len(adapters)), [_tick_label(a) for a in adapters], rotation=20, ha="right")
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("target test accuracy (%)")
+    seeds = sorted({s["n"] for s in stats})
+    ax.set_title(f"Target test accuracy, selection: {selection}" + (" (upper bound only)" if selection == "oracle"
+                 else "") + f"\nerror bars: std over {'/'.join(map(str, seeds))} seeds")
+    fig.legend(loc="outside right upper", fontsize="small")
+    replace_atomically(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+
+
+def _tick_label(adapter: str) -> str:
+    return f"{adapter}\n(upper bound)" if adapter == LAST else adapter

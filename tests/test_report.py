@@ -1,0 +1,248 @@
+"""The benchmark report: results.csv, results.md beside published figures, and the plots."""
+from __future__ import annotations
+
+import csv
+import itertools
+from pathlib import Path
+
+import pytest
+import torch
+
+from da.bench.report import (
+    COLUMNS,
+    SELECTIONS,
+    Anchor,
+    accuracy_plot,
+    load_anchors,
+    markdown,
+    summarize,
+    write_csv,
+)
+from da.bench.tsne import add_to_projector, subsample, tsne_plot
+
+ROOT = Path(__file__).resolve().parents[1]
+ANCHORS_FILE = ROOT / "configs" / "benchmarks" / "anchors.yaml"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def row(adapter: str, direction: str, seed: int, selection: str, acc: float, **kw) -> dict:
+    return {"adapter": adapter, "direction": direction, "seed": seed, "selection": selection, "step": 100 * seed,
+            "target_test_acc": acc, "source_test_acc": 0.99, "wall_s": 12.5, "run": f"{adapter}-{seed}", **kw}
+
+
+def grid(adapters=("source_only", "dann", "target_only"), directions=("mnist->usps", "usps->mnist"),
+         seeds=(0, 1)) -> list[dict]:
+    """Every cell; accuracy 0.80 for seed 0 and 0.90 for seed 1 unless an adapter overrides it."""
+    return [row(a, d, s, sel, 0.80 + 0.10 * s)
+            for a, d, s, sel in itertools.product(adapters, directions, seeds, SELECTIONS)]
+
+
+def table_row(md: str, heading: str, first_cell: str) -> list[str]:
+    """The cells of the markdown table row starting with ``first_cell`` under ``heading``."""
+    section = md.split(heading + "\n", 1)[1].split("\n## ", 1)[0]
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells[0] == first_cell:
+            return cells
+    raise AssertionError(f"no row {first_cell!r} under {heading!r}:\n{section}")
+
+
+# ---------------------------------------------------------------- csv
+
+def test_csv_has_exactly_the_rows_given_in_order(tmp_path):
+    rows = grid()[::-1]  # reversed: write_csv must sort
+    path = tmp_path / "results.csv"
+    write_csv(path, rows)
+    with path.open() as f:
+        reader = csv.DictReader(f)
+        assert tuple(reader.fieldnames) == COLUMNS
+        read = list(reader)
+    assert len(read) == len(rows)
+    as_given = {(r["adapter"], r["direction"], str(r["seed"]), r["selection"], str(r["target_test_acc"]))
+                for r in rows}
+    assert {(r["adapter"], r["direction"], r["seed"], r["selection"], r["target_test_acc"]) for r in read} == as_given
+    keys = [(r["direction"], r["adapter"], int(r["seed"]), SELECTIONS.index(r["selection"])) for r in read]
+    assert keys == sorted(keys)
+
+
+def test_csv_rejects_duplicates_and_missing_columns(tmp_path):
+    with pytest.raises(ValueError, match="two result rows"):
+        write_csv(tmp_path / "r.csv", [row("dann", "mnist->usps", 0, "last", 0.9)] * 2)
+    bad = row("dann", "mnist->usps", 0, "last", 0.9)
+    del bad["wall_s"]
+    with pytest.raises(ValueError, match="wall_s"):
+        write_csv(tmp_path / "r.csv", [bad])
+    assert not (tmp_path / "r.csv").exists()
+
+
+def test_rewriting_results_csv_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "results.csv"
+    write_csv(path, grid(adapters=("dann",)))
+    first = path.read_text()
+    write_csv(path, grid(adapters=("mmd",)))
+    assert "mmd" in path.read_text() and "dann" not in path.read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.csv"]  # no temporary file left
+
+    # A write killed halfway leaves the old file whole and no temporary file behind.
+    write_csv(path, grid(adapters=("dann",)))
+    write_text = Path.write_text
+
+    def dies_halfway(self, text, *args, **kwargs):
+        write_text(self, text[: len(text) // 2], *args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "write_text", dies_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        write_csv(path, grid(adapters=("coral",)))
+    monkeypatch.undo()
+    assert path.read_text() == first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.csv"]
+
+
+# ---------------------------------------------------------------- summary and markdown
+
+def test_summarize_sample_std_and_n():
+    rows = [row("dann", "mnist->usps", s, "last", a) for s, a in enumerate((0.80, 0.90, 0.95))]
+    rows.append(row("dann", "usps->mnist", 0, "last", 0.7))
+    stats = {(s["direction"], s["adapter"], s["selection"]): s for s in summarize(rows)}
+    three = stats["mnist->usps", "dann", "last"]
+    assert three["n"] == 3
+    assert three["mean"] == pytest.approx(0.88333333)
+    assert three["std"] == pytest.approx(0.0763763, abs=1e-6)  # ddof=1; ddof=0 would give 0.0624
+    one = stats["usps->mnist", "dann", "last"]
+    assert (one["n"], one["mean"], one["std"]) == (1, pytest.approx(0.7), 0.0)
+
+
+def test_markdown_cells_are_mean_and_sample_std_in_percent():
+    md = markdown(grid(), [])
+    cells = table_row(md, "## mnist->usps", "dann")
+    assert cells[1:] == ["85.0 ± 7.1"] * 6  # seeds 0.80, 0.90
+    assert md.count("n = 2 seeds per cell.") == 2  # once per direction table
+
+
+def test_markdown_notes_an_odd_cell_count():
+    rows = grid(adapters=("dann",), directions=("mnist->usps",), seeds=(0, 1, 2))
+    rows = [r for r in rows if not (r["selection"] == "im" and r["seed"] == 2)]
+    cells = table_row(markdown(rows, []), "## mnist->usps", "dann")
+    assert cells[3] == "85.0 ± 7.1 (n = 2)"
+    assert cells[1] == "90.0 ± 10.0"
+
+
+def test_markdown_order_and_bounds_are_labelled():
+    md = markdown(grid(adapters=("target_only", "mmd", "dann", "source_only")), [])
+    section = md.split("## mnist->usps\n", 1)[1].split("\n## ", 1)[0]
+    header = next(line for line in section.splitlines() if line.startswith("| adapter"))
+    assert [c.strip() for c in header.strip("|").split("|")] == [
+        "adapter", "last", "source_val", "im", "snd", "entropy", "oracle (target test, upper bound only)"]
+    body = [line.split("|")[1].strip() for line in section.splitlines() if line.startswith("| ")][1:]
+    assert body[0].startswith("source_only")
+    assert body[-1] == "target_only (upper bound: trained on target labels)"
+    assert body[1:3] == ["dann", "mmd"]
+
+
+# ---------------------------------------------------------------- anchors
+
+def test_anchors_file_transcribes_the_published_figures():
+    anchors = load_anchors(ANCHORS_FILE)
+    by_key = {(a.protocol, a.method): a for a in anchors}
+    assert (by_key["A", "DANN"].m_to_u, by_key["A", "DANN"].u_to_m) == (91.7, 95.2)
+    assert (by_key["B", "source only"].m_to_u, by_key["B", "source only"].u_to_m) == (75.2, 57.1)
+    assert (by_key["C", "DeepCORAL"].m_to_u, by_key["C", "target only"].u_to_m) == (97.1, 98.9)
+    assert len(anchors) == 12 + 5 + 6
+    assert {a.protocol_description for a in anchors if a.protocol == "A"} == {
+        "full sets, LeNet, USPS resized 16 -> 28 (ours)"}
+    assert "oracle" in by_key["A", "CDAN"].selection
+    header = ANCHORS_FILE.read_text().split("protocols:")[0]
+    assert "Transfer-Learning-Library" in header and "SKADA-Bench" in header and "ADDA" in header
+    assert ".md" not in header and "/" not in header  # names its sources, not file paths
+
+
+def test_malformed_anchors_file_names_itself(tmp_path):
+    bad = tmp_path / "anchors.yaml"
+    bad.write_text("protocols:\n  - id: A\n    figures: [{method: DANN}]\n")
+    with pytest.raises(ValueError, match="anchors.yaml"):
+        load_anchors(bad)
+
+
+def test_published_figures_sit_beside_the_matching_adapter():
+    anchors = load_anchors(ANCHORS_FILE)
+    md = markdown(grid(adapters=("source_only", "dann", "mmd", "cdan+mcc", "mine", "target_only")), anchors)
+    published = md.split("## Published figures", 1)[1]
+    lines = published.splitlines()
+
+    def rows_for(adapter: str, direction: str) -> list[list[str]]:
+        section = published.split(f"### {direction}\n", 1)[1].split("\n### ", 1)[0]
+        return [[c.strip() for c in line.strip("|").split("|")] for line in section.splitlines()
+                if line.startswith(f"| {adapter} |")]
+
+    dann = rows_for("dann", "mnist->usps")
+    assert [(r[1], r[4], r[5].split(":")[0]) for r in dann] == [
+        ("DANN", "91.7", "Protocol A"), ("DANN", "77.1", "Protocol B"), ("DANN", "92.6", "Protocol C")]
+    assert dann[0][5] == "Protocol A: full sets, LeNet, USPS resized 16 -> 28 (ours)"
+    assert "Transfer-Learning-Library" in dann[0][6] and "ADDA paper" in dann[1][6]
+    assert dann[0][2] == "85.0 ± 7.1" and dann[0][3] == "85.0 ± 7.1"  # ours: last, oracle
+    assert [(r[1], r[4]) for r in rows_for("mmd", "usps->mnist")] == [("DAN", "89.5"), ("DAN", "86.3")]
+    assert [(r[1], r[4], r[5].split(":")[0]) for r in rows_for("target_only", "usps->mnist")] == [
+        ("target only", "98.9", "Protocol C")]
+    # A composite or unknown adapter gets no published figure, not its parts' figures.
+    assert rows_for("cdan+mcc", "mnist->usps") == [] and rows_for("mine", "mnist->usps") == []
+    assert any(line.startswith("No published figure for: cdan+mcc, mine") for line in lines)
+    assert any(line.startswith("- Protocol B: 2,000 MNIST / 1,800 USPS subsets") for line in lines)
+
+
+def test_anchor_for_an_unknown_direction_is_left_out():
+    anchor = Anchor("A", "desc", "DANN", 91.7, 95.2, "src")
+    md = markdown([row("dann", "svhn->mnist", 0, "last", 0.5)], [anchor])
+    assert "91.7" not in md and "95.2" not in md
+
+
+# ---------------------------------------------------------------- plots
+
+def test_accuracy_plot_writes_a_png(tmp_path):
+    path = tmp_path / "accuracy.png"
+    accuracy_plot(grid(adapters=("source_only", "dann", "cdan+mcc", "target_only")), path)
+    assert path.read_bytes()[:8] == PNG_MAGIC and path.stat().st_size > 5000
+    accuracy_plot(grid(), path, selection="oracle")  # over an existing file
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["accuracy.png"]
+    with pytest.raises(ValueError, match="no result rows"):
+        accuracy_plot(grid(), tmp_path / "none.png", selection="bnm")
+
+
+def features(seed: int, n: int = 40, d: int = 64, shift: float = 0.0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {"source": torch.randn(n, d, generator=g), "target": torch.randn(n, d, generator=g) + shift}
+
+
+def test_tsne_plot_writes_a_png(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    labels = {k: torch.randint(0, 3, (40,), generator=g) for k in ("source", "target")}
+    path = tmp_path / "tsne.png"
+    tsne_plot(features(0, shift=3.0), features(1), path, labels=labels, per_domain=25, seed=0, max_iter=250)
+    assert path.read_bytes()[:8] == PNG_MAGIC
+    tsne_plot(features(0), features(1), path, per_domain=15, max_iter=250)  # no labels, over the old file
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tsne.png"]
+
+
+def test_subsample_picks_the_same_rows_before_and_after():
+    labels = {"source": torch.arange(40), "target": torch.arange(40) + 100}
+    before = subsample(features(0), labels, per_domain=10, seed=3)
+    after = subsample(features(1), labels, per_domain=10, seed=3)
+    assert before[1] == ["source"] * 10 + ["target"] * 10
+    assert torch.equal(before[2], after[2])  # the same images on both panels
+    assert not torch.equal(before[2], subsample(features(0), labels, per_domain=10, seed=4)[2])
+    with pytest.raises(ValueError, match="labels"):
+        subsample(features(0), {"source": torch.arange(3), "target": torch.arange(40)})
+
+
+def test_projector_gets_points_with_domain_and_class(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    labels = {"source": torch.zeros(40, dtype=torch.long), "target": torch.ones(40, dtype=torch.long)}
+    with SummaryWriter(log_dir=str(tmp_path)) as writer:
+        add_to_projector(writer, *subsample(features(0), labels, per_domain=5), tag="after", step=7)
+    metadata = next(tmp_path.rglob("metadata.tsv")).read_text().splitlines()
+    assert metadata[0] == "domain\tclass"
+    assert metadata[1:] == ["source\t0"] * 5 + ["target\t1"] * 5
+    tensors = next(tmp_path.rglob("tensors.tsv")).read_text().splitlines()
+    assert len(tensors) == 10 and len(tensors[0].split("\t")) == 64
+    assert "after" in next(tmp_path.rglob("projector_config.pbtxt")).read_text()
