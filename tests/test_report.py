@@ -21,7 +21,7 @@ from da.bench.report import (
 from da.bench.tsne import add_to_projector, subsample, tsne_plot
 
 ROOT = Path(__file__).resolve().parents[1]
-ANCHORS_FILE = ROOT / "configs" / "benchmarks" / "anchors.yaml"
+ANCHORS_FILE = ROOT / "da" / "bench" / "anchors.yaml"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
