@@ -109,3 +109,13 @@ def test_optional_adapter_arguments_check_the_type_inside_the_union():
     with pytest.raises(DAError, match="adapter.randomized must be true or false, got 'yes'"):
         build_config({"adapter": {"name": "cdan", "randomized": "yes"}})
     assert build_config({"adapter": {"name": "cdan", "randomized": None}}).adapter.kwargs == {"randomized": None}
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").rglob("*.yaml")), ids=lambda p: p.relative_to(ROOT / "configs").as_posix())
+def test_every_shipped_config_and_benchmark_validates(path):
+    if path.parent.name == "benchmarks":
+        from da.bench.plan import load_bench_config, plan_runs
+
+        assert plan_runs(load_bench_config(path))
+    else:
+        load_config(path)
