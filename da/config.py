@@ -12,7 +12,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 import yaml
 
@@ -28,8 +28,11 @@ class DataConfig:
     source: str = "mnist"
     target: str = "usps"
     source_val_size: int = 5000  # held out from source train for source validation
-    split_seed: int = 0  # fixes the source validation split independently of the run seed
+    split_seed: int = 0  # fixes the source validation split (and the draws below) independently of the run seed
     download: bool = True  # let torchvision download missing data (needs network)
+    source_train_size: int = 0  # > 0: a seeded subsample of that many labelled source training images
+    #: k > 0: k labelled target train images per class (seeded by split_seed); "all": every target train label
+    target_labels_per_class: Union[int, str] = 0
 
 
 @dataclass
@@ -45,7 +48,24 @@ class PretrainConfig:
     steps: int = 0
     lr: float = 0.01
     batch_size: int = 64
-    checkpoint: Optional[str] = None  # load extractor + head from a run's checkpoint.pt instead
+    checkpoint: Optional[str] = None  # load from a run's checkpoint.pt instead of training
+    load: Literal["all", "extractor"] = "all"  # extractor: keep only the checkpoint's extractor, train a new head
+
+
+@dataclass
+class UnfreezeConfig:
+    """Gradual unfreezing (ULMFiT): every block starts frozen; top block first, one more at each step listed."""
+
+    every: Optional[int] = None  # one more block every N adaptation steps
+    steps: Optional[list[int]] = None  # or: the adaptation steps after which each block unfreezes, top first
+
+
+@dataclass
+class EarlyStoppingConfig:
+    """Stop when ``validator`` has not improved for ``patience`` evaluations; restore its best evaluation."""
+
+    validator: str = "source_val"  # source_val, im, snd or entropy (da.validators): never target labels
+    patience: int = 3
 
 
 @dataclass
@@ -62,6 +82,10 @@ class TrainConfig:
     extractor: Literal["finetune", "freeze"] = "finetune"
     extractor_lr_mult: float = 1.0  # learning-rate multiplier for the pretrained extractor
     adapter_lr_mult: float = 1.0  # learning-rate multiplier for the adapter's own parameters (a discriminator)
+    lr_mults: dict[str, float] = field(default_factory=dict)  # per extractor block, e.g. {conv1: 0.1}; 0 freezes it
+    unfreeze: Optional[UnfreezeConfig] = None  # gradual unfreezing of the extractor's blocks, top first
+    source_weight: float = 1.0  # weight of the labelled-source cross-entropy (0: learn from target labels only)
+    early_stopping: Optional[EarlyStoppingConfig] = None
     fit_samples: int = 10000  # per domain, for closed-form adapters' fit
     eval_every: int = 1000
     log_every: int = 50
@@ -177,6 +201,7 @@ def build_config(raw: dict) -> Config:
     config.adapter = _build_adapter(adapter)
     _check_ranges(config)
     _check_names(config)
+    _check_transfer(config)
     return config
 
 
@@ -209,7 +234,7 @@ def dump_yaml(config: Config) -> str:
 
 def _build_dataclass(cls: type, raw: Any, path: str):
     if not isinstance(raw, dict):
-        raise DAError(f"config key {path or '<top>'} must be a section (a mapping), got {_show(raw)}")
+        raise DAError(f"config key {path.rstrip('.') or '<top>'} must be a section (a mapping), got {_show(raw)}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     values = {}
@@ -380,6 +405,7 @@ def _check_ranges(config: Config) -> None:
         "train.weight_decay": config.train.weight_decay, "train.momentum": config.train.momentum,
         "train.extractor_lr_mult": config.train.extractor_lr_mult,
         "train.adapter_lr_mult": config.train.adapter_lr_mult, "data.source_val_size": config.data.source_val_size,
+        "data.source_train_size": config.data.source_train_size, "train.source_weight": config.train.source_weight,
     }
     for key, value in positive.items():
         if value <= 0:
@@ -401,6 +427,62 @@ def _check_names(config: Config) -> None:
             DATASETS.get(name)  # raises the error that lists the valid names
     if config.model.backbone not in BACKBONES:
         BACKBONES.get(config.model.backbone)
+
+
+def _check_transfer(config: Config) -> None:
+    """Few target labels, fine-tuning strategies, early stopping, loading a pretrained extractor."""
+    from da.models.backbones import block_names
+    from da.registry import BACKBONES
+    from da.validators import VALIDATORS
+
+    data, train = config.data, config.train
+    k = data.target_labels_per_class
+    if k != "all" and (isinstance(k, bool) or not isinstance(k, int) or k < 0):
+        raise DAError(f"config key data.target_labels_per_class must be a non-negative integer or all, got {_show(k)}")
+    if train.source_weight == 0 and k == 0:
+        raise DAError("config key train.source_weight is 0 and data.target_labels_per_class is 0: nothing labelled to "
+                      "train on; give target labels (data.target_labels_per_class: 10) or a positive train.source_weight")
+    if config.pretrain.load == "extractor" and not config.pretrain.checkpoint:
+        raise DAError("config key pretrain.load: extractor needs pretrain.checkpoint (the run whose extractor to load); "
+                      "set it, or drop pretrain.load")
+    blocks = block_names(BACKBONES.get(config.model.backbone))
+    where = f"backbone {config.model.backbone} has blocks (bottom to top): {', '.join(blocks)}"
+    for name, mult in train.lr_mults.items():
+        if not blocks:
+            raise DAError(f"config key train.lr_mults: backbone {config.model.backbone} names no blocks; remove train.lr_mults")
+        if name not in blocks:
+            raise DAError(f"config key train.lr_mults.{name}: no such block; {where}")
+        if isinstance(mult, bool) or not isinstance(mult, (int, float)) or not math.isfinite(mult) or mult < 0:
+            raise DAError(f"config key train.lr_mults.{name} must be a non-negative number (0 freezes the block), got {_show(mult)}")
+    if train.lr_mults and train.extractor == "freeze":
+        raise DAError("config key train.lr_mults has no effect with train.extractor: freeze (every block frozen); "
+                      "set train.extractor: finetune and give 0 to the blocks to freeze")
+    unfreeze = train.unfreeze
+    if unfreeze is not None:
+        if train.extractor == "freeze":
+            raise DAError("config key train.unfreeze needs train.extractor: finetune (it unfreezes the extractor's blocks)")
+        if not blocks:
+            raise DAError(f"config key train.unfreeze: backbone {config.model.backbone} names no blocks; remove train.unfreeze")
+        if (unfreeze.every is None) == (unfreeze.steps is None):
+            raise DAError("config key train.unfreeze needs exactly one of every (steps between unfreezings) or steps "
+                          "(a list, top block first), e.g. train.unfreeze: {every: 500}")
+        if unfreeze.every is not None and unfreeze.every <= 0:
+            raise DAError(f"config key train.unfreeze.every must be positive, got {unfreeze.every}")
+        steps = unfreeze.steps or []
+        if any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in steps):
+            raise DAError(f"config key train.unfreeze.steps must list non-negative integers, got {_show(steps)}")
+        if len(steps) > len(blocks):
+            raise DAError(f"config key train.unfreeze.steps lists {len(steps)} steps but {where}; give at most {len(blocks)}")
+        if steps != sorted(steps):
+            raise DAError(f"config key train.unfreeze.steps must not decrease (the top block unfreezes first), got {steps}")
+    stopping = train.early_stopping
+    if stopping is not None:
+        if stopping.validator not in VALIDATORS:
+            raise DAError(f"config key train.early_stopping.validator must be one of {', '.join(VALIDATORS)} "
+                          f"(none reads target labels); got {_show(stopping.validator)}")
+        if stopping.patience <= 0:
+            raise DAError(f"config key train.early_stopping.patience must be positive (evaluations without "
+                          f"improvement before stopping), got {stopping.patience}")
 
 
 def _show(value: Any) -> str:

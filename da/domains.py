@@ -25,6 +25,10 @@ class Domains:
     num_classes: int
     #: A fixed, seeded sample of target train images that unsupervised validators score.
     target_probe: torch.Tensor | None = None
+    #: ``data.target_labels_per_class``: labelled target train images (true labels), and their
+    #: indices into target train. The same images stay in ``target_train``, unlabelled.
+    target_labelled: Split | None = None
+    target_labelled_index: torch.Tensor | None = None
 
 
 def data_root(config: DataConfig) -> Path:
@@ -33,6 +37,29 @@ def data_root(config: DataConfig) -> Path:
 
 
 PROBE_SIZE = 2000  # target train images scored by the validators at each evaluation
+#: Added to data.split_seed for the labelled-target draw, so it is not the probe's permutation.
+LABELS_SEED_OFFSET = 1_000_003
+
+
+def draw_per_class(labels: torch.Tensor, k: int | str, seed: int, num_classes: int, what: str) -> torch.Tensor:
+    """Indices of ``k`` items of every class (``"all"``: every item), drawn with ``seed``; sorted.
+
+    The draw walks one seeded permutation and keeps the first ``k`` of each class, so the draws for
+    k=1, 5, 10 with one seed are nested (each contains the smaller ones). Fewer than ``k`` items
+    in a class is an error naming the class.
+    """
+    if k == "all":
+        return torch.arange(len(labels))
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    picked = []
+    for c in range(num_classes):
+        members = order[labels[order] == c]
+        if len(members) < k:
+            smallest = int(torch.bincount(labels, minlength=num_classes).min())
+            raise DAError(f"data.target_labels_per_class={k} exceeds the {len(members)} images of class {c} in "
+                          f"{what}; lower it to at most {smallest} (its smallest class)")
+        picked.append(members[:k])
+    return torch.cat(picked).sort().values
 
 
 def load_domains(config: DataConfig, device: torch.device) -> Domains:
@@ -46,8 +73,18 @@ def load_domains(config: DataConfig, device: torch.device) -> Domains:
         raise DAError(f"data.source_val_size={config.source_val_size} leaves no source training data ({n} images); lower it")
     order = torch.randperm(n, generator=torch.Generator().manual_seed(config.split_seed))
     val, train = order[: config.source_val_size], order[config.source_val_size :]
+    if config.source_train_size:  # a seeded subsample: the first images of the same permutation
+        if config.source_train_size > len(train):
+            raise DAError(f"data.source_train_size={config.source_train_size} exceeds the {len(train)} source training "
+                          f"images left after data.source_val_size={config.source_val_size}; lower either")
+        train = train[: config.source_train_size]
     hidden = Split(target.train.x, torch.full_like(target.train.y, -1))
     probe = torch.randperm(len(hidden), generator=torch.Generator().manual_seed(config.split_seed))[:PROBE_SIZE]
+    labelled = index = None
+    if config.target_labels_per_class:
+        index = draw_per_class(target.train.y, config.target_labels_per_class,
+                               config.split_seed + LABELS_SEED_OFFSET, target.num_classes, f"{config.target} train")
+        labelled = target.train.subset(index).to(device)
     return Domains(
         source_train=source.train.subset(train).to(device),
         source_val=source.train.subset(val).to(device),
@@ -56,4 +93,6 @@ def load_domains(config: DataConfig, device: torch.device) -> Domains:
         target_test=target.test.to(device),
         num_classes=source.num_classes,
         target_probe=hidden.x[probe].to(device),
+        target_labelled=labelled,
+        target_labelled_index=index,
     )

@@ -9,6 +9,13 @@ Source and target batches go through the extractor in one forward over ``cat(x_s
 
 Both stages checkpoint every ``train.checkpoint_every`` steps and on SIGTERM / Ctrl-C; a checkpoint
 holds everything a resumed run needs to end exactly as an uninterrupted one would (on CPU).
+
+Transfer learning beyond adaptation is configuration of the same loop: a few labelled target
+images per class add their cross-entropy to the task loss (``data.target_labels_per_class``,
+``train.source_weight``), fine-tuning strategies decide which extractor blocks train when and how
+fast (``da.finetune``), early stopping restores the best evaluation by a label-free validator
+(``train.early_stopping``), and ``pretrain.load: extractor`` starts a new task's head from scratch
+on a pretrained extractor.
 """
 from __future__ import annotations
 
@@ -36,9 +43,10 @@ from da.config import LOOP_PROVIDED, Config, TrainConfig, dump_yaml, to_dict
 from da.data import BatchSampler, Split
 from da.domains import Domains, load_domains
 from da.errors import DAError, Interrupted
+from da.finetune import FineTuning, Group
 from da.models import linear_head
 from da.registry import ADAPTERS, BACKBONES
-from da.run_files import write_json, write_text_atomic
+from da.run_files import replace_atomically, write_json, write_text_atomic
 from da.run_log import ResumePoint, RunLog
 
 STAGE_LABELS = {"pretrain": "pretraining", "adapt": "adaptation"}
@@ -146,15 +154,16 @@ class Model:
 
     @contextmanager
     def eval_mode(self) -> Iterator[None]:
+        """Eval mode inside, then every submodule's own mode back (frozen blocks stay in eval mode)."""
         modules = (self.extractor, self.head, self.adapter)
-        modes = [m.training for m in modules]
+        modes = [(sub, sub.training) for m in modules for sub in m.modules()]
         for m in modules:
             m.eval()
         try:
             yield
         finally:
-            for m, mode in zip(modules, modes):
-                m.train(mode)
+            for sub, mode in modes:
+                sub.training = mode
 
     def evaluate(self, domains: Domains, adapted: bool = True) -> dict[str, float]:
         with self.eval_mode():
@@ -204,6 +213,7 @@ class Stage:
     samplers: dict[str, BatchSampler]
     group_names: list[str]
     first_step: int = 1
+    fine_tuning: FineTuning | None = None  # adaptation: which groups train when (da.finetune)
 
 
 @dataclass
@@ -228,12 +238,17 @@ class Run:
     def checkpoint_path(self) -> Path:
         return self.run_dir / "checkpoint.pt"
 
+    @property
+    def best_path(self) -> Path:
+        """Early stopping: the checkpoint of the best evaluation so far (a complete, resumable one)."""
+        return self.run_dir / "best.pt"
+
     def wall_s(self) -> float:
         return self.earlier_wall_s + time.perf_counter() - self.started
 
-    def save(self, stage: Stage, step: int) -> None:
+    def save(self, stage: Stage, step: int, path: Path | None = None) -> None:
         m = self.model
-        save_checkpoint(self.checkpoint_path, {
+        save_checkpoint(path or self.checkpoint_path, {
             "stage": stage.name, "step": step, "config": dump_yaml(self.config),
             "extractor": m.extractor.state_dict(), "head": m.head.state_dict(), "adapter": m.adapter.state_dict(),
             "optimizer": stage.optimizer.state_dict(), "scheduler": stage.scheduler.state_dict(),
@@ -241,7 +256,8 @@ class Run:
             "rng": rng_state(), "summary": dict(self.summary),
             "train_seconds": self.train_seconds, "wall_s": self.wall_s(),
         })
-        self.last_checkpoint = f"{STAGE_LABELS[stage.name]} step {step}"
+        if path is None:
+            self.last_checkpoint = f"{STAGE_LABELS[stage.name]} step {step}"
 
     def resume_stage(self, stage: Stage, state: dict[str, Any]) -> None:
         stage.optimizer.load_state_dict(state["optimizer"])
@@ -273,30 +289,57 @@ def tb_offset(config: Config) -> int:
 
 
 def make_stage(run: Run, name: str, train: TrainConfig, lr: float, steps: int, batch_size: int,
-               domains: tuple[str, ...]) -> Stage:
-    """SGD over named parameter groups (extractor, head, adapter) with their lr multipliers, schedule, samplers.
+               domains: tuple[str, ...], done: int = 0) -> Stage:
+    """SGD over named parameter groups with their lr multipliers, schedule, samplers.
 
-    Pretraining trains extractor and head at ``lr``; adaptation applies ``train.extractor`` (freeze or
-    fine-tune with ``extractor_lr_mult``) and ``adapter_lr_mult``.
+    Pretraining trains extractor and head at ``lr``. Adaptation trains the groups of
+    ``da.finetune.FineTuning`` that train after ``done`` steps (``train.extractor``, ``extractor_lr_mult``,
+    ``lr_mults``, ``unfreeze``, ``adapter_lr_mult``); later ones join through ``unfreeze``. Samplers
+    draw from ``domains``: ``source``, ``target`` (labels hidden) and ``target_labelled``.
     """
     m = run.model
+    fine_tuning = None
     if name == "pretrain":
-        mults = {"extractor": 1.0, "head": 1.0, "adapter": 0.0}
+        groups = [Group("extractor", m.extractor, 1.0, 0), Group("head", m.head, 1.0, 0)]
     else:
-        mults = {"extractor": train.extractor_lr_mult if train.extractor == "finetune" else 0.0,
-                 "head": 1.0, "adapter": train.adapter_lr_mult}
-    groups, names = [], []
-    for group, module in (("extractor", m.extractor), ("head", m.head), ("adapter", m.adapter)):
-        params = [p for p in module.parameters() if p.requires_grad]
-        if params and mults[group] > 0:
-            groups.append({"params": params, "lr": lr * mults[group]})
-            names.append(group)
-    optimizer = torch.optim.SGD(groups, lr=lr, momentum=train.momentum, weight_decay=train.weight_decay,
+        fine_tuning = FineTuning.for_adaptation(m.extractor, m.head, m.adapter, train)
+        fine_tuning.set_modes(done)
+        groups = fine_tuning.trainable(done)
+    param_groups, names = [], []
+    for group in groups:
+        params = [p for p in group.module.parameters() if p.requires_grad]
+        if params:
+            param_groups.append({"params": params, "lr": lr * group.lr_mult})
+            names.append(group.name)
+    optimizer = torch.optim.SGD(param_groups, lr=lr, momentum=train.momentum, weight_decay=train.weight_decay,
                                 nesterov=train.nesterov and train.momentum > 0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(train.lr_schedule, s / max(steps, 1)))
-    split = {"source": run.domains.source_train, "target": run.domains.target_train}
-    samplers = {d: BatchSampler(split[d], batch_size, run.generator) for d in domains}
-    return Stage(name, optimizer, scheduler, samplers, names)
+    d = run.domains
+    split = {"source": d.source_train, "target": d.target_train, "target_labelled": d.target_labelled}
+    samplers = {key: BatchSampler(split[key], min(batch_size, len(split[key])) if key == "target_labelled" else batch_size,
+                                  run.generator) for key in domains}
+    return Stage(name, optimizer, scheduler, samplers, names, fine_tuning=fine_tuning)
+
+
+def unfreeze(stage: Stage, lr: float, done: int) -> list[str]:
+    """Gradual unfreezing, at the end of step ``done``: the groups that train from the next step join
+    the optimizer, at the learning rate the schedule gives now; returns their names."""
+    joined = []
+    for group in stage.fine_tuning.unfreezing_at(done):
+        if group.name in stage.group_names:  # a run resumed at ``done`` built its optimizer with it
+            continue
+        group.module.requires_grad_(True)
+        group.module.train(True)
+        base = lr * group.lr_mult
+        scheduler = stage.scheduler
+        stage.optimizer.add_param_group({"params": [p for p in group.module.parameters()], "lr": base,
+                                         "initial_lr": base})
+        scheduler.base_lrs.append(base)
+        scheduler.lr_lambdas.append(scheduler.lr_lambdas[0])
+        stage.optimizer.param_groups[-1]["lr"] = base * scheduler.lr_lambdas[0](scheduler.last_epoch)
+        stage.group_names.append(group.name)
+        joined.append(group.name)
+    return joined
 
 
 def pretrain(run: Run, state: dict[str, Any] | None) -> None:
@@ -306,10 +349,16 @@ def pretrain(run: Run, state: dict[str, Any] | None) -> None:
         loaded = load_checkpoint(cfg.checkpoint, run.device)
         try:
             m.extractor.load_state_dict(loaded["extractor"])
-            m.head.load_state_dict(loaded["head"])
         except (KeyError, RuntimeError) as exc:
             raise DAError(f"pretrain.checkpoint {cfg.checkpoint} does not fit model.backbone "
                           f"{run.config.model.backbone} ({str(exc).splitlines()[0]})") from None
+        if cfg.load == "all":  # else: a new head for a new task, trained from its initialisation
+            try:
+                m.head.load_state_dict(loaded["head"])
+            except (KeyError, RuntimeError):
+                shape = tuple(loaded.get("head", {}).get("weight", torch.empty(0)).shape)
+                raise DAError(f"pretrain.checkpoint {cfg.checkpoint} has a head of shape {shape}, but this task has "
+                              f"{run.domains.num_classes} classes; set pretrain.load: extractor to train a new head") from None
     elif cfg.steps > 0:
         # Pretraining always fine-tunes the extractor; train.extractor_lr_mult is the adaptation stage's.
         stage = make_stage(run, "pretrain", run.config.train, cfg.lr, cfg.steps, cfg.batch_size, ("source",))
@@ -356,66 +405,161 @@ def fit_closed_form(run: Run) -> None:
 
 
 def adapt(run: Run, state: dict[str, Any] | None) -> None:
-    """Stage 2: extractor, head and adapter trained jointly on source + target batches."""
-    cfg, m = run.config.train, run.model
-    freeze = cfg.extractor == "freeze"
-    m.extractor.requires_grad_(not freeze)
-    stage = make_stage(run, "adapt", cfg, cfg.lr, cfg.steps, cfg.batch_size, ("source", "target"))
+    """Stage 2: extractor, head and adapter trained jointly on source + target batches.
+
+    With target labels (``data.target_labels_per_class``) each step also draws a labelled target
+    batch whose cross-entropy joins the task loss; ``train.source_weight`` weighs the source's.
+    """
+    cfg, m, d = run.config.train, run.model, run.domains
+    labelled = d.target_labelled is not None
+    done = state["step"] if state is not None else 0
+    stage = make_stage(run, "adapt", cfg, cfg.lr, cfg.steps, cfg.batch_size,
+                       ("source", "target", "target_labelled") if labelled else ("source", "target"), done)
+    fine_tuning = stage.fine_tuning
     if state is not None:
         run.resume_stage(stage, state)
     else:
         run.save(stage, 0)
     source, target = stage.samplers["source"], stage.samplers["target"]
-    m.extractor.train(not freeze)  # a frozen extractor is a fixed feature map: no dropout
+    target_labelled = stage.samplers.get("target_labelled")
+    # Source and unlabelled target batches matter unless the source loss is off and the adapter's
+    # loss is the base class's zero (source_only): then only labelled target images go through.
+    unlabelled = cfg.source_weight > 0 or type(m.adapter).loss is not Adapter.loss
     m.head.train()
     m.adapter.train()
     run.log.describe(f"adapt:{run.config.adapter.name}")
     offset = tb_offset(run.config)
     tick = time.perf_counter()
-    for step in range(stage.first_step, cfg.steps + 1):
+    last = done
+    # A run stopped early and killed before it restored its best evaluation does not train on.
+    first = cfg.steps + 1 if run.summary.get("stopped_early_at") else stage.first_step
+    for step in range(first, cfg.steps + 1):
         if run.stop_signal:
             run.train_seconds += time.perf_counter() - tick
             run.stop_if_asked(stage, step - 1)
         x_s, y_s = source.next()
         x_t, _ = target.next()
-        with torch.set_grad_enabled(not freeze):
-            f_s, f_t = m.extractor(torch.cat([x_s, x_t])).split([len(x_s), len(x_t)])
-        z_s = m.adapter.transform(f_s, "source")
-        z_t = m.adapter.transform(f_t, "target")
-        logits_s, logits_t = m.head(torch.cat([z_s, z_t])).split([len(z_s), len(z_t)])
-        task = F.cross_entropy(logits_s, y_s)
-        align, scalars = m.adapter.loss(f_s, f_t, logits_s=logits_s, logits_t=logits_t, y_s=y_s,
-                                        progress=(step - 1) / cfg.steps)
+        batches = [x_s, x_t] if unlabelled else []
+        if labelled:
+            x_l, y_l = target_labelled.next()
+            batches.append(x_l)
+        with torch.set_grad_enabled(fine_tuning.extractor_trains(step - 1)):
+            features = m.extractor(torch.cat(batches)).split([len(x) for x in batches])
+        if unlabelled:
+            f_s, f_t = features[0], features[1]
+            z = [m.adapter.transform(f_s, "source"), m.adapter.transform(f_t, "target")]
+        else:
+            z = []
+        if labelled:
+            z.append(m.adapter.transform(features[-1], "target"))
+        logits = m.head(torch.cat(z)).split([len(v) for v in z])
+        values: dict[str, float] = {}
+        if unlabelled:
+            logits_s, logits_t = logits[0], logits[1]
+            task = F.cross_entropy(logits_s, y_s)
+            if cfg.source_weight != 1.0:
+                task = cfg.source_weight * task
+            align, scalars = m.adapter.loss(f_s, f_t, logits_s=logits_s, logits_t=logits_t, y_s=y_s,
+                                            progress=(step - 1) / cfg.steps)
+        else:
+            task = align = logits[0].new_zeros(())
+            scalars = {}
+        if labelled:
+            target_loss = F.cross_entropy(logits[-1], y_l)
+            task = task + target_loss
+            values["loss/target_labelled"] = target_loss.detach()
         total = task + align
         run.check(total, stage, step)
         stage.optimizer.zero_grad(set_to_none=True)
         total.backward()
         stage.optimizer.step()
         stage.scheduler.step()
+        last = step
 
         if step % cfg.log_every == 0 or step == cfg.steps:
-            batch_acc = (logits_s.argmax(1) == y_s).float().mean().item()
-            values = {"loss/total": total.item(), "loss/task": task.item(), "loss/adapter": align.item(),
-                      "acc/source_batch": batch_acc}
+            values.update({"loss/total": total.item(), "loss/task": task.item(), "loss/adapter": align.item()})
+            values = {k: float(v) for k, v in values.items()}
+            if unlabelled:
+                values["acc/source_batch"] = (logits_s.argmax(1) == y_s).float().mean().item()
             values.update({f"adapter/{k}": float(v) for k, v in scalars.items()})
             values.update({f"lr/{n}": g["lr"] for n, g in zip(stage.group_names, stage.optimizer.param_groups)})
+            values.update(fine_tuning.trainable_flags(step - 1))
             run.log.scalars(values, offset + step)
-            run.log.progress(1, loss=values["loss/total"], src_acc=batch_acc)
+            run.log.progress(1, loss=values["loss/total"], **({"src_acc": values["acc/source_batch"]} if unlabelled else {}))
         else:
             run.log.progress(1)
 
+        if fine_tuning.unfreezing_at(step):  # before any checkpoint of this step: it holds the new groups
+            unfreeze(stage, cfg.lr, step)
         evaluate = step % cfg.eval_every == 0 or step == cfg.steps
+        stop = False
         if evaluate or step % cfg.checkpoint_every == 0:
             if run.device.type == "cuda":
                 torch.cuda.synchronize()
             run.train_seconds += time.perf_counter() - tick
             if evaluate:
                 record_evaluation(run, step)
+                stop = cfg.early_stopping is not None and track_best(run, stage, step) and step < cfg.steps
+                if stop:
+                    run.summary["stopped_early_at"] = step
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                 run.save(stage, step)
             tick = time.perf_counter()
+        if stop:
+            break
+    run.summary["steps_done"] = last
+    run.summary["images_per_step"] = ((2 * cfg.batch_size if unlabelled else 0)
+                                      + (target_labelled.batch_size if labelled else 0))
     if cfg.steps == 0:
         run.summary.update(m.evaluate(run.domains))
+    if cfg.early_stopping is not None and run.summary.get("history"):
+        restore_best(run)
+
+
+def best_evaluation(history: list[dict[str, Any]], validator: str) -> tuple[dict[str, Any], int]:
+    """Early stopping's best row by ``validator`` and the evaluations made since it.
+
+    A later evaluation must beat the best score to replace it (ties keep the earlier step; a NaN
+    score never wins), so a plateau runs out the patience.
+    """
+    best, since = history[0], 0
+    for row in history[1:]:
+        score, top = row["scores"][validator], best["scores"][validator]
+        if not math.isnan(score) and (math.isnan(top) or score > top):
+            best, since = row, 0
+        else:
+            since += 1
+    return best, since
+
+
+def track_best(run: Run, stage: Stage, step: int) -> bool:
+    """After the evaluation at ``step``: save ``best.pt`` if it is the best so far; True to stop."""
+    rule = run.config.train.early_stopping
+    best, since = best_evaluation(run.summary["history"], rule.validator)
+    if best["step"] == step:
+        run.save(stage, step, run.best_path)
+    return since >= rule.patience
+
+
+def restore_best(run: Run) -> None:
+    """Early stopping's end: the model, ``checkpoint.pt`` and the summary's accuracies become those of
+    the best evaluation (``best.pt``); the history keeps every evaluation."""
+    rule = run.config.train.early_stopping
+    best, _ = best_evaluation(run.summary["history"], rule.validator)
+    state = load_checkpoint(run.best_path, run.device)
+    if state["step"] != best["step"]:
+        raise DAError(f"{run.best_path} holds step {state['step']} but the best evaluation by {rule.validator} is at "
+                      f"step {best['step']}; rerun from scratch")
+    m = run.model  # the head already has its adapted shape: load the weights as they are
+    m.extractor.load_state_dict(state["extractor"])
+    m.adapter.load_state_dict(state["adapter"])
+    m.head.load_state_dict(state["head"])
+    replace_atomically(run.checkpoint_path, lambda tmp: tmp.write_bytes(run.best_path.read_bytes()))
+    run.summary.update({k: best[k] for k in ("source_val_acc", "source_test_acc", "target_test_acc")})
+    run.summary["early_stopping"] = {
+        "validator": rule.validator, "patience": rule.patience, "restored_step": best["step"],
+        "score": best["scores"][rule.validator], "stopped_early_at": run.summary.get("stopped_early_at"),
+    }
 
 
 def record_evaluation(run: Run, step: int) -> None:
@@ -484,6 +628,8 @@ def train(config: Config, run_dir: Path, show_progress: bool = True, resume: boo
     seed_everything(config.seed, config.deterministic)
     device = pick_device(config.device)
     domains = load_domains(config.data, device)
+    if domains.target_labelled is not None:
+        write_json(run_dir / "target_labels.json", target_labels_record(config, domains, indices=True))
     model = build_model(config, domains, device)
     offset = tb_offset(config)
     resume_at = None
@@ -515,6 +661,16 @@ def train(config: Config, run_dir: Path, show_progress: bool = True, resume: boo
     return summary
 
 
+def target_labels_record(config: Config, domains: Domains, indices: bool) -> dict[str, Any]:
+    """Which labelled target images the run trains on: counts, and with ``indices`` their indices
+    into the target train split (``target_labels.json`` always lists them; summary.json unless "all")."""
+    y = domains.target_labelled.y
+    return {"dataset": config.data.target, "split": "train", "per_class": config.data.target_labels_per_class,
+            "split_seed": config.data.split_seed, "count": len(y),
+            "class_counts": torch.bincount(y.cpu(), minlength=domains.num_classes).tolist(), "file": "target_labels.json",
+            **({"indices": domains.target_labelled_index.tolist()} if indices else {})}
+
+
 def make_summary(run: Run, device: torch.device) -> dict[str, Any]:
     config, s = run.config, run.summary
     return {
@@ -525,9 +681,13 @@ def make_summary(run: Run, device: torch.device) -> dict[str, Any]:
         "source_val_acc": s["source_val_acc"],
         **{k: v for k, v in s.items() if k.startswith("pretrain_")},
         "wall_s": round(run.wall_s(), 2), "train_s": round(run.train_seconds, 3),
-        "train_imgs_per_s": round(2 * config.train.batch_size * config.train.steps / max(run.train_seconds, 1e-9), 1),
+        "train_imgs_per_s": round(s.get("images_per_step", 2 * config.train.batch_size)
+                                  * s.get("steps_done", config.train.steps) / max(run.train_seconds, 1e-9), 1),
         "device": str(device), "torch": torch.__version__,
         "hparams": config.adapter.kwargs,
+        **({"target_labels": target_labels_record(config, run.domains, indices=config.data.target_labels_per_class != "all")}
+           if run.domains.target_labelled is not None else {}),
+        **({"early_stopping": s["early_stopping"]} if "early_stopping" in s else {}),
         # "oracle" reads target test labels: an upper bound, never a result.
         "selection": selections(s.get("history", [])),
         "history": s.get("history", []),

@@ -18,9 +18,19 @@ from da.config import build_config
 from da.errors import DAError
 from da.train import TIMING_FIELDS, train
 
+# Two labelled target images per class: the labelled-target sampler is checkpointed and resumed too.
 KILL_CONFIG = tiny_config(
+    data={"target_labels_per_class": 2},
     pretrain={"steps": 30, "batch_size": 16},
     train={"steps": 120, "batch_size": 16, "eval_every": 30, "log_every": 10, "checkpoint_every": 7},
+)
+# Fine-tuning strategies on top: blocks unfreezing every 40 steps with their own lrs, early stopping.
+TRANSFER_CONFIG = tiny_config(
+    data={"target_labels_per_class": 2},
+    pretrain={"steps": 30, "batch_size": 16},
+    train={"steps": 120, "batch_size": 16, "eval_every": 10, "log_every": 10, "checkpoint_every": 7,
+           "unfreeze": {"every": 40}, "lr_mults": {"conv1": 0.3},
+           "early_stopping": {"validator": "source_val", "patience": 100}},
 )
 
 
@@ -52,8 +62,8 @@ def uninterrupted(tmp_path_factory):
     return tmp / "run"
 
 
-def kill_and_resume(tmp_path, kill_after: tuple[int, int], sig: int) -> dict:
-    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(KILL_CONFIG))
+def kill_and_resume(tmp_path, kill_after: tuple[int, int], sig: int, config: dict = KILL_CONFIG) -> dict:
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(config))
     run_dir = tmp_path / "run"
     proc = start(["train", "-c", tmp_path / "cfg.yaml", "--out", run_dir, "-q"], tmp_path)
     while proc.poll() is None:
@@ -92,6 +102,16 @@ def test_sigterm_checkpoints_and_stops_and_resume_matches(tmp_path, uninterrupte
 def test_sigkill_at_many_points_resumes_exactly(kill_after, tmp_path, uninterrupted):
     reference = json.loads((uninterrupted / "summary.json").read_text())
     assert results(kill_and_resume(tmp_path, kill_after, signal.SIGKILL)) == results(reference)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_after", [(1, 35), (1, 77)])  # before the first unfreezing, after the second
+def test_sigkill_with_unfreezing_and_early_stopping_resumes_exactly(kill_after, tmp_path):
+    (tmp_path / "ref").mkdir()
+    reference = train(build_config({**TRANSFER_CONFIG, "name": "cfg"}), tmp_path / "ref", show_progress=False)
+    (tmp_path / "cut").mkdir()
+    summary = kill_and_resume(tmp_path / "cut", kill_after, signal.SIGKILL, TRANSFER_CONFIG)
+    assert results(summary) == results(reference) and "early_stopping" in summary
 
 
 def test_same_config_and_seed_twice_give_identical_results(tmp_path):

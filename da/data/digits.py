@@ -1,7 +1,8 @@
 """MNIST and USPS through torchvision, each split loaded once into tensors.
 
 USPS's 16x16 images are resized once to 28x28 (bilinear), as in Transfer-Learning-Library's
-digits benchmark, so both domains share LeNet's 28x28 input.
+digits benchmark, so both domains share LeNet's 28x28 input. ``mnist_parity`` is MNIST with
+another label set (even / odd), a new task for a digits-pretrained extractor.
 """
 from __future__ import annotations
 
@@ -58,3 +59,10 @@ def usps(root: Path, download: bool, role: str) -> DomainData:
         x = F.interpolate(x, size=(SIZE, SIZE), mode="bilinear", align_corners=False)
         splits[train] = Split(x.clamp_(-1, 1), torch.as_tensor(ds.targets, dtype=torch.long))
     return DomainData("usps", splits[True], splits[False], num_classes=10)
+
+
+@register_dataset("mnist_parity")
+def mnist_parity(root: Path, download: bool, role: str) -> DomainData:
+    """MNIST relabelled by parity: 0 even, 1 odd (a new two-class task on the same images)."""
+    d = mnist(root, download, role)
+    return DomainData("mnist_parity", Split(d.train.x, d.train.y % 2), Split(d.test.x, d.test.y % 2), num_classes=2)

@@ -2,6 +2,10 @@
 
 Every backbone maps (N, C, H, W) images to (N, out_features) features and exposes
 ``out_features``; ``pretrained=True`` asks for ImageNet weights where they exist.
+
+Backbones also name their blocks, bottom to top (``blocks()``; the factory's ``block_names``
+lets a config be checked without building the network): the units that fine-tuning strategies
+freeze, unfreeze and give their own learning rate (``train.lr_mults``, ``train.unfreeze``).
 """
 from __future__ import annotations
 
@@ -11,9 +15,15 @@ from torch import Tensor, nn
 from da.errors import DAError
 from da.registry import register_backbone
 
+#: Ordered (name, module) pairs, bottom (input side) to top (features).
+Blocks = list[tuple[str, nn.Module]]
+
 
 class LeNet(nn.Sequential):
     """The 20-50-500 LeNet used for digits adaptation (LeCun et al. 1998; as in ADDA and TLlib)."""
+
+    #: conv1: conv 5x5 (20) + pool + relu; conv2: conv 5x5 (50) + dropout + pool + relu; fc: 800 -> 500.
+    BLOCKS = {"conv1": slice(0, 3), "conv2": slice(3, 7), "fc": slice(7, 11)}
 
     def __init__(self, in_channels: int = 1) -> None:
         super().__init__(
@@ -31,6 +41,10 @@ class LeNet(nn.Sequential):
         )
         self.out_features = 500
 
+    def blocks(self) -> Blocks:
+        """conv1, conv2, fc: views onto this network's layers (parameters shared, keys unchanged)."""
+        return [(name, nn.Sequential(*list(self)[part])) for name, part in self.BLOCKS.items()]
+
 
 @register_backbone("lenet")
 def lenet(pretrained: bool = False, in_channels: int = 1) -> LeNet:
@@ -40,8 +54,15 @@ def lenet(pretrained: bool = False, in_channels: int = 1) -> LeNet:
     return LeNet(in_channels)
 
 
+lenet.block_names = tuple(LeNet.BLOCKS)
+
+
 class TorchvisionFeatures(nn.Module):
     """A torchvision classifier with its last layer removed; grey images are repeated to 3 channels."""
+
+    #: A ResNet's blocks: the stem (conv1, bn1, relu, maxpool) and its four stages.
+    BLOCKS = {"stem": ("conv1", "bn1", "relu", "maxpool"), "layer1": ("layer1",), "layer2": ("layer2",),
+              "layer3": ("layer3",), "layer4": ("layer4",)}
 
     def __init__(self, net: nn.Module, out_features: int) -> None:
         super().__init__()
@@ -53,6 +74,11 @@ class TorchvisionFeatures(nn.Module):
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         return self.net(x)
+
+    def blocks(self) -> Blocks:
+        """stem, layer1 ... layer4 (global pooling has no parameters and goes with layer4)."""
+        return [(name, nn.Sequential(*(getattr(self.net, part) for part in parts)))
+                for name, parts in self.BLOCKS.items()]
 
 
 def _resnet(name: str, pretrained: bool) -> TorchvisionFeatures:
@@ -80,3 +106,11 @@ def resnet18(pretrained: bool = False, in_channels: int = 1) -> TorchvisionFeatu
 def resnet50(pretrained: bool = False, in_channels: int = 1) -> TorchvisionFeatures:
     """torchvision ResNet-50 (He et al. 2016), 2048-d features; ImageNet weights when pretrained."""
     return _resnet("resnet50", pretrained)
+
+
+resnet18.block_names = resnet50.block_names = tuple(TorchvisionFeatures.BLOCKS)
+
+
+def block_names(factory: object) -> tuple[str, ...]:
+    """The block names a registered backbone factory declares; () for one that names none."""
+    return tuple(getattr(factory, "block_names", ()))
