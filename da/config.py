@@ -167,7 +167,6 @@ def deep_merge(base: dict, override: dict) -> dict:
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     """Apply ``key.path=value`` strings; values are parsed as YAML (``lr=1e-3``, ``x=[1,2]``)."""
-    raw = dict(raw)
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
@@ -176,17 +175,34 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             value = yaml.safe_load(text) if text.strip() else None
         except yaml.YAMLError:
             value = text
-        parts = key.strip().split(".")
-        node = raw
-        for i, part in enumerate(parts[:-1]):
-            child = node.get(part)
-            if child is None:
-                child = {}
-            elif not isinstance(child, dict):
-                raise DAError(f"--set {item!r}: {'.'.join(parts[:i + 1])} is a value, not a section")
-            node[part] = child = dict(child)
-            node = child
-        node[parts[-1]] = value
+        raw = set_value(raw, key.strip(), value, f"--set {item!r}")
+    return raw
+
+
+def set_value(raw: dict, key: str, value: Any, what: str) -> dict:
+    """A copy of ``raw`` with the dotted ``key`` set to ``value``.
+
+    Naming another adapter (``adapter.name``, or an ``adapter`` section with another name) starts
+    that adapter from its defaults: the previous adapter's arguments are not its own.
+    """
+    raw = dict(raw)
+    parts = key.split(".")
+    current = raw.get("adapter")
+    current_name = current.get("name") if isinstance(current, dict) else None
+    new_name = value if parts == ["adapter", "name"] else value.get("name") if parts == ["adapter"] and isinstance(value, dict) else None
+    if new_name is not None and new_name != current_name:
+        raw["adapter"] = {}
+    node = raw
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = {}
+        elif not isinstance(child, dict):
+            raise DAError(f"{what}: {'.'.join(parts[:i + 1])} is a value, not a section")
+        node[part] = child = dict(child)
+        node = child
+    last = parts[-1]
+    node[last] = deep_merge(node[last], value) if isinstance(value, dict) and isinstance(node.get(last), dict) else value
     return raw
 
 

@@ -119,3 +119,10 @@ def test_every_shipped_config_and_benchmark_validates(path):
         assert plan_runs(load_bench_config(path))
     else:
         load_config(path)
+
+
+def test_setting_another_adapter_starts_it_from_its_defaults(write_config):
+    path = write_config(tiny_config(adapter={"name": "dann", "hidden": 32}))
+    config = load_config(path, ["adapter.name=mmd", "adapter.weight=2"])
+    assert (config.adapter.name, config.adapter.kwargs) == ("mmd", {"weight": 2.0})
+    assert load_config(path, ["adapter.name=dann"]).adapter.kwargs == {"hidden": 32}  # same adapter: kept

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from da.config import build_config, deep_merge, read_yaml, to_dict
+from da.config import build_config, read_yaml, set_value, to_dict
 from da.errors import DAError
 
 #: The adapter name whose runs train on the target's labels: an upper bound, not an adapter.
@@ -136,21 +136,11 @@ def run_config(bench: BenchConfig, adapter: str, direction: str, seed: int) -> d
                  "seed": seed, "name": f"{adapter}-{direction_folder(direction)}-seed{seed}"}
     raw = read_yaml(Path(entry["config"]))
     for key, value in overrides.items():
-        renamed = value.get("name") if key == "adapter" and isinstance(value, dict) else value if key == "adapter.name" else None
-        if renamed is not None and renamed != (raw.get("adapter") or {}).get("name"):
-            raw["adapter"] = {}  # another adapter: the file's adapter arguments are not its own
-        raw = deep_merge(raw, nest(str(key), value))
+        raw = set_value(raw, str(key), value, f"benchmark override {key}")
     try:
         return to_dict(build_config(raw))
     except DAError as exc:
         raise DAError(f"benchmark adapter {adapter} ({direction}, seed {seed}): {exc}") from None
-
-
-def nest(dotted: str, value: Any) -> dict[str, Any]:
-    """``nest("train.steps", 5)`` -> ``{"train": {"steps": 5}}``."""
-    for part in reversed(dotted.split(".")[1:]):
-        value = {part: value}
-    return {dotted.split(".")[0]: value}
 
 
 def pretrain_key(config: dict[str, Any]) -> str:
