@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from conftest import one_line_error, tiny_config
+from conftest import needs_data, one_line_error, real_data_root, tiny_config
 from da.checkpoint import load_checkpoint
 from da.config import DataConfig, TrainConfig, UnfreezeConfig, build_config
 from da.domains import load_domains
@@ -222,6 +222,17 @@ def test_new_datasets_have_their_own_label_sets(monkeypatch):
     monkeypatch.setattr(digits, "mnist", lambda root, download, role: DomainData("mnist", fake, fake, 10))
     parity = DATASETS.get("mnist_parity")(None, False, "source")
     assert parity.num_classes == 2 and parity.train.y.tolist() == [0, 1] * 5
+
+
+@pytest.mark.data
+@needs_data
+def test_mnist_parity_relabels_real_mnist_even_odd():
+    from test_data import MNIST_TEST, MNIST_TRAIN
+
+    d = DATASETS.get("mnist_parity")(real_data_root(), False, "source")
+    assert d.num_classes == 2
+    assert torch.bincount(d.train.y).tolist() == [sum(MNIST_TRAIN[0::2]), sum(MNIST_TRAIN[1::2])]
+    assert torch.bincount(d.test.y).tolist() == [sum(MNIST_TEST[0::2]), sum(MNIST_TEST[1::2])]
 
 
 def test_new_task_loads_only_the_pretrained_extractor(tmp_path, write_config, cli):

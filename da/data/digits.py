@@ -6,6 +6,7 @@ another label set (even / odd), a new task for a digits-pretrained extractor.
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,15 @@ def mnist(root: Path, download: bool, role: str) -> DomainData:
 @register_dataset("usps")
 def usps(root: Path, download: bool, role: str) -> DomainData:
     """USPS: 7,291 train and 2,007 test digits, 16x16, resized to 28x28 (bilinear)."""
+    train, test = _usps_splits(Path(root), download)
+    return DomainData("usps", train, test, num_classes=10)
+
+
+@functools.lru_cache(maxsize=2)
+def _usps_splits(root: Path, download: bool) -> tuple[Split, Split]:
+    """USPS's train and test splits, decoded once per process: parsing its bz2 text files takes seconds
+    (MNIST's binary files load in a fraction of that), and a script that trains many runs in one
+    process (experiments/) would pay it for each. The tensors are shared: nothing writes to them."""
     from torchvision.datasets import USPS
 
     splits = {}
@@ -58,7 +68,7 @@ def usps(root: Path, download: bool, role: str) -> DomainData:
         x = to_unit_range(torch.from_numpy(np.asarray(ds.data)))
         x = F.interpolate(x, size=(SIZE, SIZE), mode="bilinear", align_corners=False)
         splits[train] = Split(x.clamp_(-1, 1), torch.as_tensor(ds.targets, dtype=torch.long))
-    return DomainData("usps", splits[True], splits[False], num_classes=10)
+    return splits[True], splits[False]
 
 
 @register_dataset("mnist_parity")
