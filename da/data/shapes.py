@@ -1,7 +1,7 @@
 """A synthetic two-class task with its own label set: circles vs squares, 28x28 grayscale.
 
 Each image holds one shape, filled or drawn as an outline, of random size, position and contrast
-(squares also at a random rotation), anti-aliased, on a noisy background. Generated from a fixed
+(squares also tilted by up to 15 degrees), anti-aliased, on a noisy background. Generated from a fixed
 seed per role, so every run sees the same images; a ``source`` and a ``target`` role draw
 different images from the same distribution (a new task, not a domain shift).
 """
@@ -19,6 +19,10 @@ SIZE = 28
 CLASSES = ("circle", "square")
 TRAIN, TEST = 6000, 2000
 SEEDS = {"source": 11, "target": 12}
+#: Squares tilt by up to 15 degrees. At any angle the task is much slower to learn: a LeNet from
+#: scratch on 500 images at lr 0.01 was at 63% test accuracy after 600 steps, against 100% by
+#: step 700 with this tilt.
+MAX_TILT = math.pi / 12
 
 
 def draw_shapes(n: int, generator: torch.Generator) -> Split:
@@ -27,7 +31,7 @@ def draw_shapes(n: int, generator: torch.Generator) -> Split:
     u = lambda low, high: low + (high - low) * torch.rand(n, 1, 1, generator=generator)
     radius = u(4.0, 10.0)  # circle radius, or half the square's side
     cx, cy = (radius + 1 + (SIZE - 3 - 2 * radius) * torch.rand(n, 1, 1, generator=generator) for _ in range(2))
-    angle = u(0.0, math.pi / 2)
+    angle = u(-MAX_TILT, MAX_TILT)  # squares only; a circle is the same at any angle
     filled = torch.rand(n, 1, 1, generator=generator) < 0.5
     thickness = u(1.5, 3.0)
     contrast = u(0.5, 1.0)
