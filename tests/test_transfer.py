@@ -103,6 +103,20 @@ def test_frozen_blocks_stay_bit_identical_and_leave_the_optimizer(tmp_path):
     assert len(groups) == 3 and [len(g["params"]) for g in groups[:2]] == [2, 2]  # fc, head; then the adapter
 
 
+def test_frozen_resnet_blocks_keep_their_batch_norm_statistics(tmp_path):
+    """A frozen block runs in eval mode: its BN running statistics are not updated either."""
+    small = {"model": {"backbone": "resnet18"}, "pretrain": {"steps": 0}}
+    _, init_dir = run(tmp_path, "init", **small, train={"steps": 0, "batch_size": 4})
+    _, run_dir = run(tmp_path, "frozen", **small, train={"steps": 2, "batch_size": 4, "eval_every": 2,
+                                                         "lr_mults": {"stem": 0, "layer1": 0}})
+    before = load_checkpoint(init_dir / "checkpoint.pt")["extractor"]
+    after = load_checkpoint(run_dir / "checkpoint.pt")["extractor"]
+    for key in before:
+        frozen = key.startswith(("net.conv1.", "net.bn1.", "net.layer1."))
+        assert torch.equal(before[key], after[key]) == frozen, key
+    assert not torch.equal(before["net.layer2.0.bn1.running_mean"], after["net.layer2.0.bn1.running_mean"])
+
+
 def test_lr_multipliers_reach_the_optimizer_groups(tmp_path):
     _, run_dir = run(tmp_path, "mults", train={"lr_mults": {"conv1": 0.1, "conv2": 0.5}, "extractor_lr_mult": 0.5,
                                                "lr": 0.02, "lr_schedule": "constant", "adapter_lr_mult": 2.0})
