@@ -91,11 +91,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from da.bench.plan import load_bench_config, narrow
     from da.bench.run import run_bench
 
-    bench = narrow(load_bench_config(Path(args.config)), args.seeds, args.adapters, args.directions)
+    whole = load_bench_config(Path(args.config))
+    bench = narrow(whole, args.seeds, args.adapters, args.directions)
     if args.jobs < 1:
         raise DAError(f"--jobs must be at least 1, got {args.jobs}")
     out = Path(args.out) if args.out else Path(bench.out_root) / bench.name
-    run_bench(bench, out, args.launcher, args.jobs, args.address, echo=lambda line: print(line, flush=True))
+    run_bench(bench, out, args.launcher, args.jobs, args.address, echo=lambda line: print(line, flush=True), whole=whole)
     return 0
 
 

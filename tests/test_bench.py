@@ -150,3 +150,14 @@ def test_ray_launcher_gives_the_same_results_as_the_local_one(cli, bench_file, t
     assert code == 0, err
     assert stdout.count("finished") == 2
     assert without_timing(read_rows(tmp_path / "ray")) == without_timing(read_rows(tmp_path / "local"))
+
+
+def test_a_narrowed_benchmark_plans_each_run_as_the_whole_one_does(bench_file):
+    from da.bench.plan import load_bench_config, narrow, plan_runs
+
+    whole = load_bench_config(bench_file())
+    alone = plan_runs(narrow(whole, None, "dann", None), within=whole)
+    full = {r.key: r for r in plan_runs(whole)}
+    assert [r.adapter for r in alone] == ["pretrain", "pretrain", "dann", "dann"]
+    for run in alone:  # same pretraining run, same config, as in the whole benchmark
+        assert run.after == full[run.key].after and run.config == full[run.key].config

@@ -69,10 +69,12 @@ def launch(specs: list[RunSpec], out: Path, launcher: str, jobs: int, address: s
                 report(spec, outcomes[spec.key])
             else:
                 ready.append(spec)
-        for key, code, last in submit(ready, str(out.resolve())):
-            outcome = Outcome(key, last if code == 0 else "failed", "" if code == 0 else last)
-            outcomes[key] = outcome
-            report(by_key[key], outcome)
+        try:
+            for key, code, last in submit(ready, str(out.resolve())):
+                outcomes[key] = Outcome(key, last if code == 0 else "failed", "" if code == 0 else last)
+                report(by_key[key], outcomes[key])
+        except Interrupted as exc:
+            raise Interrupted(f"{exc}; or rerun the same da bench command to continue the whole sweep") from None
     return [outcomes[s.key] for s in specs]
 
 

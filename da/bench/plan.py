@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from da.config import build_config, read_yaml, set_value, to_dict
+from da.config import Config, build_config, read_yaml, set_value, to_dict
 from da.errors import DAError
 
 #: The adapter name whose runs train on the target's labels: an upper bound, not an adapter.
@@ -144,13 +144,34 @@ def run_config(bench: BenchConfig, adapter: str, direction: str, seed: int) -> d
 
 
 def pretrain_key(config: dict[str, Any]) -> str:
-    """Runs with the same key can share one pretraining run."""
-    shared = {k: config[k] for k in ("seed", "device", "data", "model", "pretrain")}
+    """Runs with the same key can share one pretraining run.
+
+    Only values that differ from the defaults count, so a key added to the config later (at its
+    default) leaves the keys, and the pretraining folders named after them, as they were.
+    """
+    defaults = to_dict(Config())
+    shared = {k: _changed(config[k], defaults[k]) for k in ("seed", "device", "data", "model", "pretrain")}
     return hashlib.sha1(json.dumps(shared, sort_keys=True).encode()).hexdigest()[:8]
 
 
-def plan_runs(bench: BenchConfig) -> list[RunSpec]:
-    """Every run of the benchmark, pretraining runs first."""
+def _changed(value: Any, default: Any) -> Any:
+    if isinstance(value, dict) and isinstance(default, dict):
+        return {k: _changed(v, default.get(k)) for k, v in value.items() if v != default.get(k)}
+    return value
+
+
+def plan_runs(bench: BenchConfig, within: BenchConfig | None = None) -> list[RunSpec]:
+    """Every run of the benchmark, pretraining runs first.
+
+    ``within`` is the whole benchmark when ``bench`` narrows it: which runs share a pretraining
+    run is decided on the whole, so a run is the same whether it is run alone or with the rest.
+    """
+    if within is not None:
+        wanted = {(d, a, s) for d in bench.directions for a in bench.adapters for s in bench.seeds}
+        whole = dataclasses.replace(within, directions=list(dict.fromkeys([*within.directions, *bench.directions])))
+        runs = [r for r in plan_runs(whole) if r.adapter != "pretrain" and (r.direction, r.adapter, r.seed) in wanted]
+        needed = {r.after for r in runs}
+        return [r for r in plan_runs(whole) if r.key in needed] + runs
     runs = [RunSpec(f"{direction_folder(d)}/{a}/seed{s}", a, d, s, run_config(bench, a, d, s))
             for d in bench.directions for a in bench.adapters for s in bench.seeds]
     if not bench.share_pretraining:

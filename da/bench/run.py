@@ -16,9 +16,13 @@ ANCHORS = Path(__file__).with_name("anchors.yaml")
 
 
 def run_bench(bench: BenchConfig, out: Path, launcher: str = "local", jobs: int = 1,
-              address: str | None = None, echo=print) -> list[dict[str, Any]]:
-    """Run every missing run of ``bench`` into ``out`` and write the reports; returns the result rows."""
-    specs = plan_runs(bench)
+              address: str | None = None, echo=print, whole: BenchConfig | None = None) -> list[dict[str, Any]]:
+    """Run every missing run of ``bench`` into ``out`` and write the reports; returns the result rows.
+
+    ``whole`` is the benchmark before ``--seeds``/``--adapters``/``--directions`` narrowed it: the
+    reports cover every run of it that has finished in ``out``, not only the ones run now.
+    """
+    specs = plan_runs(bench, within=whole)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -33,8 +37,9 @@ def run_bench(bench: BenchConfig, out: Path, launcher: str = "local", jobs: int 
         echo(f"[{next(counter):>{len(str(todo))}}/{todo}] {spec.direction} {spec.adapter} seed {spec.seed}: {what}{result}")
 
     outcomes = launch(specs, out, launcher, jobs, address, report)
-    rows = collect_rows(specs, out)
-    write_reports(bench, rows, specs, out)
+    everything = plan_runs(whole) if whole is not None and whole is not bench else specs
+    rows = collect_rows(everything, out)
+    write_reports(whole or bench, rows, everything, out)
     failed = [o for o in outcomes if o.status == "failed"]
     echo(f"benchmark {bench.name}: {len(specs) - len(failed)}/{len(specs)} runs done in "
          f"{time.perf_counter() - started:.0f} s; results in {out / 'results.md'}")
