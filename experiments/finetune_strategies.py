@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from transfer_runs import (Runner, config, curve, main_guard, matplotlib_pyplot, parse_args, plot_mean_curves,  # noqa: E402
+from transfer_runs import (Runner, config, curve, label_axes, main_guard, matplotlib_pyplot, parse_args, plot_mean_curves,  # noqa: E402
                            save_figure, seeds_note, table, write_csv)
 
 K = 10
@@ -76,11 +76,7 @@ def main() -> None:
     plot_mean_curves(ax, curves, METHODS)
     source = [r["target_test_acc"] for r in rows if r["method"] == "source_model"]
     ax.axhline(100 * sum(source) / len(source), color="grey", linestyle="--", label=METHODS["source_model"])
-    ax.set_xlabel("fine-tuning step")
-    ax.set_ylabel("USPS test accuracy (%)")
-    ax.set_title(f"Fine-tuning on {K} labelled USPS images per class")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    label_axes(ax, f"Fine-tuning on {K} labelled USPS images per class", "fine-tuning step", "USPS test accuracy (%)")
     save_figure(fig, args.out / "finetune_strategies.png")
     print(f"results: {args.out / 'results.md'}, {args.out / 'results.csv'}, {args.out / 'finetune_strategies.png'}")
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from transfer_runs import (Runner, config, curve, main_guard, matplotlib_pyplot, parse_args, plot_mean_curves,  # noqa: E402
+from transfer_runs import (Runner, config, curve, label_axes, main_guard, matplotlib_pyplot, parse_args, plot_mean_curves,  # noqa: E402
                            save_figure, seeds_note, table, write_csv)
 
 TASKS = {"mnist_parity": "MNIST parity (even / odd)", "shapes": "shapes (circle / square)"}
@@ -70,11 +70,7 @@ def main() -> None:
     fig, axes = plt.subplots(1, len(TASKS), figsize=(11, 4))
     for ax, (task, title) in zip(axes, TASKS.items()):
         plot_mean_curves(ax, curves[task], METHODS)
-        ax.set_title(f"{title}, {TRAIN_IMAGES} training images")
-        ax.set_xlabel("training step")
-        ax.set_ylabel("test accuracy (%)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        label_axes(ax, f"{title}, {TRAIN_IMAGES} training images", "training step", "test accuracy (%)")
     save_figure(fig, args.out / "new_task.png")
     print(f"results: {args.out / 'results.md'}, {args.out / 'results.csv'}, {args.out / 'new_task.png'}")
 

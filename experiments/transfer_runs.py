@@ -164,6 +164,15 @@ def plot_mean_curves(ax: Any, series: dict[str, list[list[tuple[int, float]]]], 
                         [100 * (m + s) for m, s in zip(means, stds)], alpha=0.2)
 
 
+def label_axes(ax: Any, title: str, xlabel: str, ylabel: str) -> None:
+    """Title, axis labels, a light grid and a small legend: the look of every transfer plot."""
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
 def matplotlib_pyplot() -> Any:
     import matplotlib
 

@@ -11,7 +11,6 @@ from conftest import needs_data, one_line_error, real_data_root, tiny_config
 from da.checkpoint import load_checkpoint
 from da.config import DataConfig, TrainConfig, UnfreezeConfig, build_config
 from da.domains import load_domains
-from da.errors import DAError
 from da.evaluate import evaluate_run
 from da.finetune import FineTuning
 from da.models import linear_head
