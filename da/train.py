@@ -311,6 +311,8 @@ def make_stage(run: Run, name: str, train: TrainConfig, lr: float, steps: int, b
         if params:
             param_groups.append({"params": params, "lr": lr * group.lr_mult})
             names.append(group.name)
+    if not param_groups:  # nothing trains (a 0-step stage, checked in train()): an empty group keeps SGD valid
+        param_groups, names = [{"params": [], "lr": lr}], ["none"]
     optimizer = torch.optim.SGD(param_groups, lr=lr, momentum=train.momentum, weight_decay=train.weight_decay,
                                 nesterov=train.nesterov and train.momentum > 0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(train.lr_schedule, s / max(steps, 1)))
@@ -396,10 +398,13 @@ def fit_closed_form(run: Run) -> None:
     """For adapters such as subspace alignment: fit on extractor features, then the head they need."""
     n, d, m = run.config.train.fit_samples, run.domains, run.model
     g = torch.Generator().manual_seed(run.config.seed)
-    pick = lambda split: split.x[torch.randperm(len(split), generator=g)[:n].to(split.x.device)]
+    pick = lambda split: torch.randperm(len(split), generator=g)[:n].to(split.x.device)
+    source, target = pick(d.source_train), pick(d.target_train)
     was_training = m.extractor.training
     m.extractor.eval()
-    m.adapter.fit(batched(m.extractor, pick(d.source_train)), batched(m.extractor, pick(d.target_train)))
+    with torch.no_grad():
+        m.adapter.fit(batched(m.extractor, d.source_train.x[source]), batched(m.extractor, d.target_train.x[target]),
+                      y_s=d.source_train.y[source])
     m.extractor.train(was_training)
     m.head = m.adapter.init_head(m.head)
 
@@ -511,7 +516,7 @@ def adapt(run: Run, state: dict[str, Any] | None) -> None:
     run.summary["images_per_step"] = ((2 * cfg.batch_size if unlabelled else 0)
                                       + (target_labelled.batch_size if labelled else 0))
     if cfg.steps == 0:
-        run.summary.update(m.evaluate(run.domains))
+        record_evaluation(run, 0)
     if cfg.early_stopping is not None and run.summary.get("history"):
         restore_best(run)
 
@@ -631,6 +636,9 @@ def train(config: Config, run_dir: Path, show_progress: bool = True, resume: boo
     if domains.target_labelled is not None:
         write_json(run_dir / "target_labels.json", target_labels_record(config, domains, indices=True))
     model = build_model(config, domains, device)
+    if not model.adapter.trains_head() and config.train.steps > 0:
+        raise DAError(f"adapter {config.adapter.name!r} builds a head with nothing to train (e.g. subspace's "
+                      f"classifier: nn), so train.steps must be 0, not {config.train.steps}; set train.steps: 0")
     offset = tb_offset(config)
     resume_at = None
     if state is not None:

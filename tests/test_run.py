@@ -162,7 +162,7 @@ def test_da_adapters_lists_every_adapter_with_a_description(cli):
 def test_every_registered_adapter_runs_through_the_one_loop(name, tmp_path):
     adapter = {"name": name, "hidden": 32} if name == "dann" else {"name": name}
     if name == "subspace":
-        adapter["dims"] = 8
+        adapter.update(dims=8, classifier="linear")  # the 1-NN classifier has no steps: test_subspace_head.py
     cfg = tiny_config(train={"steps": 3, "eval_every": 3, "fit_samples": 64})
     cfg["adapter"] = adapter
     run_dir = tmp_path / name

@@ -40,8 +40,9 @@ class Adapter(nn.Module):
         """Alignment loss to add to the task loss, and scalars to log. ``progress`` runs 0 -> 1."""
         return f_s.new_zeros(()), {}
 
-    def fit(self, f_s: Tensor, f_t: Tensor) -> None:
-        """Closed-form fitting on extractor features of both domains; default: nothing."""
+    def fit(self, f_s: Tensor, f_t: Tensor, y_s: Tensor | None = None) -> None:
+        """Closed-form fitting on extractor features of both domains (``y_s``: the source rows' labels,
+        for a head built from them); default: nothing."""
 
     def transform(self, f: Tensor, domain: Domain) -> Tensor:
         """Features as the head sees them; default: unchanged."""
@@ -50,6 +51,10 @@ class Adapter(nn.Module):
     def out_features(self, feature_dim: int) -> int:
         """Width of ``transform``'s output for extractor features of width ``feature_dim``."""
         return feature_dim
+
+    def trains_head(self) -> bool:
+        """False when the head ``init_head`` builds has nothing to train (the adaptation stage must have 0 steps)."""
+        return True
 
     def init_head(self, head: nn.Module) -> nn.Module:
         """The head to train after ``fit``, given the pretrained one; default: a fresh linear head."""
