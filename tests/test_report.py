@@ -246,3 +246,15 @@ def test_projector_gets_points_with_domain_and_class(tmp_path):
     tensors = next(tmp_path.rglob("tensors.tsv")).read_text().splitlines()
     assert len(tensors) == 10 and len(tensors[0].split("\t")) == 64
     assert "after" in next(tmp_path.rglob("projector_config.pbtxt")).read_text()
+
+
+def test_markdown_compute_section_sums_every_run_pretraining_included():
+    walls = [{"direction": "mnist->usps", "adapter": a, "wall_s": w}
+             for a, w in [("dann", 200.0), ("dann", 220.0), ("pretrain", 60.0), ("source_only", 100.0)]]
+    md = markdown(grid(), [], walls)
+    section = md.split("## Compute\n", 1)[1]
+    body = [[c.strip() for c in line.strip("|").split("|")] for line in section.splitlines() if line.startswith("| mnist")]
+    assert body == [["mnist->usps", "pretrain", "1", "60", "1.0"], ["mnist->usps", "source_only", "1", "100", "1.7"],
+                    ["mnist->usps", "dann", "2", "210", "7.0"]]
+    assert "In all: 4 runs, 9.7 min." in section
+    assert "## Compute" not in markdown(grid(), [])

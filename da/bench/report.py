@@ -162,8 +162,10 @@ def _adapter_label(adapter: str) -> str:
     return f"{adapter} ({note})" if note else adapter
 
 
-def markdown(rows: Sequence[Row], anchors: Sequence[Anchor] = ()) -> str:
-    """results.md: per direction a table of adapters x selection rules, then the published figures."""
+def markdown(rows: Sequence[Row], anchors: Sequence[Anchor] = (), walls: Sequence[Row] = ()) -> str:
+    """results.md: per direction a table of adapters x selection rules, the published figures, and
+    with ``walls`` (one row per finished run, pretraining runs included: direction, adapter, wall_s)
+    the compute the benchmark took."""
     stats = summarize(rows)
     directions = sorted({s["direction"] for s in stats})
     selections = sorted({s["selection"] for s in stats} | set(SELECTIONS), key=_selection_rank)
@@ -183,7 +185,28 @@ def markdown(rows: Sequence[Row], anchors: Sequence[Anchor] = ()) -> str:
                   for a in adapters]
         lines.append("")
     lines += _published_section(stats, directions, anchors)
+    lines += _compute_section(walls)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _compute_section(walls: Sequence[Row]) -> list[str]:
+    """Wall time per adapter and in all: what the benchmark costs when its runs go one after another."""
+    if not walls:
+        return []
+    groups: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for w in walls:
+        groups[w["direction"], w["adapter"]].append(float(w["wall_s"]))
+    order = lambda key: (key[0], (-1, "") if key[1] == "pretrain" else _adapter_rank(key[1]))
+    total = sum(sum(v) for v in groups.values())
+    lines = ["## Compute", "",
+             "Wall time of each finished run (its `summary.json`), pretraining runs included: the benchmark's "
+             "length when its runs go one after another. Runs resumed after an interruption count the time of "
+             "every attempt.", "",
+             "| direction | adapter | runs | wall per run (s, mean) | wall, all runs (min) |", "|---" * 5 + "|"]
+    lines += [f"| {d} | {_cell(a)} | {len(v)} | {statistics.fmean(v):.0f} | {sum(v) / 60:.1f} |"
+              for (d, a), v in sorted(groups.items(), key=lambda kv: order(kv[0]))]
+    lines += ["", f"In all: {sum(len(v) for v in groups.values())} runs, {total / 60:.1f} min.", ""]
+    return lines
 
 
 def _published_section(stats: list[dict[str, Any]], directions: list[str], anchors: Sequence[Anchor]) -> list[str]:

@@ -8,6 +8,7 @@ from typing import Any
 
 from da.bench.launch import Outcome, launch
 from da.bench.plan import BenchConfig, RunSpec, plan_runs
+from da.bench.worker import DONE
 from da.errors import DAError
 from da.run_files import write_text_atomic
 
@@ -83,7 +84,9 @@ def write_reports(bench: BenchConfig, rows: list[dict[str, Any]], specs: list[Ru
     write_csv(out / "results.csv", rows)
     if not rows:
         return
-    write_text_atomic(out / "results.md", markdown(rows, load_anchors(ANCHORS)))
+    walls = [{"direction": spec.direction, "adapter": spec.adapter, "wall_s": summary["wall_s"]}
+             for spec in specs if (summary := _summary(out / spec.key)) is not None and (out / spec.key / DONE).exists()]
+    write_text_atomic(out / "results.md", markdown(rows, load_anchors(ANCHORS), walls))
     accuracy_plot(rows, out / "accuracy.png")
     tsne_pair = _tsne_runs(bench, specs, out)
     if tsne_pair is not None:
