@@ -88,11 +88,12 @@ def cmd_adapters(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from da.bench.plan import load_bench_config, narrow
+    from da.bench.plan import load_bench_config, narrow, widen
     from da.bench.run import run_bench
 
     whole = load_bench_config(Path(args.config))
     bench = narrow(whole, args.seeds, args.adapters, args.directions)
+    whole = widen(whole, bench)
     if args.jobs < 1:
         raise DAError(f"--jobs must be at least 1, got {args.jobs}")
     out = Path(args.out) if args.out else Path(bench.out_root) / bench.name

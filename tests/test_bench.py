@@ -161,3 +161,17 @@ def test_a_narrowed_benchmark_plans_each_run_as_the_whole_one_does(bench_file):
     assert [r.adapter for r in alone] == ["pretrain", "pretrain", "dann", "dann"]
     for run in alone:  # same pretraining run, same config, as in the whole benchmark
         assert run.after == full[run.key].after and run.config == full[run.key].config
+
+
+def test_flags_that_add_seeds_or_directions_widen_what_the_reports_cover(bench_file):
+    """`--directions usps->mnist` on a file listing only mnist->usps: its runs join the reports."""
+    from da.bench.plan import load_bench_config, narrow, plan_runs, widen
+
+    whole = load_bench_config(bench_file())
+    flagged = narrow(whole, "1,2", "dann", "synthetic->synthetic,shapes->shapes")
+    wide = widen(whole, flagged)
+    assert wide.seeds == [0, 1, 2] and wide.directions == ["synthetic->synthetic", "shapes->shapes"]
+    assert set(wide.adapters) == {"source_only", "dann"}
+    covered = {r.key for r in plan_runs(wide)}
+    assert {r.key for r in plan_runs(flagged, within=wide)} <= covered
+    assert {r.key for r in plan_runs(whole)} < covered

@@ -127,6 +127,14 @@ def narrow(config: BenchConfig, seeds: str | None, adapters: str | None, directi
     return out
 
 
+def widen(whole: BenchConfig, narrowed: BenchConfig) -> BenchConfig:
+    """The whole benchmark plus the seeds and directions that flags added to it (``--directions
+    usps->mnist`` on a file that lists only mnist->usps): reports then cover those runs too."""
+    added = lambda have, more: [*have, *(x for x in more if x not in have)]
+    return dataclasses.replace(whole, seeds=added(whole.seeds, narrowed.seeds),
+                               directions=added(whole.directions, narrowed.directions))
+
+
 def run_config(bench: BenchConfig, adapter: str, direction: str, seed: int) -> dict[str, Any]:
     """The validated config of one run, as plain data (what its config.yaml will hold)."""
     source, target = parse_direction(direction)
