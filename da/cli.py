@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--config", required=True, help="benchmark YAML, e.g. configs/benchmarks/mnist_usps.yaml")
     p.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1 (default: the benchmark's)")
     p.add_argument("--adapters", help="comma-separated subset of the benchmark's adapters")
-    p.add_argument("--directions", help="comma-separated, e.g. mnist->usps,usps->mnist")
+    p.add_argument("--directions", help="comma-separated, quoted in a shell, e.g. 'mnist->usps,usps->mnist'")
     p.add_argument("--out", help="benchmark folder; rerunning into it skips finished runs (default: <out_root>/<name>)")
     p.add_argument("--launcher", choices=("local", "ray"), default="local", help="where runs execute")
     p.add_argument("--jobs", type=int, default=1, help="runs at once (local processes, or local Ray CPUs)")

@@ -120,6 +120,8 @@ def test_narrowing_flags_and_bad_benchmarks_get_one_line_errors(cli, bench_file,
     assert code == 2 and "--seeds must be comma-separated integers" in one_line_error(err)
     code, _, err = cli("bench", "-c", bench, "--directions", "mnist", "--out", tmp_path / "o")
     assert code == 2 and "must look like source->target" in one_line_error(err)
+    code, _, err = cli("bench", "-c", bench, "--directions", "usps-", "--out", tmp_path / "o")  # `usps->mnist` unquoted
+    assert code == 2 and "quote it, --directions 'usps->mnist'" in one_line_error(err)
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"adapters": {"dann": "tiny.yaml"}, "seed": [0]}))
     code, _, err = cli("bench", "-c", bad)

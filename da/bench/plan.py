@@ -64,7 +64,9 @@ class RunSpec:
 def parse_direction(direction: str) -> tuple[str, str]:
     source, sep, target = direction.partition("->")
     if not sep or not source.strip() or not target.strip():
-        raise DAError(f"direction {direction!r} must look like source->target, e.g. mnist->usps")
+        hint = (" (a shell reads an unquoted '>' as a redirection: quote it, --directions 'usps->mnist')"
+                if direction.rstrip().endswith("-") else "")
+        raise DAError(f"direction {direction!r} must look like source->target, e.g. mnist->usps{hint}")
     return source.strip(), target.strip()
 
 
