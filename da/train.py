@@ -394,12 +394,17 @@ def pretrain(run: Run, state: dict[str, Any] | None) -> None:
     run.summary.update({f"pretrain_{k}": v for k, v in accs.items()})
 
 
+def fit_draw(domains: Domains, n: int, seed: int) -> tuple[Tensor, Tensor]:
+    """The source and target train indices (``n`` of each, seeded) a closed-form adapter is fitted on."""
+    g = torch.Generator().manual_seed(seed)
+    pick = lambda split: torch.randperm(len(split), generator=g)[:n].to(split.x.device)
+    return pick(domains.source_train), pick(domains.target_train)
+
+
 def fit_closed_form(run: Run) -> None:
     """For adapters such as subspace alignment: fit on extractor features, then the head they need."""
-    n, d, m = run.config.train.fit_samples, run.domains, run.model
-    g = torch.Generator().manual_seed(run.config.seed)
-    pick = lambda split: torch.randperm(len(split), generator=g)[:n].to(split.x.device)
-    source, target = pick(d.source_train), pick(d.target_train)
+    d, m = run.domains, run.model
+    source, target = fit_draw(d, run.config.train.fit_samples, run.config.seed)
     was_training = m.extractor.training
     m.extractor.eval()
     with torch.no_grad():

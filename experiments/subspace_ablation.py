@@ -29,7 +29,7 @@ from da.domains import load_domains
 from da.errors import DAError
 from da.models.head import NearestNeighbourHead
 from da.registry import ADAPTERS
-from da.train import batched, build_model
+from da.train import batched, build_model, fit_draw
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from transfer_runs import main_guard  # noqa: E402
@@ -52,9 +52,7 @@ def main() -> None:
     if state["stage"] == "pretrain" or not model.adapter.needs_fit:
         model.head.load_state_dict(state["head"])
     model.extractor.eval()
-    g = torch.Generator().manual_seed(config.seed)  # the draw of da.train.fit_closed_form
-    source = torch.randperm(len(domains.source_train), generator=g)[: args.fit_samples]
-    target = torch.randperm(len(domains.target_train), generator=g)[: args.fit_samples]
+    source, target = fit_draw(domains, args.fit_samples, config.seed)  # the images the loop fits on
     with torch.no_grad():
         f_s = batched(model.extractor, domains.source_train.x[source])
         f_t = batched(model.extractor, domains.target_train.x[target])
