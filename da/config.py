@@ -39,6 +39,7 @@ class DataConfig:
 class ModelConfig:
     backbone: str = "lenet"
     pretrained: bool = False  # ImageNet weights (torchvision backbones only)
+    bottleneck: Optional[int] = None  # width of a linear + batch-norm + ReLU layer after the backbone (TLlib: 256)
 
 
 @dataclass
@@ -423,6 +424,8 @@ def _check_ranges(config: Config) -> None:
         "train.adapter_lr_mult": config.train.adapter_lr_mult, "data.source_val_size": config.data.source_val_size,
         "data.source_train_size": config.data.source_train_size, "train.source_weight": config.train.source_weight,
     }
+    if config.model.bottleneck is not None:
+        positive["model.bottleneck"] = config.model.bottleneck
     for key, value in positive.items():
         if value <= 0:
             raise DAError(f"config key {key} must be positive, got {value}")
@@ -461,7 +464,7 @@ def _check_transfer(config: Config) -> None:
     if config.pretrain.load == "extractor" and not config.pretrain.checkpoint:
         raise DAError("config key pretrain.load: extractor needs pretrain.checkpoint (the run whose extractor to load); "
                       "set it, or drop pretrain.load")
-    blocks = block_names(BACKBONES.get(config.model.backbone))
+    blocks = block_names(BACKBONES.get(config.model.backbone), config.model.bottleneck)
     where = f"backbone {config.model.backbone} has blocks (bottom to top): {', '.join(blocks)}"
     for name, mult in train.lr_mults.items():
         if not blocks:

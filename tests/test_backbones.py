@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import da.models  # noqa: F401
+from conftest import one_line_error, tiny_config
 from da.errors import DAError
 from da.registry import BACKBONES
 
@@ -32,3 +33,25 @@ def test_imagenet_weights_offline_give_a_clear_error(tmp_path, monkeypatch):
 def test_lenet_has_no_imagenet_weights():
     with pytest.raises(DAError, match="no ImageNet weights"):
         BACKBONES.get("lenet")(pretrained=True)
+
+
+def test_a_bottleneck_narrows_the_features_and_is_the_top_block(write_config, cli, tmp_path):
+    from da.models.backbones import WithBottleneck, block_names
+
+    net = WithBottleneck(BACKBONES.get("lenet")(), 64)
+    assert net(torch.randn(4, 1, 28, 28)).shape == (4, 64) and net.out_features == 64
+    names = [name for name, _ in net.blocks()]
+    assert tuple(names) == block_names(BACKBONES.get("lenet"), 64) == ("conv1", "conv2", "fc", "bottleneck")
+    ids = [id(p) for _, module in net.blocks() for p in module.parameters()]
+    assert sorted(ids) == sorted(id(p) for p in net.parameters())
+    # Batch norm over the batch: in training mode each bottleneck unit is centred before the ReLU.
+    pre = net.bottleneck[1](net.bottleneck[0](net.backbone(torch.randn(32, 1, 28, 28))))
+    assert torch.allclose(pre.mean(0), torch.zeros(64), atol=1e-5)
+    # A run trains through it, with its own learning rate if asked; a width of 0 is an error.
+    cfg = tiny_config(model={"bottleneck": 8}, train={"lr_mults": {"bottleneck": 2}})
+    code, _, err = cli("train", "-c", write_config(cfg), "--out", str(tmp_path / "run"), "-q")
+    assert code == 0, err
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    assert state["extractor"]["bottleneck.0.weight"].shape[0] == 8
+    code, _, err = cli("train", "-c", write_config(tiny_config(model={"bottleneck": 0})), "--dry-run")
+    assert code == 2 and "model.bottleneck must be positive, got 0" in one_line_error(err)

@@ -111,6 +111,30 @@ def resnet50(pretrained: bool = False, in_channels: int = 1) -> TorchvisionFeatu
 resnet18.block_names = resnet50.block_names = tuple(TorchvisionFeatures.BLOCKS)
 
 
-def block_names(factory: object) -> tuple[str, ...]:
-    """The block names a registered backbone factory declares; () for one that names none."""
-    return tuple(getattr(factory, "block_names", ()))
+class WithBottleneck(nn.Module):
+    """A backbone followed by a bottleneck: linear -> batch norm -> ReLU to ``dim`` features.
+
+    The bottleneck of Transfer-Learning-Library's ``ImageClassifier`` (256-d on digits), after the
+    extra adaptation layer of DDC (Tzeng et al. 2014) and DANN (Ganin et al. 2016): adapters align
+    its output, and its batch norm, fed source and target in one forward, normalises features of
+    both domains together. It is the top block for fine-tuning strategies.
+    """
+
+    def __init__(self, backbone: nn.Module, dim: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.bottleneck = nn.Sequential(nn.Linear(backbone.out_features, dim), nn.BatchNorm1d(dim), nn.ReLU())
+        self.out_features = dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.bottleneck(self.backbone(x))
+
+    def blocks(self) -> Blocks:
+        return [*self.backbone.blocks(), ("bottleneck", self.bottleneck)]
+
+
+def block_names(factory: object, bottleneck: int | None = None) -> tuple[str, ...]:
+    """The block names a registered backbone factory declares (and the bottleneck's, when it has one);
+    () for one that names none."""
+    names = tuple(getattr(factory, "block_names", ()))
+    return (*names, "bottleneck") if names and bottleneck else names
