@@ -47,8 +47,12 @@ def parse_args(doc: str) -> argparse.Namespace:
 
 
 def config(file: str | Path = CONFIGS / "base.yaml", **sections: dict[str, Any]) -> dict[str, Any]:
-    """A config file's contents (``inherit:`` resolved) with ``sections`` merged over it."""
-    return deep_merge(read_yaml(Path(file)), sections)
+    """A config file's contents (``inherit:`` resolved) with ``sections`` merged over it.
+
+    The model is the plain LeNet (no bottleneck), whose blocks the fine-tuning strategies were
+    designed and measured on (README "Transfer experiments"), whatever base.yaml says.
+    """
+    return deep_merge(deep_merge(read_yaml(Path(file)), {"model": {"bottleneck": None}}), sections)
 
 
 class Runner:
