@@ -1,6 +1,6 @@
 """Where subspace alignment's gain comes from, on a source-pretrained extractor's features.
 
-    python experiments/subspace_ablation.py RUN_DIR [--dims 20,100,300] [--fit-samples 10000]
+    python experiments/subspace_ablation.py RUN_DIR [--dims 20,100,200] [--fit-samples 10000]
 
 RUN_DIR is any finished run whose checkpoint holds a source-pretrained extractor (a pretraining
 run of `da bench`, or a `da train` run of source_only / subspace). Its config gives the data.
@@ -38,7 +38,7 @@ from transfer_runs import main_guard  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--dims", default="20,100,300", help="comma-separated subspace sizes")
+    parser.add_argument("--dims", default="20,100,200", help="comma-separated subspace sizes")
     parser.add_argument("--fit-samples", type=int, default=10000, help="images per domain, as train.fit_samples")
     args = parser.parse_args()
     if not (args.run_dir / "checkpoint.pt").is_file():
