@@ -23,6 +23,16 @@ LOOP_PROVIDED = ("feature_dim", "num_classes")
 
 
 @dataclass
+class AugmentConfig:
+    """Random affine augmentation of training batches (da.data.augment); evaluation images are never augmented."""
+
+    rotate: float = 0.0  # degrees: each image turns by a uniform draw in +-rotate
+    scale: list[float] = field(default_factory=lambda: [1.0, 1.0])  # zoom range [low, high]; > 1 enlarges
+    translate: float = 0.0  # shift in +-translate of the image side
+    domains: list[str] = field(default_factory=lambda: ["source"])  # training batches to augment: source, target
+
+
+@dataclass
 class DataConfig:
     root: Optional[str] = None  # None: $DA_DATA_ROOT, else ./data
     source: str = "mnist"
@@ -33,6 +43,7 @@ class DataConfig:
     source_train_size: int = 0  # > 0: a seeded subsample of that many labelled source training images
     #: k > 0: k labelled target train images per class (seeded by split_seed); "all": every target train label
     target_labels_per_class: Union[int, str] = 0
+    augment: Optional[AugmentConfig] = None  # e.g. {rotate: 10, scale: [0.9, 1.3], translate: 0.1}
 
 
 @dataclass
@@ -219,6 +230,7 @@ def build_config(raw: dict) -> Config:
     _check_ranges(config)
     _check_names(config)
     _check_transfer(config)
+    _check_augment(config.data.augment)
     return config
 
 
@@ -502,6 +514,24 @@ def _check_transfer(config: Config) -> None:
         if stopping.patience <= 0:
             raise DAError(f"config key train.early_stopping.patience must be positive (evaluations without "
                           f"improvement before stopping), got {stopping.patience}")
+
+
+def _check_augment(augment: Optional[AugmentConfig]) -> None:
+    if augment is None:
+        return
+    scale = augment.scale
+    if len(scale) != 2 or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in scale) \
+            or not 0 < scale[0] <= scale[1]:
+        raise DAError(f"config key data.augment.scale must be [low, high] with 0 < low <= high, e.g. [0.9, 1.3]; "
+                      f"got {_show(scale)}")
+    if not 0 <= augment.rotate <= 180:
+        raise DAError(f"config key data.augment.rotate must be in 0 - 180 degrees, got {augment.rotate}")
+    if not 0 <= augment.translate <= 1:
+        raise DAError(f"config key data.augment.translate must be in 0 - 1 (a fraction of the image side), "
+                      f"got {augment.translate}")
+    unknown = [d for d in augment.domains if d not in ("source", "target")]
+    if unknown or not augment.domains:
+        raise DAError(f"config key data.augment.domains must list source and/or target, got {_show(augment.domains)}")
 
 
 def _show(value: Any) -> str:

@@ -41,6 +41,7 @@ from da.adapters.base import Adapter
 from da.checkpoint import load_checkpoint, save_checkpoint
 from da.config import LOOP_PROVIDED, Config, TrainConfig, dump_yaml, to_dict
 from da.data import BatchSampler, Split
+from da.data.augment import RandomAffine
 from da.domains import Domains, load_domains
 from da.errors import DAError, Interrupted
 from da.finetune import FineTuning, Group
@@ -322,8 +323,22 @@ def make_stage(run: Run, name: str, train: TrainConfig, lr: float, steps: int, b
     d = run.domains
     split = {"source": d.source_train, "target": d.target_train, "target_labelled": d.target_labelled}
     samplers = {key: BatchSampler(split[key], min(batch_size, len(split[key])) if key == "target_labelled" else batch_size,
-                                  run.generator) for key in domains}
+                                  run.generator, augmentation(run, key)) for key in domains}
     return Stage(name, optimizer, scheduler, samplers, names, fine_tuning=fine_tuning)
+
+
+def augmentation(run: Run, key: str) -> RandomAffine | None:
+    """``data.augment``'s transform for the sampler of ``key`` (source, target or target_labelled), if it has one."""
+    cfg = run.config.data.augment
+    if cfg is None or key.split("_")[0] not in cfg.domains:
+        return None
+    d = run.domains
+    images = d.source_train if key == "source" else d.target_train
+    if images.x.dim() != 4:
+        name = run.config.data.source if key == "source" else run.config.data.target
+        raise DAError(f"data.augment transforms images, but dataset {name} holds {images.x.dim() - 1}-d vectors; "
+                      f"remove data.augment or drop {key.split('_')[0]} from data.augment.domains")
+    return RandomAffine(cfg.rotate, cfg.scale, cfg.translate, run.generator)
 
 
 def unfreeze(stage: Stage, lr: float, done: int) -> list[str]:

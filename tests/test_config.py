@@ -58,6 +58,9 @@ BAD = [
     ("unknown backbone", {"model": {"backbone": "vgg"}}, [], "valid names: lenet, resnet18, resnet50"),
     ("bad adapter kwarg", {"adapter": {"name": "dann", "hiden": 3}}, [], "adapter 'dann' does not take 'hiden'; did you mean adapter.hidden?"),
     ("loop-provided kwarg", {"adapter": {"name": "dann", "feature_dim": 3}}, [], "set by the loop"),
+    ("augment scale", {"data": {"augment": {"scale": [1.3, 0.9]}}}, [], "data.augment.scale must be [low, high]"),
+    ("augment domain", {"data": {"augment": {"domains": ["test"]}}}, [], "data.augment.domains must list source"),
+    ("augment key", {"data": {"augment": {"rotation": 10}}}, [], "did you mean data.augment.rotate?"),
     ("bad --set", {}, ["train.steps"], "must look like key=value"),
     ("bad --set key", {}, ["train.stepz=3"], "did you mean train.steps?"),
 ]

@@ -1,6 +1,8 @@
 """Infinite random mini-batches drawn by index from an in-memory split."""
 from __future__ import annotations
 
+from typing import Callable, Optional
+
 import torch
 from torch import Tensor
 
@@ -8,14 +10,19 @@ from da.data.domain import Split
 
 
 class BatchSampler:
-    """Shuffles indices each epoch and yields (x, y) batches; drops the last incomplete batch."""
+    """Shuffles indices each epoch and yields (x, y) batches; drops the last incomplete batch.
 
-    def __init__(self, split: Split, batch_size: int, generator: torch.Generator) -> None:
+    ``transform`` (e.g. ``da.data.augment.RandomAffine``) maps each batch's images before they are returned.
+    """
+
+    def __init__(self, split: Split, batch_size: int, generator: torch.Generator,
+                 transform: Optional[Callable[[Tensor], Tensor]] = None) -> None:
         if len(split) < batch_size:
             raise ValueError(f"batch size {batch_size} exceeds the split's {len(split)} samples")
         self.split = split
         self.batch_size = batch_size
         self.generator = generator
+        self.transform = transform
         self._order = torch.empty(0, dtype=torch.long)
         self._pos = 0
 
@@ -25,7 +32,8 @@ class BatchSampler:
             self._pos = 0
         index = self._order[self._pos : self._pos + self.batch_size]
         self._pos += self.batch_size
-        return self.split.x[index], self.split.y[index]
+        x = self.split.x[index]
+        return (self.transform(x) if self.transform is not None else x), self.split.y[index]
 
     def state_dict(self) -> dict:
         return {"order": self._order.cpu(), "pos": self._pos, "generator": self.generator.get_state()}

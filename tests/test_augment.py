@@ -1,0 +1,57 @@
+"""data.augment: random affine transforms of training batches, per image, seeded by the run."""
+from __future__ import annotations
+
+import json
+
+import torch
+
+from da.data import BatchSampler, Split
+from da.data.augment import RandomAffine
+from tests.conftest import tiny_config
+
+
+def square(n: int, side: int = 8) -> torch.Tensor:
+    """``n`` copies of a centred bright square on a -1 background, 28x28."""
+    x = -torch.ones(n, 1, 28, 28)
+    lo = (28 - side) // 2
+    x[:, :, lo:lo + side, lo:lo + side] = 1.0
+    return x
+
+
+def test_identity_parameters_leave_images_unchanged():
+    x = torch.rand(4, 1, 28, 28) * 2 - 1
+    out = RandomAffine(0.0, [1.0, 1.0], 0.0, torch.Generator().manual_seed(0))(x)
+    assert torch.allclose(out, x, atol=1e-5)
+
+
+def test_zoom_enlarges_the_object_and_keeps_the_background():
+    out = RandomAffine(0.0, [2.0, 2.0], 0.0, torch.Generator().manual_seed(0))(square(2))
+    area = (out > 0).float().sum(dim=(1, 2, 3))
+    assert torch.all((area > 3.5 * 64) & (area < 4.5 * 64)), area  # twice the side: four times the area
+    assert out[:, :, 0, 0].eq(-1).all(), "pixels from outside the image must repeat the background"
+
+
+def test_each_image_draws_its_own_transform_reproducibly():
+    x = square(6)
+    a = RandomAffine(30.0, [0.8, 1.2], 0.1, torch.Generator().manual_seed(3))(x)
+    b = RandomAffine(30.0, [0.8, 1.2], 0.1, torch.Generator().manual_seed(3))(x)
+    assert torch.equal(a, b)
+    assert not torch.allclose(a[0], a[1]), "images of one batch must get different transforms"
+
+
+def test_sampler_applies_its_transform_and_keeps_labels():
+    split = Split(square(32), torch.arange(32))
+    plain = BatchSampler(split, 8, torch.Generator().manual_seed(0))
+    shifted = BatchSampler(split, 8, torch.Generator().manual_seed(0), transform=lambda x: x + 1)
+    (x0, y0), (x1, y1) = plain.next(), shifted.next()
+    assert torch.equal(y0, y1) and torch.equal(x1, x0 + 1)
+
+
+def test_run_with_augmentation_trains_and_records_it(tmp_path, write_config, cli):
+    augment = {"rotate": 10.0, "scale": [0.9, 1.2], "translate": 0.1, "domains": ["source", "target"]}
+    cfg = tiny_config(data={"augment": augment})
+    code, _, err = cli("train", "-c", write_config(cfg), "--out", tmp_path / "run")
+    assert code == 0, err
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert 0.0 <= summary["target_test_acc"] <= 1.0
+    assert "augment:" in (tmp_path / "run" / "config.yaml").read_text()
