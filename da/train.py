@@ -716,6 +716,7 @@ def make_summary(run: Run, device: torch.device) -> dict[str, Any]:
                                   * s.get("steps_done", config.train.steps) / max(run.train_seconds, 1e-9), 1),
         "device": str(device), "torch": torch.__version__,
         "hparams": config.adapter.kwargs,
+        **({"augment": to_dict(config)["data"]["augment"]} if config.data.augment is not None else {}),
         **({"target_labels": target_labels_record(config, run.domains, indices=config.data.target_labels_per_class != "all")}
            if run.domains.target_labelled is not None else {}),
         **({"early_stopping": s["early_stopping"]} if "early_stopping" in s else {}),

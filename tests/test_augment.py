@@ -54,4 +54,5 @@ def test_run_with_augmentation_trains_and_records_it(tmp_path, write_config, cli
     assert code == 0, err
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert 0.0 <= summary["target_test_acc"] <= 1.0
+    assert summary["augment"] == augment
     assert "augment:" in (tmp_path / "run" / "config.yaml").read_text()
