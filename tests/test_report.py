@@ -13,6 +13,7 @@ from da.bench.report import (
     SELECTIONS,
     Anchor,
     accuracy_plot,
+    augmentation_note,
     load_anchors,
     markdown,
     summarize,
@@ -126,6 +127,16 @@ def test_markdown_notes_an_odd_cell_count():
     cells = table_row(markdown(rows, []), "## mnist->usps", "dann")
     assert cells[3] == "85.0 ± 7.1 (n = 2)"
     assert cells[1] == "90.0 ± 10.0"
+
+
+def test_results_say_when_runs_trained_on_augmented_batches():
+    plain = {"data": {"augment": None}}
+    augmented = {"data": {"augment": {"rotate": 10.0, "scale": [0.75, 1.3], "translate": 0.1, "domains": ["source"]}}}
+    assert augmentation_note([plain, plain]) is None
+    note = augmentation_note([augmented, augmented, plain])
+    assert "2 of 3 runs" in note and '"scale": [0.75, 1.3]' in note
+    md = markdown(grid(), [], notes=[note])
+    assert md.index(note) < md.index("## mnist->usps")
 
 
 def test_markdown_order_and_bounds_are_labelled():

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import statistics
 from collections import defaultdict
@@ -162,10 +163,11 @@ def _adapter_label(adapter: str) -> str:
     return f"{adapter} ({note})" if note else adapter
 
 
-def markdown(rows: Sequence[Row], anchors: Sequence[Anchor] = (), walls: Sequence[Row] = ()) -> str:
+def markdown(rows: Sequence[Row], anchors: Sequence[Anchor] = (), walls: Sequence[Row] = (),
+             notes: Sequence[str] = ()) -> str:
     """results.md: per direction a table of adapters x selection rules, the published figures, and
     with ``walls`` (one row per finished run, pretraining runs included: direction, adapter, wall_s)
-    the compute the benchmark took."""
+    the compute the benchmark took. ``notes`` (e.g. ``augmentation_note``) follow the introduction."""
     stats = summarize(rows)
     directions = sorted({s["direction"] for s in stats})
     selections = sorted({s["selection"] for s in stats} | set(SELECTIONS), key=_selection_rank)
@@ -175,6 +177,7 @@ def markdown(rows: Sequence[Row], anchors: Sequence[Anchor] = (), walls: Sequenc
              "only `oracle` reads target labels (it picks the step best on target test accuracy) "
              "and is an upper bound, never a result.")
     lines = ["# Results", "", intro, ""]
+    lines += [line for note in notes for line in (note, "")]
     for direction in directions:
         table = _Table(s for s in stats if s["direction"] == direction)
         adapters = sorted({a for a, _ in table.stats}, key=_adapter_rank)
@@ -187,6 +190,18 @@ def markdown(rows: Sequence[Row], anchors: Sequence[Anchor] = (), walls: Sequenc
     lines += _published_section(stats, directions, anchors)
     lines += _compute_section(walls)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def augmentation_note(configs: Sequence[dict[str, Any]]) -> str | None:
+    """A warning for results.md when runs trained on augmented batches (``data.augment``): their
+    figures belong to another setting than the published ones, which trained without it."""
+    augmented = [c["data"]["augment"] for c in configs if c["data"].get("augment")]
+    if not augmented:
+        return None
+    settings = "; ".join(sorted({json.dumps(a, sort_keys=True) for a in augmented}))
+    return (f"**Augmented training batches** in {len(augmented)} of {len(configs)} runs (`data.augment`: {settings}). "
+            "Compare adapters with the source_only of the same setting; the published figures below trained "
+            "without augmentation.")
 
 
 def _compute_section(walls: Sequence[Row]) -> list[str]:

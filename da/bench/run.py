@@ -79,14 +79,15 @@ def collect_rows(specs: list[RunSpec], out: Path) -> list[dict[str, Any]]:
 
 
 def write_reports(bench: BenchConfig, rows: list[dict[str, Any]], specs: list[RunSpec], out: Path) -> None:
-    from da.bench.report import accuracy_plot, load_anchors, markdown, write_csv
+    from da.bench.report import accuracy_plot, augmentation_note, load_anchors, markdown, write_csv
 
     write_csv(out / "results.csv", rows)
     if not rows:
         return
     walls = [{"direction": spec.direction, "adapter": spec.adapter, "wall_s": summary["wall_s"]}
              for spec in specs if (summary := _summary(out / spec.key)) is not None and (out / spec.key / DONE).exists()]
-    write_text_atomic(out / "results.md", markdown(rows, load_anchors(ANCHORS), walls))
+    note = augmentation_note([spec.config for spec in specs if spec.adapter != "pretrain"])
+    write_text_atomic(out / "results.md", markdown(rows, load_anchors(ANCHORS), walls, [note] if note else []))
     accuracy_plot(rows, out / "accuracy.png")
     tsne_pair = _tsne_runs(bench, specs, out)
     if tsne_pair is not None:
