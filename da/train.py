@@ -26,7 +26,7 @@ import random
 import signal
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -323,21 +323,19 @@ def make_stage(run: Run, name: str, train: TrainConfig, lr: float, steps: int, b
     d = run.domains
     split = {"source": d.source_train, "target": d.target_train, "target_labelled": d.target_labelled}
     samplers = {key: BatchSampler(split[key], min(batch_size, len(split[key])) if key == "target_labelled" else batch_size,
-                                  run.generator, augmentation(run, key)) for key in domains}
+                                  run.generator, augmentation(run, key, split[key])) for key in domains}
     return Stage(name, optimizer, scheduler, samplers, names, fine_tuning=fine_tuning)
 
 
-def augmentation(run: Run, key: str) -> RandomAffine | None:
+def augmentation(run: Run, key: str, split: Split) -> RandomAffine | None:
     """``data.augment``'s transform for the sampler of ``key`` (source, target or target_labelled), if it has one."""
-    cfg = run.config.data.augment
-    if cfg is None or key.split("_")[0] not in cfg.domains:
+    cfg, domain = run.config.data.augment, key.split("_")[0]
+    if cfg is None or domain not in cfg.domains:
         return None
-    d = run.domains
-    images = d.source_train if key == "source" else d.target_train
-    if images.x.dim() != 4:
-        name = run.config.data.source if key == "source" else run.config.data.target
-        raise DAError(f"data.augment transforms images, but dataset {name} holds {images.x.dim() - 1}-d vectors; "
-                      f"remove data.augment or drop {key.split('_')[0]} from data.augment.domains")
+    if split.x.dim() != 4:
+        name = getattr(run.config.data, domain)
+        raise DAError(f"data.augment transforms images, but dataset {name} holds {split.x.dim() - 1}-d vectors; "
+                      f"remove data.augment or drop {domain} from data.augment.domains")
     return RandomAffine(cfg.rotate, cfg.scale, cfg.translate, run.generator)
 
 
@@ -716,7 +714,7 @@ def make_summary(run: Run, device: torch.device) -> dict[str, Any]:
                                   * s.get("steps_done", config.train.steps) / max(run.train_seconds, 1e-9), 1),
         "device": str(device), "torch": torch.__version__,
         "hparams": config.adapter.kwargs,
-        **({"augment": to_dict(config)["data"]["augment"]} if config.data.augment is not None else {}),
+        **({"augment": asdict(config.data.augment)} if config.data.augment is not None else {}),
         **({"target_labels": target_labels_record(config, run.domains, indices=config.data.target_labels_per_class != "all")}
            if run.domains.target_labelled is not None else {}),
         **({"early_stopping": s["early_stopping"]} if "early_stopping" in s else {}),
