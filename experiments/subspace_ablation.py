@@ -1,6 +1,6 @@
 """Where subspace alignment's gain comes from, on a source-pretrained extractor's features.
 
-    python experiments/subspace_ablation.py RUN_DIR [--dims 20,100,200] [--fit-samples 10000]
+    python experiments/subspace_ablation.py RUN_DIR [--dims 20,100,200] [--fit-samples 10000] [--block conv2]
 
 RUN_DIR is any finished run whose checkpoint holds a source-pretrained extractor (a pretraining
 run of `da bench`, or a `da train` run of source_only / subspace). Its config gives the data.
@@ -10,10 +10,12 @@ accuracy for:
 - the pretrained linear head as it is (no adaptation);
 - 1-NN on raw features (no adaptation, the paper's classifier);
 - 1-NN with each domain centred on its own mean (no subspace at all);
-- per dims d: 1-NN in the source basis for both domains (centred, no alignment) and subspace
-  alignment with 1-NN (Fernando et al. 2013, the shipped ``classifier: nn``).
+- per dims d: 1-NN in the source basis for both domains (centred, no alignment), subspace
+  alignment with 1-NN (Fernando et al. 2013, ``classifier: nn``), and the same on features
+  z-scored per domain (``standardize: true``).
 
-The gap between the last two columns is what the alignment matrix M = P_s^T P_t adds.
+The gap between the second and third is what the alignment matrix M = P_s^T P_t adds.
+``--block`` takes the features of a lower extractor block (``adapter.block``), e.g. LeNet's conv2.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ from da.domains import load_domains
 from da.errors import DAError
 from da.models.head import NearestNeighbourHead
 from da.registry import ADAPTERS
+from da.models.backbones import up_to_block
 from da.train import batched, build_model, fit_draw
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -40,6 +43,7 @@ def main() -> None:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--dims", default="20,100,200", help="comma-separated subspace sizes")
     parser.add_argument("--fit-samples", type=int, default=10000, help="images per domain, as train.fit_samples")
+    parser.add_argument("--block", default=None, help="an extractor block whose output to use (default: the top)")
     args = parser.parse_args()
     if not (args.run_dir / "checkpoint.pt").is_file():
         raise DAError(f"{args.run_dir} holds no checkpoint.pt; pass a finished run folder")
@@ -52,18 +56,20 @@ def main() -> None:
     if state["stage"] == "pretrain" or not model.adapter.needs_fit:
         model.head.load_state_dict(state["head"])
     model.extractor.eval()
+    features = model.extractor if args.block is None else up_to_block(model.extractor, args.block)
     source, target = fit_draw(domains, args.fit_samples, config.seed)  # the images the loop fits on
     with torch.no_grad():
-        f_s = batched(model.extractor, domains.source_train.x[source])
-        f_t = batched(model.extractor, domains.target_train.x[target])
-        f_test = batched(model.extractor, domains.target_test.x)
+        f_s = batched(features, domains.source_train.x[source])
+        f_t = batched(features, domains.target_train.x[target])
+        f_test = batched(features, domains.target_test.x)
         y_s, y_test = domains.source_train.y[source], domains.target_test.y
         k = domains.num_classes
         acc = lambda logits: (logits.argmax(1) == y_test).float().mean().item()
         nn1 = lambda bank, query: acc(NearestNeighbourHead(k, bank, y_s)(query))
         rows = []
         if state["stage"] == "pretrain" or not model.adapter.needs_fit:
-            rows.append(("pretrained linear head, no adaptation", acc(model.head(f_test))))
+            rows.append(("pretrained linear head, no adaptation",
+                         acc(model.head(batched(model.extractor, domains.target_test.x)))))
         rows.append(("1-NN on raw features, no adaptation", nn1(f_s, f_test)))
         rows.append(("1-NN, each domain centred on its own mean", nn1(f_s - f_s.mean(0), f_test - f_t.mean(0))))
         for dims in (int(d) for d in args.dims.split(",")):
@@ -72,9 +78,13 @@ def main() -> None:
             p_s = sa.basis_s
             rows.append((f"d={dims}: 1-NN, centred, both in the source basis (no M)",
                          nn1((f_s - sa.mean_s) @ p_s, (f_test - sa.mean_t) @ p_s)))
-            rows.append((f"d={dims}: subspace alignment, 1-NN (shipped)",
+            rows.append((f"d={dims}: subspace alignment, 1-NN",
                          nn1(sa.transform(f_s, "source"), sa.transform(f_test, "target"))))
-    print(f"{config.data.source} -> {config.data.target}, features of {args.run_dir}, "
+            sa = ADAPTERS.get("subspace")(feature_dim=f_s.shape[1], dims=dims, standardize=True)
+            sa.fit(f_s, f_t)
+            rows.append((f"d={dims}: subspace alignment, 1-NN, standardized",
+                         nn1(sa.transform(f_s, "source"), sa.transform(f_test, "target"))))
+    print(f"{config.data.source} -> {config.data.target}, {args.block or 'top'} features of {args.run_dir}, "
           f"{len(source)} + {len(target)} fit images; {config.data.target} test accuracy:")
     width = max(len(name) for name, _ in rows)
     for name, value in rows:

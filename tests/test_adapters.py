@@ -152,3 +152,26 @@ def test_subspace_is_the_closed_form_of_fernando_2013():
     assert torch.allclose(target, expected_t * signs, atol=1e-4)
     expected_s = (f_s - f_s.mean(0)) @ p_s @ (p_s.T @ p_t)
     assert torch.allclose(adapter.transform(f_s, "source"), expected_s * signs, atol=1e-4)
+
+
+def test_standardized_subspace_alignment_is_blind_to_each_domains_feature_scales():
+    """With ``standardize`` each domain is z-scored before its PCA (libTLDA's suba): rescaling some
+    dimensions of one domain changes nothing; without it the same rescaling moves the features."""
+    f_s, f_t = shifted_batches(1.0, n=100)
+    scales = torch.ones(DIM)
+    scales[:8] = 50.0
+    outputs = {}
+    for standardize in (True, False):
+        for name, target in (("plain", f_t), ("rescaled", f_t * scales)):
+            adapter = make("subspace", dims=3, standardize=standardize)
+            adapter.fit(f_s, target)
+            z_t = adapter.transform(target, "target")
+            signs = torch.sign(z_t[0])  # PCA directions are defined up to sign
+            outputs[standardize, name] = (adapter.transform(f_s, "source") * signs, z_t * signs)
+    for a, b in zip(outputs[True, "plain"], outputs[True, "rescaled"]):
+        assert torch.allclose(a, b, atol=1e-4)
+    assert not torch.allclose(outputs[False, "plain"][1], outputs[False, "rescaled"][1], atol=1e-2)
+    z = (f_t - f_t.mean(0)) / f_t.std(0)
+    p_t = torch.linalg.svd(z, full_matrices=False)[2][:3].T
+    expected, got = z @ p_t, outputs[True, "plain"][1]
+    assert torch.allclose(got, expected * torch.sign((got * expected).sum(0)), atol=1e-4)

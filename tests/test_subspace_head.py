@@ -10,7 +10,7 @@ from da.errors import DAError
 from da.models.head import NearestNeighbourHead
 from da.registry import ADAPTERS
 from da.train import train
-from tests.conftest import tiny_config
+from tests.conftest import one_line_error, tiny_config
 
 
 def test_nearest_neighbour_head_predicts_the_label_of_the_most_similar_bank_row():
@@ -63,3 +63,27 @@ def test_a_subspace_nn_run_with_training_steps_is_refused_before_it_starts(tmp_p
     with pytest.raises(DAError, match="train.steps must be 0, not 5; set train.steps: 0"):
         train(build_config(subspace_config(steps=5)), tmp_path, show_progress=False)
     assert not (tmp_path / "checkpoint.pt").exists()
+
+
+def test_subspace_on_a_lower_block_fits_its_features_and_reloads(tmp_path, capsys):
+    """adapter.block: the adapter fits and transforms the conv2 output (800 wide for LeNet), the
+    checkpoint records it, and ``da eval`` rebuilds the same model from the run folder."""
+    cfg = subspace_config(steps=0)
+    cfg["adapter"].update(block="conv2", standardize=True)
+    run_dir = tmp_path / "sa"
+    run_dir.mkdir()
+    summary = train(build_config(cfg), run_dir, show_progress=False)
+    state = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    assert state["adapter"]["mean_s"].shape == (800,) and state["adapter"]["basis_s"].shape == (800, 8)
+    assert 0.0 <= summary["target_test_acc"] <= 1.0
+    assert main(["eval", str(run_dir)]) == 0
+    assert "matches summary.json" in capsys.readouterr().out
+
+
+def test_an_unknown_subspace_block_is_refused_with_the_blocks_listed(write_config, cli):
+    cfg = subspace_config(steps=0)
+    cfg["adapter"]["block"] = "conv3"
+    code, _, err = cli("train", "-c", str(write_config(cfg)))
+    assert code != 0
+    assert one_line_error(err) == ("da: error: config key adapter.block: no block 'conv3'; backbone lenet has "
+                                   "blocks (bottom to top): conv1, conv2, fc")

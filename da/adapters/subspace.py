@@ -6,6 +6,17 @@ Source features map to (f_s - mu_s) P_s M, target features to (f_t - mu_t) P_t. 
 is the paper's: each target sample takes the label of its nearest aligned source sample
 (``classifier: nn``), or a linear head trained on the aligned source features (``linear``).
 
+Two choices the paper leaves to its data, both off by default:
+
+- ``standardize``: z-score each domain's features (each dimension to mean 0, standard deviation 1,
+  with that domain's own statistics) before its PCA, as reference implementations do
+  (libTLDA's ``suba``: ``pca(zscore(X))``).
+- ``block``: fit on the output of a lower block of the extractor (LeNet's ``conv2``, say) rather
+  than on its top. Fernando et al. align hand-made descriptors; in a network trained on the
+  source alone, the lower layers are the more generic ones (Yosinski et al., "How transferable
+  are features in deep neural networks?", NeurIPS 2014), so there is more shared structure to
+  align. The loop reads ``block`` and hands ``fit`` and ``transform`` that block's features.
+
 Its premise is a linear shift between the domains' principal subspaces. On the features of a
 source-pretrained LeNet, MNIST -> USPS, the subspaces are already close (M is near the
 identity): most of its gain over the pretrained model comes from centring each domain on its
@@ -37,20 +48,32 @@ class SubspaceAlignment(Adapter):
     aligns_by_gradient = False
     needs_fit = True
 
-    def __init__(self, feature_dim: int, dims: int = 64, classifier: str = "nn") -> None:
+    def __init__(self, feature_dim: int, dims: int = 64, classifier: str = "nn", standardize: bool = False,
+                 block: str | None = None) -> None:
         """``classifier``: ``nn``, 1-nearest-neighbour over the aligned source features (the paper's;
-        nothing left to train, so ``train.steps: 0``), or ``linear``, a head trained on them."""
+        nothing left to train, so ``train.steps: 0``), or ``linear``, a head trained on them.
+        ``standardize``: z-score each domain before its PCA. ``block``: the extractor block whose
+        output to align (None: the extractor's top); ``feature_dim`` is then that block's width."""
         super().__init__()
         if not 0 < dims <= feature_dim:
             raise DAError(f"subspace: dims={dims} must be between 1 and the feature width {feature_dim}")
         check_choice("subspace", "classifier", classifier, ("nn", "linear"))
         self.dims = dims
         self.classifier = classifier
+        self.standardize = standardize
+        self.block = block
         self._source_bank: tuple[Tensor, Tensor] | None = None  # aligned source features and labels, for init_head
         for name, shape in [("mean_s", (feature_dim,)), ("mean_t", (feature_dim,)), ("basis_s", (feature_dim, dims)),
                             ("basis_t", (feature_dim, dims)), ("alignment", (dims, dims))]:
             self.register_buffer(name, torch.zeros(shape))
+        self.register_buffer("std_s", torch.ones(feature_dim))
+        self.register_buffer("std_t", torch.ones(feature_dim))
         self.register_buffer("fitted", torch.tensor(False))
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
+        for name in ("std_s", "std_t"):  # checkpoints written before ``standardize`` existed: scale 1
+            state_dict.setdefault(prefix + name, torch.ones_like(getattr(self, name)))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def trains_head(self) -> bool:
         return self.classifier == "linear"
@@ -59,10 +82,15 @@ class SubspaceAlignment(Adapter):
         n = min(len(f_s), len(f_t))
         if n < self.dims:
             raise DAError(f"subspace: {n} samples cannot give {self.dims} PCA directions; lower adapter.dims")
-        mean_s, p_s = pca_basis(f_s.double(), self.dims)
-        mean_t, p_t = pca_basis(f_t.double(), self.dims)
-        for buffer, value in ((self.mean_s, mean_s), (self.mean_t, mean_t), (self.basis_s, p_s),
-                              (self.basis_t, p_t), (self.alignment, p_s.T @ p_t)):  # M = P_s^T P_t
+        f_s, f_t = f_s.double(), f_t.double()
+        # A dimension constant over a domain (a ReLU that never fires) keeps scale 1: it stays 0 once centred.
+        scale = lambda f: f.std(0).where(f.std(0) > 1e-8, 1.0) if self.standardize else torch.ones_like(f[0])
+        std_s, std_t = scale(f_s), scale(f_t)
+        mean_s, p_s = pca_basis(f_s / std_s, self.dims)
+        mean_t, p_t = pca_basis(f_t / std_t, self.dims)
+        for buffer, value in ((self.mean_s, mean_s * std_s), (self.mean_t, mean_t * std_t), (self.std_s, std_s),
+                              (self.std_t, std_t), (self.basis_s, p_s), (self.basis_t, p_t),
+                              (self.alignment, p_s.T @ p_t)):  # M = P_s^T P_t
             buffer.copy_(value)
         self.fitted.fill_(True)
         if self.classifier == "nn" and y_s is not None:
@@ -72,15 +100,16 @@ class SubspaceAlignment(Adapter):
         if not bool(self.fitted):
             raise RuntimeError("SubspaceAlignment.transform called before fit")
         if domain == "source":
-            return (f - self.mean_s) @ self.basis_s @ self.alignment
-        return (f - self.mean_t) @ self.basis_t
+            return (f - self.mean_s) / self.std_s @ self.basis_s @ self.alignment
+        return (f - self.mean_t) / self.std_t @ self.basis_t
 
     def out_features(self, feature_dim: int) -> int:
         return self.dims
 
     def init_head(self, head: nn.Module) -> nn.Module:
         """The 1-NN head over the aligned source features (``nn``; empty when a checkpoint will fill it), or
-        for ``linear`` the pretrained linear head (W, b) expressed in the aligned coordinates: W P_t and b + W mu_s.
+        for ``linear`` the pretrained linear head (W, b) expressed in the aligned coordinates: W P_t and b + W mu_s
+        (a fresh linear head when the features are standardized or come from a lower block).
 
         Aligned coordinates are target-basis coordinates, so a source feature then scores
         W P_t P_t^T P_s P_s^T (f - mu_s) + W mu_s + b and a target feature W P_t P_t^T (f - mu_t) + W mu_s + b:
@@ -91,8 +120,8 @@ class SubspaceAlignment(Adapter):
         if self.classifier == "nn":
             bank, labels = self._source_bank if self._source_bank is not None else (None, None)
             return NearestNeighbourHead(head.out_features, bank, labels).to(self.mean_s.device)
-        if not isinstance(head, nn.Linear):
-            return super().init_head(head)
+        if not isinstance(head, nn.Linear) or self.standardize or head.in_features != len(self.mean_s):
+            return super().init_head(head)  # the pretrained head reads other features: a fresh one
         new = nn.Linear(self.dims, head.out_features).to(head.weight.device)
         with torch.no_grad():
             new.weight.copy_(head.weight @ self.basis_t)

@@ -133,6 +133,17 @@ class WithBottleneck(nn.Module):
         return [*self.backbone.blocks(), ("bottleneck", self.bottleneck)]
 
 
+def up_to_block(extractor: nn.Module, block: str) -> nn.Module:
+    """The extractor's blocks from the bottom up to ``block`` (inclusive), its output flattened to
+    (N, width): the features of a lower layer, sharing the extractor's parameters."""
+    blocks = extractor.blocks() if hasattr(extractor, "blocks") else []
+    names = [name for name, _ in blocks]
+    if block not in names:
+        listed = f"its blocks (bottom to top) are {', '.join(names)}" if names else "it names no blocks"
+        raise DAError(f"the extractor has no block {block!r}: {listed}")
+    return nn.Sequential(*(module for _, module in blocks[: names.index(block) + 1]), nn.Flatten())
+
+
 def block_names(factory: object, bottleneck: int | None = None) -> tuple[str, ...]:
     """The block names a registered backbone factory declares (and the bottleneck's, when it has one);
     () for one that names none."""
