@@ -478,10 +478,11 @@ def _check_transfer(config: Config) -> None:
                       "set it, or drop pretrain.load")
     blocks = block_names(BACKBONES.get(config.model.backbone), config.model.bottleneck)
     where = f"backbone {config.model.backbone} has blocks (bottom to top): {', '.join(blocks)}"
-    block = None if config.adapter.parts else config.adapter.kwargs.get("block")
-    if block is not None and block not in blocks:
-        raise DAError(f"config key adapter.block: no block {block!r}; {where}" if blocks else
-                      f"config key adapter.block: backbone {config.model.backbone} names no blocks; remove adapter.block")
+    for name in (None if config.adapter.parts else config.adapter.kwargs.get("blocks")) or []:
+        if not blocks:
+            raise DAError(f"config key adapter.blocks: backbone {config.model.backbone} names no blocks; remove adapter.blocks")
+        if name not in blocks:
+            raise DAError(f"config key adapter.blocks: no block {name!r}; {where}")
     for name, mult in train.lr_mults.items():
         if not blocks:
             raise DAError(f"config key train.lr_mults: backbone {config.model.backbone} names no blocks; remove train.lr_mults")

@@ -46,7 +46,7 @@ from da.domains import Domains, load_domains
 from da.errors import DAError, Interrupted
 from da.finetune import FineTuning, Group
 from da.models import linear_head
-from da.models.backbones import WithBottleneck, up_to_block
+from da.models.backbones import BlockOutputs, WithBottleneck
 from da.registry import ADAPTERS, BACKBONES
 from da.run_files import replace_atomically, write_json, write_text_atomic
 from da.run_log import ResumePoint, RunLog
@@ -148,8 +148,8 @@ class Model:
     extractor: nn.Module
     head: nn.Module
     adapter: Adapter
-    #: What the adapter reads in the adaptation stage when it names a lower block of the extractor
-    #: (subspace alignment's ``block``): the extractor up to that block; None: the whole extractor.
+    #: What the adapter reads in the adaptation stage when it names blocks of the extractor
+    #: (subspace alignment's ``blocks``): their outputs side by side; None: the extractor's output.
     lower: nn.Module | None = None
 
     def features(self, x: Tensor) -> Tensor:
@@ -210,12 +210,12 @@ def build_model(config: Config, domains: Domains, device: torch.device) -> Model
     # Channels-last convolution weights run LeNet's training step ~1.7x faster on CPU (oneDNN).
     extractor = extractor.to(device).to(memory_format=torch.channels_last)
     head = linear_head(extractor.out_features, domains.num_classes).to(device)
-    block = None if config.adapter.parts else config.adapter.kwargs.get("block")
-    if block is None:
+    blocks = None if config.adapter.parts else config.adapter.kwargs.get("blocks")
+    if not blocks:
         return Model(extractor, head, build_adapter(config, extractor.out_features, domains.num_classes).to(device))
-    lower = up_to_block(extractor, block)
+    lower = BlockOutputs(extractor, blocks)
     was_training = extractor.training
-    with torch.no_grad():  # the block's output width, from two images in eval mode (batch norm needs no batch)
+    with torch.no_grad():  # the blocks' output width, from two images in eval mode (batch norm needs no batch)
         width = lower.eval()(domains.source_train.x[:2]).shape[1]
     extractor.train(was_training)
     return Model(extractor, head, build_adapter(config, width, domains.num_classes).to(device), lower)

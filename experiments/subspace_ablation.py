@@ -1,6 +1,6 @@
 """Where subspace alignment's gain comes from, on a source-pretrained extractor's features.
 
-    python experiments/subspace_ablation.py RUN_DIR [--dims 20,100,200] [--fit-samples 10000] [--block conv2]
+    python experiments/subspace_ablation.py RUN_DIR [--dims 20,100,200] [--fit-samples 10000] [--blocks conv2,bottleneck]
 
 RUN_DIR is any finished run whose checkpoint holds a source-pretrained extractor (a pretraining
 run of `da bench`, or a `da train` run of source_only / subspace). Its config gives the data.
@@ -15,7 +15,8 @@ accuracy for:
   z-scored per domain (``standardize: true``).
 
 The gap between the second and third is what the alignment matrix M = P_s^T P_t adds.
-``--block`` takes the features of a lower extractor block (``adapter.block``), e.g. LeNet's conv2.
+``--blocks`` takes the outputs of these extractor blocks, side by side (``adapter.blocks``), e.g.
+LeNet's conv2 maps next to the top features.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from da.domains import load_domains
 from da.errors import DAError
 from da.models.head import NearestNeighbourHead
 from da.registry import ADAPTERS
-from da.models.backbones import up_to_block
+from da.models.backbones import BlockOutputs
 from da.train import batched, build_model, fit_draw
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -43,7 +44,7 @@ def main() -> None:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--dims", default="20,100,200", help="comma-separated subspace sizes")
     parser.add_argument("--fit-samples", type=int, default=10000, help="images per domain, as train.fit_samples")
-    parser.add_argument("--block", default=None, help="an extractor block whose output to use (default: the top)")
+    parser.add_argument("--blocks", default=None, help="comma-separated extractor blocks whose outputs to use (default: the top)")
     args = parser.parse_args()
     if not (args.run_dir / "checkpoint.pt").is_file():
         raise DAError(f"{args.run_dir} holds no checkpoint.pt; pass a finished run folder")
@@ -56,7 +57,7 @@ def main() -> None:
     if state["stage"] == "pretrain" or not model.adapter.needs_fit:
         model.head.load_state_dict(state["head"])
     model.extractor.eval()
-    features = model.extractor if args.block is None else up_to_block(model.extractor, args.block)
+    features = model.extractor if args.blocks is None else BlockOutputs(model.extractor, args.blocks.split(","))
     source, target = fit_draw(domains, args.fit_samples, config.seed)  # the images the loop fits on
     with torch.no_grad():
         f_s = batched(features, domains.source_train.x[source])
@@ -84,7 +85,7 @@ def main() -> None:
             sa.fit(f_s, f_t)
             rows.append((f"d={dims}: subspace alignment, 1-NN, standardized",
                          nn1(sa.transform(f_s, "source"), sa.transform(f_test, "target"))))
-    print(f"{config.data.source} -> {config.data.target}, {args.block or 'top'} features of {args.run_dir}, "
+    print(f"{config.data.source} -> {config.data.target}, {args.blocks or 'top'} features of {args.run_dir}, "
           f"{len(source)} + {len(target)} fit images; {config.data.target} test accuracy:")
     width = max(len(name) for name, _ in rows)
     for name, value in rows:

@@ -57,15 +57,18 @@ def test_a_bottleneck_narrows_the_features_and_is_the_top_block(write_config, cl
     assert code == 2 and "model.bottleneck must be positive, got 0" in one_line_error(err)
 
 
-def test_up_to_block_gives_a_lower_layers_features_and_shares_the_weights():
-    from da.models.backbones import WithBottleneck, up_to_block
+def test_block_outputs_are_the_named_blocks_features_side_by_side_with_shared_weights():
+    from da.models.backbones import BlockOutputs, WithBottleneck
 
     net = WithBottleneck(BACKBONES.get("lenet")(), 16).eval()
     x = torch.randn(3, 1, 28, 28)
+    conv2_of = torch.nn.Sequential(*list(net.backbone)[:7])
     with torch.no_grad():
-        conv2 = up_to_block(net, "conv2")(x)
-        assert torch.equal(conv2, torch.nn.Sequential(*list(net.backbone)[:7])(x).flatten(1)) and conv2.shape == (3, 800)
-        assert torch.equal(up_to_block(net, "bottleneck")(x), net(x))
-    assert up_to_block(net, "conv1")[0][0] is net.backbone[0]
+        conv2 = BlockOutputs(net, ["conv2"])(x)
+        assert torch.equal(conv2, conv2_of(x).flatten(1)) and conv2.shape == (3, 800)
+        assert torch.equal(BlockOutputs(net, ["bottleneck"])(x), net(x))
+        both = BlockOutputs(net, ["bottleneck", "conv2"])(x)  # bottom to top, whatever the order asked
+        assert torch.equal(both, torch.cat([conv2, net(x)], 1))
+    assert BlockOutputs(net, ["conv1"]).blocks[0][0] is net.backbone[0]
     with pytest.raises(DAError, match="no block 'conv3': its blocks .* are conv1, conv2, fc, bottleneck"):
-        up_to_block(net, "conv3")
+        BlockOutputs(net, ["conv2", "conv3"])

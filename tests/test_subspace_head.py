@@ -65,16 +65,16 @@ def test_a_subspace_nn_run_with_training_steps_is_refused_before_it_starts(tmp_p
     assert not (tmp_path / "checkpoint.pt").exists()
 
 
-def test_subspace_on_a_lower_block_fits_its_features_and_reloads(tmp_path, capsys):
-    """adapter.block: the adapter fits and transforms the conv2 output (800 wide for LeNet), the
-    checkpoint records it, and ``da eval`` rebuilds the same model from the run folder."""
+def test_subspace_on_named_blocks_fits_their_features_and_reloads(tmp_path, capsys):
+    """adapter.blocks: the adapter fits and transforms LeNet's conv2 maps (800) next to its fc
+    features (500), the checkpoint records them, and ``da eval`` rebuilds the model from the run folder."""
     cfg = subspace_config(steps=0)
-    cfg["adapter"].update(block="conv2", standardize=True)
+    cfg["adapter"].update(blocks=["conv2", "fc"], standardize=True)
     run_dir = tmp_path / "sa"
     run_dir.mkdir()
     summary = train(build_config(cfg), run_dir, show_progress=False)
     state = torch.load(run_dir / "checkpoint.pt", weights_only=False)
-    assert state["adapter"]["mean_s"].shape == (800,) and state["adapter"]["basis_s"].shape == (800, 8)
+    assert state["adapter"]["mean_s"].shape == (1300,) and state["adapter"]["basis_s"].shape == (1300, 8)
     assert 0.0 <= summary["target_test_acc"] <= 1.0
     assert main(["eval", str(run_dir)]) == 0
     assert "matches summary.json" in capsys.readouterr().out
@@ -82,8 +82,8 @@ def test_subspace_on_a_lower_block_fits_its_features_and_reloads(tmp_path, capsy
 
 def test_an_unknown_subspace_block_is_refused_with_the_blocks_listed(write_config, cli):
     cfg = subspace_config(steps=0)
-    cfg["adapter"]["block"] = "conv3"
+    cfg["adapter"]["blocks"] = ["conv2", "conv3"]
     code, _, err = cli("train", "-c", str(write_config(cfg)))
     assert code != 0
-    assert one_line_error(err) == ("da: error: config key adapter.block: no block 'conv3'; backbone lenet has "
+    assert one_line_error(err) == ("da: error: config key adapter.blocks: no block 'conv3'; backbone lenet has "
                                    "blocks (bottom to top): conv1, conv2, fc")

@@ -11,11 +11,12 @@ Two choices the paper leaves to its data, both off by default:
 - ``standardize``: z-score each domain's features (each dimension to mean 0, standard deviation 1,
   with that domain's own statistics) before its PCA, as reference implementations do
   (libTLDA's ``suba``: ``pca(zscore(X))``).
-- ``block``: fit on the output of a lower block of the extractor (LeNet's ``conv2``, say) rather
-  than on its top. Fernando et al. align hand-made descriptors; in a network trained on the
-  source alone, the lower layers are the more generic ones (Yosinski et al., "How transferable
-  are features in deep neural networks?", NeurIPS 2014), so there is more shared structure to
-  align. The loop reads ``block`` and hands ``fit`` and ``transform`` that block's features.
+- ``blocks``: fit on the outputs of these extractor blocks, side by side (``[conv2, bottleneck]``:
+  LeNet's conv2 maps next to the top features), rather than on the top alone. Fernando et al.
+  align hand-made descriptors; in a network trained on the source alone the lower layers are the
+  more generic ones (Yosinski et al., "How transferable are features in deep neural networks?",
+  NeurIPS 2014), the top ones the more discriminative. The loop reads ``blocks`` and hands
+  ``fit`` and ``transform`` those features (``da.models.backbones.BlockOutputs``).
 
 Its premise is a linear shift between the domains' principal subspaces. On the features of a
 source-pretrained LeNet, MNIST -> USPS, the subspaces are already close (M is near the
@@ -49,11 +50,11 @@ class SubspaceAlignment(Adapter):
     needs_fit = True
 
     def __init__(self, feature_dim: int, dims: int = 64, classifier: str = "nn", standardize: bool = False,
-                 block: str | None = None) -> None:
+                 blocks: list[str] | None = None) -> None:
         """``classifier``: ``nn``, 1-nearest-neighbour over the aligned source features (the paper's;
         nothing left to train, so ``train.steps: 0``), or ``linear``, a head trained on them.
-        ``standardize``: z-score each domain before its PCA. ``block``: the extractor block whose
-        output to align (None: the extractor's top); ``feature_dim`` is then that block's width."""
+        ``standardize``: z-score each domain before its PCA. ``blocks``: the extractor blocks whose
+        outputs to align (None: the extractor's output); ``feature_dim`` is then their total width."""
         super().__init__()
         if not 0 < dims <= feature_dim:
             raise DAError(f"subspace: dims={dims} must be between 1 and the feature width {feature_dim}")
@@ -61,7 +62,7 @@ class SubspaceAlignment(Adapter):
         self.dims = dims
         self.classifier = classifier
         self.standardize = standardize
-        self.block = block
+        self.blocks = blocks
         self._source_bank: tuple[Tensor, Tensor] | None = None  # aligned source features and labels, for init_head
         for name, shape in [("mean_s", (feature_dim,)), ("mean_t", (feature_dim,)), ("basis_s", (feature_dim, dims)),
                             ("basis_t", (feature_dim, dims)), ("alignment", (dims, dims))]:
@@ -109,7 +110,7 @@ class SubspaceAlignment(Adapter):
     def init_head(self, head: nn.Module) -> nn.Module:
         """The 1-NN head over the aligned source features (``nn``; empty when a checkpoint will fill it), or
         for ``linear`` the pretrained linear head (W, b) expressed in the aligned coordinates: W P_t and b + W mu_s
-        (a fresh linear head when the features are standardized or come from a lower block).
+        (a fresh linear head when the features are standardized or come from other blocks).
 
         Aligned coordinates are target-basis coordinates, so a source feature then scores
         W P_t P_t^T P_s P_s^T (f - mu_s) + W mu_s + b and a target feature W P_t P_t^T (f - mu_t) + W mu_s + b:

@@ -133,15 +133,33 @@ class WithBottleneck(nn.Module):
         return [*self.backbone.blocks(), ("bottleneck", self.bottleneck)]
 
 
-def up_to_block(extractor: nn.Module, block: str) -> nn.Module:
-    """The extractor's blocks from the bottom up to ``block`` (inclusive), its output flattened to
-    (N, width): the features of a lower layer, sharing the extractor's parameters."""
-    blocks = extractor.blocks() if hasattr(extractor, "blocks") else []
-    names = [name for name, _ in blocks]
-    if block not in names:
-        listed = f"its blocks (bottom to top) are {', '.join(names)}" if names else "it names no blocks"
-        raise DAError(f"the extractor has no block {block!r}: {listed}")
-    return nn.Sequential(*(module for _, module in blocks[: names.index(block) + 1]), nn.Flatten())
+class BlockOutputs(nn.Module):
+    """The outputs of some of an extractor's blocks, each flattened, side by side: (N, total width).
+
+    One forward through the blocks from the bottom up to the highest one named, with the
+    extractor's own modules (parameters shared). ``["conv2", "bottleneck"]`` on LeNet gives the
+    conv2 maps (800) and the top features next to each other, a "hypercolumn" of generic and
+    task-specific features (Hariharan et al., CVPR 2015).
+    """
+
+    def __init__(self, extractor: nn.Module, names: list[str]) -> None:
+        super().__init__()
+        blocks = extractor.blocks() if hasattr(extractor, "blocks") else []
+        known = [name for name, _ in blocks]
+        for name in names:
+            if name not in known:
+                listed = f"its blocks (bottom to top) are {', '.join(known)}" if known else "it names no blocks"
+                raise DAError(f"the extractor has no block {name!r}: {listed}")
+        self.keep = sorted({known.index(name) for name in names})
+        self.blocks = nn.ModuleList(module for _, module in blocks[: self.keep[-1] + 1])
+
+    def forward(self, x: Tensor) -> Tensor:
+        outputs = []
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if i in self.keep:
+                outputs.append(x.flatten(1))
+        return torch.cat(outputs, 1)
 
 
 def block_names(factory: object, bottleneck: int | None = None) -> tuple[str, ...]:
