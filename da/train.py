@@ -127,6 +127,20 @@ def accuracy(predict: Callable[[Tensor], Tensor], split: Split, batch_size: int 
 
 
 @torch.no_grad()
+def confusion_matrix(predict: Callable[[Tensor], Tensor], split: Split, num_classes: int) -> Tensor:
+    """Counts of (true class, predicted class) over ``split``: row i holds the images of class i."""
+    predicted = batched(predict, split.x).argmax(1)
+    counts = torch.bincount(split.y * num_classes + predicted, minlength=num_classes * num_classes)
+    return counts.reshape(num_classes, num_classes).cpu()
+
+
+def per_class_accuracy(confusion: Tensor) -> list[float | None]:
+    """Each class's recall from a confusion matrix (None for a class the split lacks)."""
+    totals = confusion.sum(1)
+    return [round(confusion[i, i].item() / n, 4) if n else None for i, n in enumerate(totals.tolist())]
+
+
+@torch.no_grad()
 def batched(fn: Callable[[Tensor], Tensor], x: Tensor, batch_size: int = 2000) -> Tensor:
     """``fn(x)`` computed over slices of ``batch_size`` rows."""
     return torch.cat([fn(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
@@ -716,12 +730,16 @@ def target_labels_record(config: Config, domains: Domains, indices: bool) -> dic
 
 def make_summary(run: Run, device: torch.device) -> dict[str, Any]:
     config, s = run.config, run.summary
+    with run.model.eval_mode():
+        confusion = confusion_matrix(run.model.predict("target", True), run.domains.target_test, run.domains.num_classes)
     return {
         "name": config.name, "adapter": config.adapter.name, "seed": config.seed,
         "source": config.data.source, "target": config.data.target, "backbone": config.model.backbone,
         "pretrain_steps": config.pretrain.steps, "steps": config.train.steps, "batch_size": config.train.batch_size,
         "source_test_acc": s["source_test_acc"], "target_test_acc": s["target_test_acc"],
         "source_val_acc": s["source_val_acc"],
+        # Of the final model, which target classes it gets wrong and as what (rows: true class).
+        "target_test_per_class_acc": per_class_accuracy(confusion), "target_test_confusion": confusion.tolist(),
         **{k: v for k, v in s.items() if k.startswith("pretrain_")},
         "wall_s": round(run.wall_s(), 2), "train_s": round(run.train_seconds, 3),
         "train_imgs_per_s": round(s.get("images_per_step", 2 * config.train.batch_size)

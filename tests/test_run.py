@@ -36,6 +36,10 @@ def test_smoke_run_writes_the_whole_run_contract(write_config, tmp_path, cli):
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [(r["stage"], r["step"]) for r in rows] == [("pretrain", 4), ("adapt", 3), ("adapt", 6)]
     assert rows[-1]["target_test_acc"] == summary["target_test_acc"]
+    confusion = torch.tensor(summary["target_test_confusion"])  # rows: true class; of the final model
+    assert confusion.shape == (4, 4) and confusion.sum() == 128  # the synthetic pair: 4 classes, 128 test images
+    assert confusion.trace().item() / 128 == pytest.approx(summary["target_test_acc"])
+    assert summary["target_test_per_class_acc"] == [round((confusion[i, i] / confusion[i].sum()).item(), 4) for i in range(4)]
     tags, has_hparams = tb_tags(out)
     expected = {"loss/total", "loss/task", "loss/adapter", "adapter/reversal_weight", "adapter/discriminator_acc",
                 "adapter/domain_loss", "lr/extractor", "lr/head", "lr/adapter", "acc/source_val", "acc/target_test",
