@@ -82,6 +82,10 @@ def test_bench_writes_one_row_per_run_and_rule_and_tables_the_means(cli, bench_f
     assert code == 0 and stdout.count("skipped") == 6 and "finished" not in stdout
     assert checkpoint.stat().st_mtime_ns == before
     assert without_timing(read_rows(out)) == without_timing(rows)
+    # The projector is written afresh (one event file, not a rerun's beside the last), without
+    # TensorBoard's "Embedding dir exists" warning.
+    assert len(list((out / "projector").rglob("events.out.tfevents*"))) == 1
+    assert "Embedding dir exists" not in stdout
 
 
 def test_a_run_killed_midway_is_resumed_and_ends_as_if_never_killed(cli, bench_file, tmp_path):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -123,7 +124,11 @@ def write_tsne(before_run: Path, after_run: Path, out: Path, per_domain: int = 1
                 for d, split in (("source", domains.source_test), ("target", domains.target_test))}
         labels = {"source": domains.source_test.y[:per_domain].cpu(), "target": domains.target_test.y[:per_domain].cpu()}
     tsne_plot(features["before"], features["after"], out / "tsne.png", labels=labels, per_domain=per_domain)
-    writer = SummaryWriter(log_dir=str(out / "projector" / direction_folder_of(after_run, out)))
+    folder = out / "projector" / direction_folder_of(after_run, out)
+    # Written by the bench alone, and whole each time: clearing it keeps TensorBoard from warning that
+    # the embedding folders exist, and from listing a rerun's points beside the last run's.
+    shutil.rmtree(folder, ignore_errors=True)
+    writer = SummaryWriter(log_dir=str(folder))
     try:
         for step, when in enumerate(("before", "after")):
             add_to_projector(writer, *subsample(features[when], labels, per_domain), tag=f"features_{when}", step=step)
