@@ -269,3 +269,14 @@ def test_markdown_compute_section_sums_every_run_pretraining_included():
                     ["mnist->usps", "dann", "2", "210", "7.0"]]
     assert "In all: 4 runs, 9.7 min." in section
     assert "## Compute" not in markdown(grid(), [])
+
+
+def test_markdown_per_class_section_averages_each_class_over_seeds():
+    per_class = [{"direction": "mnist->usps", "adapter": "dann", "acc": [0.9, 0.5, None]},
+                 {"direction": "mnist->usps", "adapter": "dann", "acc": [0.7, 0.6, 0.8]},
+                 {"direction": "mnist->usps", "adapter": "source_only", "acc": [1.0, 0.25, None]}]
+    md = markdown(grid(), [], per_class=per_class)
+    assert table_row(md, "### mnist->usps", "dann") == ["dann", "80.0", "55.0", "80.0"]  # None: class absent
+    assert table_row(md, "### mnist->usps", "source_only (no adaptation)")[1:] == ["100.0", "25.0", "-"]
+    assert md.index("## Per class") < md.index("## Published figures")
+    assert "## Per class" not in markdown(grid(), [])

@@ -164,10 +164,12 @@ def _adapter_label(adapter: str) -> str:
 
 
 def markdown(rows: Sequence[Row], anchors: Sequence[Anchor] = (), walls: Sequence[Row] = (),
-             notes: Sequence[str] = ()) -> str:
-    """results.md: per direction a table of adapters x selection rules, the published figures, and
-    with ``walls`` (one row per finished run, pretraining runs included: direction, adapter, wall_s)
-    the compute the benchmark took. ``notes`` (e.g. ``augmentation_note``) follow the introduction."""
+             notes: Sequence[str] = (), per_class: Sequence[Row] = ()) -> str:
+    """results.md: per direction a table of adapters x selection rules, with ``per_class`` (one row
+    per finished run: direction, adapter, acc, its final model's per-class target accuracy) a table
+    of adapters x classes, the published figures, and with ``walls`` (one row per finished run,
+    pretraining runs included: direction, adapter, wall_s) the compute the benchmark took.
+    ``notes`` (e.g. ``augmentation_note``) follow the introduction."""
     stats = summarize(rows)
     directions = sorted({s["direction"] for s in stats})
     selections = sorted({s["selection"] for s in stats} | set(SELECTIONS), key=_selection_rank)
@@ -187,6 +189,7 @@ def markdown(rows: Sequence[Row], anchors: Sequence[Anchor] = (), walls: Sequenc
         lines += [f"| {_cell(_adapter_label(a))} | " + " | ".join(table.cell(a, s) for s in selections) + " |"
                   for a in adapters]
         lines.append("")
+    lines += _per_class_section(per_class)
     lines += _published_section(stats, directions, anchors)
     lines += _compute_section(walls)
     return "\n".join(lines).rstrip() + "\n"
@@ -202,6 +205,31 @@ def augmentation_note(configs: Sequence[dict[str, Any]]) -> str | None:
     return (f"**Augmented training batches** in {len(augmented)} of {len(configs)} runs (`data.augment`: {settings}). "
             "Compare adapters with the source_only of the same setting; the published figures below trained "
             "without augmentation.")
+
+
+def _per_class_section(per_class: Sequence[Row]) -> list[str]:
+    """Per direction, adapters x classes: where each adapter's errors are."""
+    if not per_class:
+        return []
+    groups: dict[tuple[str, str], list[list[float | None]]] = defaultdict(list)
+    for row in per_class:
+        groups[row["direction"], row["adapter"]].append(row["acc"])
+    lines = ["## Per class", "",
+             "Target test accuracy (%) of each class (its recall), of each run's final model, mean over seeds: "
+             "which classes an adapter gets wrong. `target_test_confusion` in a run's summary.json says as what.", ""]
+    for direction in sorted({d for d, _ in groups}):
+        adapters = sorted((a for d, a in groups if d == direction), key=_adapter_rank)
+        classes = max(len(acc) for a in adapters for acc in groups[direction, a])
+        lines += [f"### {direction}", "", "| adapter | " + " | ".join(str(c) for c in range(classes)) + " |",
+                  "|---" * (classes + 1) + "|"]
+        for adapter in adapters:
+            cells = []
+            for c in range(classes):
+                values = [acc[c] for acc in groups[direction, adapter] if c < len(acc) and acc[c] is not None]
+                cells.append(f"{100 * statistics.fmean(values):.1f}" if values else "-")
+            lines.append(f"| {_cell(_adapter_label(adapter))} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
 
 
 def _compute_section(walls: Sequence[Row]) -> list[str]:

@@ -85,10 +85,13 @@ def write_reports(bench: BenchConfig, rows: list[dict[str, Any]], specs: list[Ru
     write_csv(out / "results.csv", rows)
     if not rows:
         return
-    walls = [{"direction": spec.direction, "adapter": spec.adapter, "wall_s": summary["wall_s"]}
-             for spec in specs if (summary := _summary(out / spec.key)) is not None and (out / spec.key / DONE).exists()]
+    finished = [(spec, summary) for spec in specs
+                if (summary := _summary(out / spec.key)) is not None and (out / spec.key / DONE).exists()]
+    walls = [{"direction": spec.direction, "adapter": spec.adapter, "wall_s": summary["wall_s"]} for spec, summary in finished]
+    per_class = [{"direction": spec.direction, "adapter": spec.adapter, "acc": summary["target_test_per_class_acc"]}
+                 for spec, summary in finished if spec.adapter != "pretrain" and "target_test_per_class_acc" in summary]
     note = augmentation_note([spec.config for spec in specs if spec.adapter != "pretrain"])
-    write_text_atomic(out / "results.md", markdown(rows, load_anchors(ANCHORS), walls, [note] if note else []))
+    write_text_atomic(out / "results.md", markdown(rows, load_anchors(ANCHORS), walls, [note] if note else [], per_class))
     accuracy_plot(rows, out / "accuracy.png")
     tsne_pair = _tsne_runs(bench, specs, out)
     if tsne_pair is not None:
