@@ -15,7 +15,9 @@ class Adapter(nn.Module):
     Subclasses set ``description`` (one line, shown by ``da adapters``) and override ``loss``
     (gradient-based alignment) or ``fit``/``transform`` (closed-form alignment). Hyperparameters
     are constructor keyword arguments with defaults; ``feature_dim`` and ``num_classes`` are
-    passed in by the loop when the constructor names them.
+    passed in by the loop when the constructor names them. The loop also reads an argument named
+    ``blocks`` (extractor block names, as subspace alignment takes): the features the adapter and
+    the head then see are those blocks' outputs side by side, and ``feature_dim`` is their width.
     """
 
     description: ClassVar[str] = ""
