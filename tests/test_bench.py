@@ -147,6 +147,18 @@ def test_a_folder_holding_a_run_with_another_config_is_not_overwritten(cli, benc
     assert config.read_text() == kept
 
 
+def test_a_moved_benchmark_folder_still_resumes(cli, bench_file, tmp_path):
+    """Run configs hold the pretraining checkpoint's absolute path; a renamed folder's runs are
+    still the same runs: skipped when done, not refused as made with another config."""
+    out = tmp_path / "out"
+    assert cli("bench", "-c", bench_file(seeds=(0,)), "--adapters", "dann", "--out", out)[0] == 0
+    moved = tmp_path / "renamed"
+    out.rename(moved)
+    code, stdout, err = cli("bench", "-c", bench_file(seeds=(0,)), "--adapters", "dann", "--out", moved)
+    assert code == 0, err
+    assert stdout.count("skipped") == 2 and "finished" not in stdout
+
+
 def test_ray_launcher_gives_the_same_results_as_the_local_one(cli, bench_file, tmp_path):
     pytest.importorskip("ray")
     bench = bench_file(seeds=(0, 1))

@@ -33,7 +33,7 @@ def execute(spec: RunSpec, out: Path) -> str:
     run_dir = out / spec.key
     config = build_config(resolved_config(spec, out))
     if run_dir.exists():
-        _check_same_config(run_dir, config)
+        _check_same_config(run_dir, config, spec)
         if (run_dir / DONE).exists():
             return "skipped"
         if _summary_complete(run_dir):  # killed between summary.json and the marker
@@ -53,11 +53,21 @@ def execute(spec: RunSpec, out: Path) -> str:
     return "finished"
 
 
-def _check_same_config(run_dir: Path, config: Any) -> None:
+def _check_same_config(run_dir: Path, config: Any, spec: RunSpec) -> None:
     if not (run_dir / "config.yaml").exists():
         return
-    if to_dict(load_config(run_dir / "config.yaml")) != to_dict(config):
+    if _comparable(to_dict(load_config(run_dir / "config.yaml")), spec) != _comparable(to_dict(config), spec):
         raise DAError(f"{run_dir} holds a run made with a different config; delete it or pick another --out")
+
+
+def _comparable(config: dict[str, Any], spec: RunSpec) -> dict[str, Any]:
+    """``config`` with its pretraining checkpoint's path taken relative to the sweep's folder, so a
+    benchmark folder that was moved or renamed still resumes."""
+    tail = f"/{spec.after}/checkpoint.pt"
+    checkpoint = str(config["pretrain"].get("checkpoint") or "").replace("\\", "/")
+    if spec.after and checkpoint.endswith(tail):
+        config["pretrain"]["checkpoint"] = "{out}" + tail
+    return config
 
 
 def _summary_complete(run_dir: Path) -> bool:
