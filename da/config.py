@@ -119,6 +119,10 @@ class AdapterConfig:
     weight: float = 1.0  # a list's multiplier for a part without its own weight argument; else 1
     parts: list[AdapterConfig] = field(default_factory=list)
 
+    def blocks(self) -> list[str]:
+        """The extractor blocks whose outputs the adapter reads (its ``blocks`` argument); [] for the top."""
+        return [] if self.parts else list(self.kwargs.get("blocks") or [])
+
 
 @dataclass
 class Config:
@@ -478,7 +482,7 @@ def _check_transfer(config: Config) -> None:
                       "set it, or drop pretrain.load")
     blocks = block_names(BACKBONES.get(config.model.backbone), config.model.bottleneck)
     where = f"backbone {config.model.backbone} has blocks (bottom to top): {', '.join(blocks)}"
-    for name in (None if config.adapter.parts else config.adapter.kwargs.get("blocks")) or []:
+    for name in config.adapter.blocks():
         if not blocks:
             raise DAError(f"config key adapter.blocks: backbone {config.model.backbone} names no blocks; remove adapter.blocks")
         if name not in blocks:

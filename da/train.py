@@ -224,7 +224,7 @@ def build_model(config: Config, domains: Domains, device: torch.device) -> Model
     # Channels-last convolution weights run LeNet's training step ~1.7x faster on CPU (oneDNN).
     extractor = extractor.to(device).to(memory_format=torch.channels_last)
     head = linear_head(extractor.out_features, domains.num_classes).to(device)
-    blocks = None if config.adapter.parts else config.adapter.kwargs.get("blocks")
+    blocks = config.adapter.blocks()
     if not blocks:
         return Model(extractor, head, build_adapter(config, extractor.out_features, domains.num_classes).to(device))
     lower = BlockOutputs(extractor, blocks)

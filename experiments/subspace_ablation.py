@@ -30,9 +30,9 @@ from da.checkpoint import load_checkpoint
 from da.config import load_config
 from da.domains import load_domains
 from da.errors import DAError
+from da.models.backbones import BlockOutputs
 from da.models.head import NearestNeighbourHead
 from da.registry import ADAPTERS
-from da.models.backbones import BlockOutputs
 from da.train import batched, build_model, fit_draw
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

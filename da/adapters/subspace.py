@@ -61,8 +61,7 @@ class SubspaceAlignment(Adapter):
         check_choice("subspace", "classifier", classifier, ("nn", "linear"))
         self.dims = dims
         self.classifier = classifier
-        self.standardize = standardize
-        self.blocks = blocks
+        self.standardize = standardize  # ``blocks`` is read by the loop, which hands fit/transform those features
         self._source_bank: tuple[Tensor, Tensor] | None = None  # aligned source features and labels, for init_head
         for name, shape in [("mean_s", (feature_dim,)), ("mean_t", (feature_dim,)), ("basis_s", (feature_dim, dims)),
                             ("basis_t", (feature_dim, dims)), ("alignment", (dims, dims))]:
@@ -84,9 +83,7 @@ class SubspaceAlignment(Adapter):
         if n < self.dims:
             raise DAError(f"subspace: {n} samples cannot give {self.dims} PCA directions; lower adapter.dims")
         f_s, f_t = f_s.double(), f_t.double()
-        # A dimension constant over a domain (a ReLU that never fires) keeps scale 1: it stays 0 once centred.
-        scale = lambda f: f.std(0).where(f.std(0) > 1e-8, 1.0) if self.standardize else torch.ones_like(f[0])
-        std_s, std_t = scale(f_s), scale(f_t)
+        std_s, std_t = self._scale(f_s), self._scale(f_t)
         mean_s, p_s = pca_basis(f_s / std_s, self.dims)
         mean_t, p_t = pca_basis(f_t / std_t, self.dims)
         for buffer, value in ((self.mean_s, mean_s * std_s), (self.mean_t, mean_t * std_t), (self.std_s, std_s),
@@ -96,6 +93,14 @@ class SubspaceAlignment(Adapter):
         self.fitted.fill_(True)
         if self.classifier == "nn" and y_s is not None:
             self._source_bank = (self.transform(f_s.to(self.mean_s.dtype), "source"), y_s)
+
+    def _scale(self, f: Tensor) -> Tensor:
+        """Per-dimension standard deviations (``standardize``), else ones. A dimension constant over a
+        domain (a ReLU that never fires) keeps scale 1: it stays 0 once centred."""
+        if not self.standardize:
+            return torch.ones_like(f[0])
+        std = f.std(0)
+        return std.where(std > 1e-8, 1.0)
 
     def transform(self, f: Tensor, domain: Domain) -> Tensor:
         if not bool(self.fitted):
