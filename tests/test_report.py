@@ -280,3 +280,33 @@ def test_markdown_per_class_section_averages_each_class_over_seeds():
     assert table_row(md, "### mnist->usps", "source_only (no adaptation)")[1:] == ["100.0", "25.0", "-"]
     assert md.index("## Per class") < md.index("## Published figures")
     assert "## Per class" not in markdown(grid(), [])
+
+
+# ---------------------------------------------------------------- grids of settings
+
+def test_each_rule_picks_per_seed_the_setting_with_its_best_score():
+    """mmd swept over two weights: the rules compare scores across the settings, seed by seed."""
+    rows = []
+    #            setting,          seed, im score, im acc, oracle acc, last acc
+    for label, seed, im, im_acc, oracle, last in [("mmd@weight=1", 0, 2.0, 0.85, 0.86, 0.84),
+                                                  ("mmd@weight=3", 0, 2.5, 0.80, 0.81, 0.79),
+                                                  ("mmd@weight=1", 1, 2.2, 0.87, 0.88, 0.86),
+                                                  ("mmd@weight=3", 1, 2.1, 0.83, 0.90, 0.82)]:
+        common = {"family": "mmd"}
+        rows += [row(label, "mnist->usps", seed, "im", im_acc, score=im, **common),
+                 row(label, "mnist->usps", seed, "oracle", oracle, score=oracle, **common),
+                 row(label, "mnist->usps", seed, "last", last, score=None, **common)]
+    rows += [row("dann", "mnist->usps", s, sel, 0.9, score=None if sel == "last" else 0.5, family="dann")
+             for s in (0, 1) for sel in ("im", "oracle", "last")]
+    md = markdown(rows)
+    heading = "### mnist->usps: mmd (2 settings)"
+    assert table_row(md, heading, "im") == ["im", "83.5 ± 4.9", "0: weight=3, 1: weight=1"]
+    assert table_row(md, heading, "oracle (target test, upper bound only)")[1:] == ["88.0 ± 2.8", "0: weight=1, 1: weight=3"]
+    # weight=1's last checkpoints average 0.85, weight=3's 0.805.
+    assert table_row(md, heading, "best setting in hindsight, last (upper bound only)")[1:] == [
+        "85.0 ± 1.4", "weight=1 for every seed"]
+    assert "dann (" not in md.split("## Settings picked without target labels", 1)[1]  # one setting: no grid
+
+
+def test_no_settings_section_without_a_grid():
+    assert "Settings picked" not in markdown(grid())

@@ -5,6 +5,8 @@ A benchmark file names adapter configs and the seeds and directions to run them 
     seeds: [0, 1, 2]
     directions: [mnist->usps]            # or usps->mnist, or both
     adapters: {dann: ../mnist_usps/dann.yaml, dann_w3: {config: ../mnist_usps/dann.yaml, set: {adapter.weight: 3}}}
+    #   an entry with a grid stands for one setting per combination of values: mmd@weight=0.3, ...
+    #   mmd: {config: ../mnist_usps/mmd.yaml, grid: {adapter.weight: [0.3, 1, 3]}}
     set: {train.eval_every: 500}          # overrides for every run
     direction_set: {usps->mnist: {data.source_val_size: 1000}}
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import hashlib
+import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +35,7 @@ TARGET_ONLY = "target_only"
 @dataclass
 class BenchConfig:
     name: str
-    adapters: dict[str, dict[str, Any]]  # label -> {config: resolved file, set: overrides}
+    adapters: dict[str, dict[str, Any]]  # label -> {config: resolved file, set: overrides, family: entry label}
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     directions: list[str] = field(default_factory=lambda: ["mnist->usps"])
     set: dict[str, Any] = field(default_factory=dict)
@@ -90,10 +93,14 @@ def load_bench_config(path: Path) -> BenchConfig:
         if isinstance(entry, str):
             entry = {"config": entry}
         if not isinstance(entry, dict) or not isinstance(entry.get("config"), str) \
-                or not isinstance(entry.get("set", {}), dict) or set(entry) - {"config", "set"}:
+                or not isinstance(entry.get("set", {}), dict) or set(entry) - {"config", "set", "grid"}:
             raise DAError(f"benchmark {path}: adapters.{label} must be a config file path, or "
-                          f"{{config: <path>, set: {{key: value}}}}; got {entry!r}")
-        resolved[str(label)] = {"config": str((path.parent / entry["config"]).resolve()), "set": entry.get("set", {})}
+                          f"{{config: <path>, set: {{key: value}}, grid: {{key: [values]}}}}; got {entry!r}")
+        base = {"config": str((path.parent / entry["config"]).resolve()), "set": entry.get("set", {})}
+        for name, setting in expand_grid(str(label), base, entry.get("grid"), f"benchmark {path}").items():
+            if name in resolved:
+                raise DAError(f"benchmark {path}: two adapters are labelled {name!r}; rename one")
+            resolved[name] = setting
     raw["adapters"] = resolved
     raw.setdefault("name", path.stem)
     for key, kind in (("seeds", list), ("directions", list), ("set", dict), ("direction_set", dict), ("tsne", dict)):
@@ -108,6 +115,58 @@ def load_bench_config(path: Path) -> BenchConfig:
     return config
 
 
+def expand_grid(label: str, entry: dict[str, Any], grid: Any, where: str) -> dict[str, dict[str, Any]]:
+    """One adapter entry, or one per point of its ``grid`` (every combination of the listed values).
+
+    A point's label is the entry's followed by its values, ``mmd@weight=0.3+layer=both``, each key
+    shortened to its last part where that is unambiguous. Every setting keeps ``family``: the entry's
+    label, which ``--adapters`` accepts for the whole grid and results.md compares settings within.
+    """
+    if grid is None:
+        return {label: {**entry, "family": label}}
+    example = "e.g. grid: {adapter.weight: [0.3, 1, 3]}"
+    if not isinstance(grid, dict) or not grid:
+        raise DAError(f"{where}: adapters.{label}.grid must map config keys to lists of values, {example}; got {grid!r}")
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise DAError(f"{where}: adapters.{label}.grid.{key} must be a non-empty list of values, {example}; got {values!r}")
+        if key in entry["set"]:
+            raise DAError(f"{where}: adapters.{label} sets {key} in both set and grid; keep it in one of them")
+    keys = list(grid)
+    tails = [str(k).rsplit(".", 1)[-1] for k in keys]
+    names = [tail if tails.count(tail) == 1 else str(key) for key, tail in zip(keys, tails)]
+    out: dict[str, dict[str, Any]] = {}
+    for values in itertools.product(*grid.values()):
+        name = label + "@" + "+".join(f"{n}={_label_value(v)}" for n, v in zip(names, values))
+        if name in out:
+            raise DAError(f"{where}: adapters.{label}.grid gives two settings the label {name!r}; list each value once")
+        out[name] = {**entry, "set": {**entry["set"], **dict(zip(keys, values))}, "family": label}
+    return out
+
+
+def _label_value(value: Any) -> str:
+    """A grid value as it appears in a label (and so in a folder name): no spaces, commas or slashes."""
+    if isinstance(value, bool) or value is None:
+        text = json.dumps(value)
+    elif isinstance(value, float):
+        text = f"{value:g}"
+    elif isinstance(value, (list, tuple)):
+        text = "-".join(_label_value(v) for v in value)
+    elif isinstance(value, dict):
+        text = "-".join(f"{k}={_label_value(v)}" for k, v in value.items())
+    else:
+        text = str(value)
+    return "".join("-" if c in " ,/\\" else c for c in text)
+
+
+def families(config: BenchConfig) -> dict[str, list[str]]:
+    """Each adapter entry of the benchmark file -> its labels (one, or one per point of its grid)."""
+    out: dict[str, list[str]] = {}
+    for label, entry in config.adapters.items():
+        out.setdefault(entry.get("family", label), []).append(label)
+    return out
+
+
 def narrow(config: BenchConfig, seeds: str | None, adapters: str | None, directions: str | None) -> BenchConfig:
     """The benchmark restricted by ``--seeds 0,1``, ``--adapters a,b`` and ``--directions x->y``."""
     out = dataclasses.replace(config)
@@ -118,10 +177,13 @@ def narrow(config: BenchConfig, seeds: str | None, adapters: str | None, directi
             raise DAError(f"--seeds must be comma-separated integers, e.g. --seeds 0,1; got {seeds!r}") from None
     if adapters:
         wanted = [a.strip() for a in adapters.split(",") if a.strip()]
-        unknown = [a for a in wanted if a not in config.adapters]
+        grids = families(config)
+        unknown = [a for a in wanted if a not in config.adapters and a not in grids]
         if unknown:
-            raise DAError(f"--adapters: {', '.join(unknown)} not in this benchmark; it has: {', '.join(config.adapters)}")
-        out.adapters = {a: config.adapters[a] for a in wanted}
+            names = sorted({*config.adapters, *grids})
+            raise DAError(f"--adapters: {', '.join(unknown)} not in this benchmark; it has: {', '.join(names)}")
+        labels = [label for a in wanted for label in ([a] if a in config.adapters else grids[a])]
+        out.adapters = {a: config.adapters[a] for a in dict.fromkeys(labels)}
     if directions:
         out.directions = [d.strip() for d in directions.split(",") if d.strip()]
         for direction in out.directions:

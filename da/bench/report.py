@@ -150,7 +150,7 @@ class _Table:
         s = self.stats.get((adapter, selection))
         if s is None:
             return "–"
-        text = f"{100 * s['mean']:.1f} ± {100 * s['std']:.1f}"
+        text = _percent(s["mean"], s["std"])
         return text if s["n"] == self.n else f"{text} (n = {s['n']})"
 
     def n_note(self) -> str:
@@ -189,10 +189,75 @@ def markdown(rows: Sequence[Row], anchors: Sequence[Anchor] = (), walls: Sequenc
         lines += [f"| {_cell(_adapter_label(a))} | " + " | ".join(table.cell(a, s) for s in selections) + " |"
                   for a in adapters]
         lines.append("")
+    lines += _settings_section(rows)
     lines += _per_class_section(per_class)
     lines += _published_section(stats, directions, anchors)
     lines += _compute_section(walls)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def pick_settings(rows: Sequence[Row], selection: str) -> dict[int, Row]:
+    """Per seed, the row of one grid (rows of one direction and family) that ``selection`` picks
+    among its settings: the best score at each setting's picked step, the scores of different runs
+    compared as they are. Ties go to the setting listed first; rows without a finite score are passed over."""
+    picked: dict[int, Row] = {}
+    for row in rows:
+        score = row.get("score")
+        if row["selection"] != selection or score in (None, "") or math.isnan(float(score)):
+            continue
+        best = picked.get(row["seed"])
+        if best is None or float(score) > float(best["score"]):
+            picked[row["seed"]] = row
+    return picked
+
+
+def _settings_section(rows: Sequence[Row]) -> list[str]:
+    """For each adapter swept over a grid, per direction: what each rule would have picked among the
+    settings, seed by seed, and the best single setting in hindsight."""
+    grids: dict[tuple[str, str], list[Row]] = defaultdict(list)
+    for row in rows:
+        grids[row["direction"], row.get("family", row["adapter"])].append(row)
+    grids = {key: rs for key, rs in grids.items() if len({r["adapter"] for r in rs}) > 1}
+    if not grids:
+        return []
+    lines = ["## Settings picked without target labels", "",
+             "For each adapter swept over a grid (`grid:` in the benchmark file): per seed, each rule picks "
+             "the setting, and the step, with its best score, comparing its scores across the grid's runs. "
+             "Target test accuracy (%) of those picks, mean ± sample std over seeds. `oracle` picks by target "
+             "test accuracy and is an upper bound; so is the last row, the one setting whose last checkpoint "
+             "is best on average, which only target labels reveal.", ""]
+    for (direction, family), group in sorted(grids.items(), key=lambda kv: (kv[0][0], _adapter_rank(kv[0][1]))):
+        settings = sorted({r["adapter"] for r in group}, key=_adapter_rank)
+        short = lambda label: label[len(family) + 1:] if label.startswith(family + "@") else label
+        lines += [f"### {direction}: {family} ({len(settings)} settings)", "",
+                  "| rule | target test | setting picked, by seed |", "|---|---|---|"]
+        for selection in sorted({r["selection"] for r in group} - {"last"}, key=_selection_rank):
+            picked = pick_settings(group, selection)
+            if not picked:
+                continue
+            accs = [float(r["target_test_acc"]) for r in picked.values()]
+            by_seed = ", ".join(f"{seed}: {_cell(short(r['adapter']))}" for seed, r in sorted(picked.items()))
+            lines.append(f"| {SELECTION_HEADERS.get(selection, selection)} | {_mean_std(accs)} | {by_seed} |")
+        last = defaultdict(list)
+        for r in group:
+            if r["selection"] == "last":
+                last[r["adapter"]].append(float(r["target_test_acc"]))
+        if last:
+            best = max(settings, key=lambda a: statistics.fmean(last[a]) if last[a] else -math.inf)
+            lines.append(f"| best setting in hindsight, last (upper bound only) | {_mean_std(last[best])} | "
+                         f"{_cell(short(best))} for every seed |")
+        lines.append("")
+    return lines
+
+
+def _mean_std(values: Sequence[float]) -> str:
+    """Fractions as "mean ± sample std" in percent (std 0 for one value)."""
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return _percent(statistics.fmean(values), std)
+
+
+def _percent(mean: float, std: float) -> str:
+    return f"{100 * mean:.1f} ± {100 * std:.1f}"
 
 
 def augmentation_note(configs: Sequence[dict[str, Any]]) -> str | None:

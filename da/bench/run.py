@@ -40,7 +40,7 @@ def run_bench(bench: BenchConfig, out: Path, launcher: str = "local", jobs: int 
 
     outcomes = launch(specs, out, launcher, jobs, address, report)
     everything = plan_runs(whole) if whole is not None and whole is not bench else specs
-    rows = collect_rows(everything, out)
+    rows = collect_rows(everything, out, {label: e.get("family", label) for label, e in (whole or bench).adapters.items()})
     write_reports(whole or bench, rows, everything, out)
     failed = [o for o in outcomes if o.status == "failed"]
     echo(f"benchmark {bench.name}: {len(specs) - len(failed)}/{len(specs)} runs done in "
@@ -65,8 +65,13 @@ def _summary(run_dir: Path) -> dict[str, Any] | None:
         return None
 
 
-def collect_rows(specs: list[RunSpec], out: Path) -> list[dict[str, Any]]:
-    """One row per (adapter, direction, seed, selection rule) from the finished runs' summaries."""
+def collect_rows(specs: list[RunSpec], out: Path, families: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """One row per (adapter, direction, seed, selection rule) from the finished runs' summaries.
+
+    ``families`` maps a grid setting's label to its entry's (``mmd@weight=3`` -> ``mmd``); a row also
+    holds the rule's score at the step it picked (None for ``last``), so settings can be compared.
+    """
+    families = families or {}
     rows = []
     for spec in specs:
         summary = _summary(out / spec.key)
@@ -75,7 +80,8 @@ def collect_rows(specs: list[RunSpec], out: Path) -> list[dict[str, Any]]:
         for rule, pick in summary.get("selection", {}).items():
             rows.append({"adapter": spec.adapter, "direction": spec.direction, "seed": spec.seed,
                          "selection": rule, "step": pick["step"], "target_test_acc": pick["target_test_acc"],
-                         "source_test_acc": pick["source_test_acc"], "wall_s": summary["wall_s"], "run": spec.key})
+                         "source_test_acc": pick["source_test_acc"], "wall_s": summary["wall_s"], "run": spec.key,
+                         "family": families.get(spec.adapter, spec.adapter), "score": pick.get("score")})
     return rows
 
 
