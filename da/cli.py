@@ -88,10 +88,11 @@ def cmd_adapters(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from da.bench.plan import load_bench_config, narrow, widen
+    from da.bench.plan import load_bench_config, narrow, parse_grid_flags, widen
     from da.bench.run import run_bench
 
-    whole = load_bench_config(Path(args.config))
+    grid_adapters = [a.strip() for a in args.adapters.split(",") if a.strip()] if args.adapters else None
+    whole = load_bench_config(Path(args.config), parse_grid_flags(args.grid), grid_adapters)
     bench = narrow(whole, args.seeds, args.adapters, args.directions)
     whole = widen(whole, bench)
     if args.jobs < 1:
@@ -122,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1 (default: the benchmark's)")
     p.add_argument("--adapters", help="comma-separated subset of the benchmark's adapters")
     p.add_argument("--directions", help="comma-separated, quoted in a shell, e.g. 'mnist->usps,usps->mnist'")
+    p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                   help="sweep a config value over these values (repeatable: every combination), for the "
+                        "--adapters given or every adapter, e.g. --grid adapter.weight=0.3,1,3")
     p.add_argument("--out", help="benchmark folder; rerunning into it skips finished runs (default: <out_root>/<name>)")
     p.add_argument("--launcher", choices=("local", "ray"), default="local", help="where runs execute")
     p.add_argument("--jobs", type=int, default=1, help="runs at once (local processes, or local Ray CPUs)")

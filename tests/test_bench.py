@@ -252,3 +252,15 @@ def test_a_grid_benchmark_reports_the_settings_each_rule_picks(cli, bench_file, 
             assert float(chosen["score"]) >= float(rival["score"])
         line = next(l for l in md.split(heading, 1)[1].splitlines() if l.startswith(f"| {selection}"))
         assert f"0: {picked['0']['adapter'].split('@')[1]}, 1: {picked['1']['adapter'].split('@')[1]}" in line
+
+
+def test_the_grid_flag_sweeps_the_adapters_named_without_editing_the_file(cli, bench_file, tmp_path):
+    out = tmp_path / "out"
+    code, stdout, err = cli("bench", "-c", bench_file(seeds=(0,)), "--adapters", "dann", "--out", out,
+                            "--grid", "adapter.weight=0.5,2", "--grid", "train.steps=4")
+    assert code == 0, err
+    assert {r["adapter"] for r in read_rows(out)} == {"dann@weight=0.5+steps=4", "dann@weight=2+steps=4"}
+    config = yaml.safe_load((out / "synthetic-synthetic/dann@weight=2+steps=4/seed0/config.yaml").read_text())
+    assert (config["adapter"]["weight"], config["train"]["steps"]) == (2, 4)
+    code, _, err = cli("bench", "-c", bench_file(), "--grid", "adapter.weight", "--out", tmp_path / "o")
+    assert code == 2 and "--grid must look like KEY=V1,V2,..." in one_line_error(err)

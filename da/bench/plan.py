@@ -77,7 +77,27 @@ def direction_folder(direction: str) -> str:
     return "-".join(parse_direction(direction))
 
 
-def load_bench_config(path: Path) -> BenchConfig:
+def parse_grid_flags(flags: list[str]) -> dict[str, list[Any]]:
+    """``--grid adapter.weight=0.3,1,3`` (repeatable) -> ``{"adapter.weight": [0.3, 1, 3]}``; values are YAML."""
+    import yaml
+
+    grid: dict[str, list[Any]] = {}
+    for flag in flags:
+        key, sep, values = flag.partition("=")
+        try:
+            parsed = yaml.safe_load(f"[{values}]") if sep and key.strip() and values.strip() else None
+        except yaml.YAMLError:
+            parsed = None
+        if not isinstance(parsed, list) or not parsed:
+            raise DAError(f"--grid must look like KEY=V1,V2,..., e.g. --grid adapter.weight=0.3,1,3; got {flag!r}")
+        grid[key.strip()] = parsed
+    return grid
+
+
+def load_bench_config(path: Path, grid: dict[str, list[Any]] | None = None,
+                      grid_adapters: list[str] | None = None) -> BenchConfig:
+    """The benchmark file at ``path``; ``grid`` (from ``--grid``) is added to the grid of every
+    adapter entry, or of those named in ``grid_adapters``."""
     raw = read_yaml(path)
     names = [f.name for f in dataclasses.fields(BenchConfig)]
     for key in raw:
@@ -97,7 +117,11 @@ def load_bench_config(path: Path) -> BenchConfig:
             raise DAError(f"benchmark {path}: adapters.{label} must be a config file path, or "
                           f"{{config: <path>, set: {{key: value}}, grid: {{key: [values]}}}}; got {entry!r}")
         base = {"config": str((path.parent / entry["config"]).resolve()), "set": entry.get("set", {})}
-        for name, setting in expand_grid(str(label), base, entry.get("grid"), f"benchmark {path}").items():
+        points = entry.get("grid")
+        if grid and (grid_adapters is None or str(label) in grid_adapters):  # the flag wins over the file
+            points = {**(points if isinstance(points, dict) else {}), **grid}
+            base["set"] = {k: v for k, v in base["set"].items() if k not in grid}
+        for name, setting in expand_grid(str(label), base, points, f"benchmark {path}").items():
             if name in resolved:
                 raise DAError(f"benchmark {path}: two adapters are labelled {name!r}; rename one")
             resolved[name] = setting
