@@ -362,8 +362,9 @@ def augmentation(run: Run, key: str, split: Split) -> RandomAffine | None:
         return None
     if split.x.dim() != 4:
         name = getattr(run.config.data, domain)
-        raise DAError(f"data.augment transforms images, but dataset {name} holds {split.x.dim() - 1}-d vectors; "
-                      f"remove data.augment or drop {domain} from data.augment.domains")
+        shape = "x".join(map(str, split.x.shape[1:]))
+        raise DAError(f"data.augment transforms images (channels x height x width), but dataset {name} holds "
+                      f"inputs of shape {shape}; remove data.augment or drop {domain} from data.augment.domains")
     return RandomAffine(cfg.rotate, cfg.scale, cfg.translate, run.generator)
 
 

@@ -7,7 +7,7 @@ import torch
 
 from da.data import BatchSampler, Split
 from da.data.augment import RandomAffine
-from tests.conftest import tiny_config
+from tests.conftest import one_line_error, tiny_config
 
 
 def square(n: int, side: int = 8) -> torch.Tensor:
@@ -56,3 +56,21 @@ def test_run_with_augmentation_trains_and_records_it(tmp_path, write_config, cli
     assert 0.0 <= summary["target_test_acc"] <= 1.0
     assert summary["augment"] == augment
     assert "augment:" in (tmp_path / "run" / "config.yaml").read_text()
+
+
+def test_augmenting_a_dataset_of_vectors_is_a_one_line_error(tmp_path, write_config, cli, monkeypatch):
+    from da.data.domain import DomainData
+    from da.registry import DATASETS
+
+    def vectors(root, download, role):  # a plugin dataset of flat feature vectors, not images
+        g = torch.Generator().manual_seed(0)
+        split = lambda n: Split(torch.randn(n, 784, generator=g), torch.arange(n) % 4)
+        return DomainData(f"vectors_{role}", split(256), split(64), num_classes=4)
+
+    monkeypatch.setitem(DATASETS._entries, "vectors", vectors)
+    cfg = tiny_config(data={"source": "vectors", "target": "vectors", "augment": {"rotate": 10.0}})
+    code, _, err = cli("train", "-c", write_config(cfg), "--out", tmp_path / "run", "-q")
+    assert code == 2
+    assert one_line_error(err).endswith("data.augment transforms images (channels x height x width), but dataset "
+                                        "vectors holds inputs of shape 784; remove data.augment or drop source "
+                                        "from data.augment.domains")
