@@ -637,8 +637,10 @@ def selections(history: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     if not history:
         return {}
     by_step = {row["step"]: row for row in history}
+    # A run begun before a validator was added (and resumed since) lacks its early scores: no pick.
+    scored = [v for v in VALIDATORS if all(v in row["scores"] for row in history)]
     out = {}
-    for rule in ("last", *VALIDATORS, "oracle"):
+    for rule in ("last", *scored, "oracle"):
         chosen = pick(history, rule)
         row = by_step[chosen["step"]]
         out[rule] = {"step": row["step"], "target_test_acc": row["target_test_acc"],

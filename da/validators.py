@@ -14,7 +14,7 @@ from torch import Tensor
 
 from da.errors import DAError
 
-VALIDATORS: tuple[str, ...] = ("source_val", "im", "snd", "entropy")
+VALIDATORS: tuple[str, ...] = ("source_val", "im", "snd", "entropy", "bnm")
 # Not validators: "oracle" reads target test labels (a labelled upper bound only), "last" is no selection.
 PICKS: tuple[str, ...] = (*VALIDATORS, "oracle", "last")
 
@@ -35,14 +35,18 @@ def score(source_val_logits: Tensor, source_val_labels: Tensor,
     - ``entropy``: minus the mean prediction entropy (used for validation by Morerio et al.
       2018, "Minimal-entropy correlation alignment for unsupervised deep domain adaptation"),
       pytorch-adapt ``EntropyValidator``.
+    - ``bnm``: the nuclear norm of the target softmax predictions over their number (Cui et al.,
+      "Towards discriminability and diversity: batch nuclear-norm maximization under label
+      insufficient situations", CVPR 2020; as a validator, Musgrave et al. 2022), pytorch-adapt
+      ``BNMValidator``: high when predictions are both confident and spread over the classes.
 
-    All three unsupervised validators run on their pytorch-adapt default layer: ``entropy`` and
-    ``im`` on logits, ``snd`` on softmax predictions. None reads ``target_features`` at those
+    The unsupervised validators run on their pytorch-adapt default layer: ``entropy``, ``im`` and
+    ``bnm`` on logits, ``snd`` on softmax predictions. None reads ``target_features`` at those
     defaults; it is handed over as pytorch-adapt's ``"features"`` entry all the same. SND is
     O(n^2) in time (memory is capped by its 1024-row batches), so the caller bounds n.
     """
     # Imported here: pytorch_adapt pulls in torchmetrics (seconds), and `da adapters` stays fast.
-    from pytorch_adapt.validators import EntropyValidator, IMValidator, SNDValidator
+    from pytorch_adapt.validators import BNMValidator, EntropyValidator, IMValidator, SNDValidator
 
     # CPU: SNDValidator's self-mask (mask_out_self) is built on the CPU whatever the input's device.
     logits = target_logits.detach().float().cpu()
@@ -57,6 +61,8 @@ def score(source_val_logits: Tensor, source_val_labels: Tensor,
         "snd": float(SNDValidator()(target_train=target_train)),
         # EntropyValidator returns minus the entropy: confident predictions score higher.
         "entropy": float(EntropyValidator()(target_train=target_train)),
+        # BNMValidator returns minus the BNM loss, the nuclear norm of the softmax matrix over n.
+        "bnm": float(BNMValidator()(target_train=target_train)),
     }
 
 

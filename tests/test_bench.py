@@ -16,7 +16,7 @@ import yaml
 
 from conftest import ROOT, one_line_error, tiny_config
 
-SELECTIONS = {"last", "source_val", "im", "snd", "entropy", "oracle"}
+SELECTIONS = {"last", "source_val", "im", "snd", "entropy", "bnm", "oracle"}
 
 
 @pytest.fixture
@@ -55,7 +55,7 @@ def test_bench_writes_one_row_per_run_and_rule_and_tables_the_means(cli, bench_f
     rows = read_rows(out)
     assert {(r["adapter"], r["seed"], r["selection"]) for r in rows} == {
         (a, s, sel) for a in ("source_only", "dann") for s in ("0", "1") for sel in SELECTIONS}
-    assert len(rows) == 24
+    assert len(rows) == 28
     for row in rows:  # every rule picks a step that was evaluated, with that step's accuracy
         evaluated = {r["step"]: r for r in map(json.loads, (out / row["run"] / "metrics.jsonl").read_text().splitlines())
                      if r["stage"] == "adapt"}

@@ -117,7 +117,7 @@ def test_summarize_sample_std_and_n():
 def test_markdown_cells_are_mean_and_sample_std_in_percent():
     md = markdown(grid(), [])
     cells = table_row(md, "## mnist->usps", "dann")
-    assert cells[1:] == ["85.0 ± 7.1"] * 6  # seeds 0.80, 0.90
+    assert cells[1:] == ["85.0 ± 7.1"] * len(SELECTIONS)  # seeds 0.80, 0.90
     assert md.count("n = 2 seeds per cell.") == 2  # once per direction table
 
 
@@ -144,7 +144,7 @@ def test_markdown_order_and_bounds_are_labelled():
     section = md.split("## mnist->usps\n", 1)[1].split("\n## ", 1)[0]
     header = next(line for line in section.splitlines() if line.startswith("| adapter"))
     assert [c.strip() for c in header.strip("|").split("|")] == [
-        "adapter", "last", "source_val", "im", "snd", "entropy", "oracle (target test, upper bound only)"]
+        "adapter", "last", "source_val", "im", "snd", "entropy", "bnm", "oracle (target test, upper bound only)"]
     body = [line.split("|")[1].strip() for line in section.splitlines() if line.startswith("| ")][1:]
     assert body[0].startswith("source_only")
     assert body[-1] == "target_only (upper bound: trained on target labels)"
@@ -216,7 +216,7 @@ def test_accuracy_plot_writes_a_png(tmp_path):
     accuracy_plot(grid(), path, selection="oracle")  # over an existing file
     assert sorted(p.name for p in tmp_path.iterdir()) == ["accuracy.png"]
     with pytest.raises(ValueError, match="no result rows"):
-        accuracy_plot(grid(), tmp_path / "none.png", selection="bnm")
+        accuracy_plot(grid(), tmp_path / "none.png", selection="dev")
 
 
 def features(seed: int, n: int = 40, d: int = 64, shift: float = 0.0) -> dict[str, torch.Tensor]:

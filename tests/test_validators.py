@@ -45,6 +45,16 @@ def test_im_scores_confident_and_diverse_above_collapsed():
     assert scores_for(diverse)["im"] == pytest.approx(math.log(C), abs=1e-2)
 
 
+def test_bnm_scores_confident_and_diverse_above_collapsed_and_uniform():
+    diverse = one_hot_logits(torch.arange(N) % C)
+    collapsed = one_hot_logits(torch.zeros(N, dtype=torch.long))
+    uniform = torch.zeros(N, C)
+    # One-hot rows over C balanced classes: C orthogonal columns of norm sqrt(N / C).
+    assert scores_for(diverse)["bnm"] == pytest.approx(C * math.sqrt(N / C) / N, rel=1e-3)
+    assert scores_for(diverse)["bnm"] > 2 * scores_for(collapsed)["bnm"]
+    assert scores_for(diverse)["bnm"] > 2 * scores_for(uniform)["bnm"]
+
+
 def test_snd_scores_clustered_above_random():
     g = torch.Generator().manual_seed(0)
     clustered = one_hot_logits(torch.arange(N) % C, scale=5.0) + 0.5 * torch.randn(N, C, generator=g)
@@ -79,9 +89,11 @@ def history() -> list[dict]:
     # The NaN comes first: a plain max() would keep it, since every comparison with NaN is False.
     return [
         {"step": 1000, "target_test_acc": 0.70, "scores": {"im": 1.0, "snd": float("nan"), "entropy": -0.05,
-                                                           "source_val": 0.95}},
-        {"step": 2000, "target_test_acc": 0.90, "scores": {"im": 2.0, "snd": 5.0, "entropy": -0.1, "source_val": 0.97}},
-        {"step": 3000, "target_test_acc": 0.80, "scores": {"im": 2.0, "snd": 4.0, "entropy": -0.2, "source_val": 0.96}},
+                                                           "source_val": 0.95, "bnm": 0.5}},
+        {"step": 2000, "target_test_acc": 0.90, "scores": {"im": 2.0, "snd": 5.0, "entropy": -0.1, "source_val": 0.97,
+                                                           "bnm": 0.7}},
+        {"step": 3000, "target_test_acc": 0.80, "scores": {"im": 2.0, "snd": 4.0, "entropy": -0.2, "source_val": 0.96,
+                                                           "bnm": 0.6}},
     ]
 
 
@@ -108,10 +120,19 @@ def test_pick_returns_a_step_in_the_history(validator):
 
 def test_unknown_validator_is_a_one_line_error_listing_the_names():
     with pytest.raises(DAError) as error:
-        pick(history(), "bnm")
+        pick(history(), "dev")
     message = str(error.value)
-    assert "\n" not in message and "'bnm'" in message
+    assert "\n" not in message and "'dev'" in message
     assert all(name in message for name in PICKS)
+
+
+def test_a_validator_missing_from_an_older_history_picks_nothing():
+    from da.train import selections
+
+    rows = [{**row, "source_test_acc": 0.99} for row in history()]
+    older = [{**row, "scores": {k: v for k, v in row["scores"].items() if k != "bnm"}} for row in rows]
+    assert set(selections(older)) == set(PICKS) - {"bnm"}
+    assert selections(rows)["bnm"]["step"] == 2000
 
 
 def test_empty_history_is_a_one_line_error():

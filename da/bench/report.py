@@ -22,7 +22,7 @@ from da.run_files import replace_atomically, write_text_atomic
 
 COLUMNS = ("adapter", "direction", "seed", "selection", "step", "target_test_acc", "source_test_acc",
            "wall_s", "run")
-SELECTIONS = ("last", "source_val", "im", "snd", "entropy", "oracle")
+SELECTIONS = ("last", "source_val", "im", "snd", "entropy", "bnm", "oracle")
 SELECTION_HEADERS = {"oracle": "oracle (target test, upper bound only)"}
 FIRST, LAST = "source_only", "target_only"
 ADAPTER_NOTES = {FIRST: "no adaptation", LAST: "upper bound: trained on target labels"}
