@@ -264,3 +264,7 @@ def test_the_grid_flag_sweeps_the_adapters_named_without_editing_the_file(cli, b
     assert (config["adapter"]["weight"], config["train"]["steps"]) == (2, 4)
     code, _, err = cli("bench", "-c", bench_file(), "--grid", "adapter.weight", "--out", tmp_path / "o")
     assert code == 2 and "--grid must look like KEY=V1,V2,..." in one_line_error(err)
+    code, _, err = cli("bench", "-c", bench_file(), "--grid", "adapter.weight=1", "--adapters", "dann@weight=2",
+                       "--out", tmp_path / "o")
+    assert code == 2 and "dann@weight=2 is not one; with --grid, --adapters takes entries of" in one_line_error(err)
+    assert not (tmp_path / "o").exists()

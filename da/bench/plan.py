@@ -108,6 +108,10 @@ def load_bench_config(path: Path, grid: dict[str, list[Any]] | None = None,
     adapters = raw.get("adapters")
     if not isinstance(adapters, dict) or not adapters:
         raise DAError(f"benchmark {path}: adapters must map adapter names to config files, e.g. adapters: {{dann: dann.yaml}}")
+    if grid and grid_adapters is not None and set(grid_adapters) - set(map(str, adapters)):
+        others = ", ".join(sorted(set(grid_adapters) - set(map(str, adapters))))
+        raise DAError(f"--grid sweeps the benchmark's entries, and {others} is not one; with --grid, --adapters "
+                      f"takes entries of {path.name}: {', '.join(sorted(map(str, adapters)))}")
     resolved = {}
     for label, entry in adapters.items():
         if isinstance(entry, str):
