@@ -310,3 +310,10 @@ def test_each_rule_picks_per_seed_the_setting_with_its_best_score():
 
 def test_no_settings_section_without_a_grid():
     assert "Settings picked" not in markdown(grid())
+
+
+def test_grid_settings_are_listed_in_order_of_their_values():
+    md = markdown(grid(adapters=("mmd@weight=10", "mmd@weight=3", "mmd@weight=0.3", "source_only")), [])
+    section = md.split("## mnist->usps\n", 1)[1].split("\n## ", 1)[0]
+    body = [line.split("|")[1].strip() for line in section.splitlines() if line.startswith("| ")][1:]
+    assert body == ["source_only (no adaptation)", "mmd@weight=0.3", "mmd@weight=3", "mmd@weight=10"]

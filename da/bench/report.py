@@ -9,6 +9,7 @@ import csv
 import io
 import json
 import math
+import re
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -96,8 +97,14 @@ def _selection_rank(selection: str) -> tuple[int, str]:
     return (SELECTIONS.index(selection), "") if selection in SELECTIONS else (len(SELECTIONS), selection)
 
 
-def _adapter_rank(adapter: str) -> tuple[int, str]:
-    return (0 if adapter == FIRST else 2 if adapter == LAST else 1), adapter
+def _adapter_rank(adapter: str) -> tuple[int, list[tuple[int, float, str]]]:
+    """source_only first, target_only last, the rest by name with numbers in order of value, so
+    the settings of a grid line up as ``weight=0.3``, ``weight=3``, ``weight=10``."""
+    parts = [(1, float(p), "") if i % 2 else (0, 0.0, p) for i, p in enumerate(_NUMBER.split(adapter))]
+    return (0 if adapter == FIRST else 2 if adapter == LAST else 1), parts
+
+
+_NUMBER = re.compile(r"(\d+(?:\.\d*)?(?:e[-+]?\d+)?)")
 
 
 def write_csv(path: Path | str, rows: Sequence[Row]) -> None:
