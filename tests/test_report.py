@@ -317,3 +317,21 @@ def test_grid_settings_are_listed_in_order_of_their_values():
     section = md.split("## mnist->usps\n", 1)[1].split("\n## ", 1)[0]
     body = [line.split("|")[1].strip() for line in section.splitlines() if line.startswith("| ")][1:]
     assert body == ["source_only (no adaptation)", "mmd@weight=0.3", "mmd@weight=3", "mmd@weight=10"]
+
+
+def test_the_adapter_each_rule_would_pick_per_seed_target_only_aside():
+    rows = []
+    for adapter, accs, entropy in [("source_only", (0.75, 0.77), (-0.3, -0.3)), ("dann", (0.92, 0.93), (-0.2, -0.1)),
+                                   ("entropy", (0.84, 0.85), (-0.05, -0.05)), ("target_only", (0.97, 0.97), (0.0, 0.0))]:
+        for seed in (0, 1):
+            rows += [row(adapter, "mnist->usps", seed, "entropy", accs[seed], score=entropy[seed]),
+                     row(adapter, "mnist->usps", seed, "oracle", accs[seed], score=accs[seed]),
+                     row(adapter, "mnist->usps", seed, "last", accs[seed], score=None)]
+    md = markdown(rows)
+    heading = "### mnist->usps: every adapter"
+    # Entropy minimisation wins the entropy validator's vote; target_only never enters.
+    assert table_row(md, heading, "entropy")[1:] == ["84.5 ± 0.7", "0: entropy, 1: entropy"]
+    assert table_row(md, heading, "oracle (target test, upper bound only)")[1:] == ["92.5 ± 0.7", "0: dann, 1: dann"]
+    assert table_row(md, heading, "best adapter in hindsight, last (upper bound only)")[1:] == [
+        "92.5 ± 0.7", "dann for every seed"]
+    assert "Adapter picked" not in markdown(grid())  # rows without scores: nothing to compare

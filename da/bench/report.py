@@ -197,6 +197,7 @@ def markdown(rows: Sequence[Row], anchors: Sequence[Anchor] = (), walls: Sequenc
                   for a in adapters]
         lines.append("")
     lines += _settings_section(rows)
+    lines += _adapter_section(rows)
     lines += _per_class_section(per_class)
     lines += _published_section(stats, directions, anchors)
     lines += _compute_section(walls)
@@ -234,27 +235,52 @@ def _settings_section(rows: Sequence[Row]) -> list[str]:
              "test accuracy and is an upper bound; so is the last row, the one setting whose last checkpoint "
              "is best on average, which only target labels reveal.", ""]
     for (direction, family), group in sorted(grids.items(), key=lambda kv: (kv[0][0], _adapter_rank(kv[0][1]))):
-        settings = sorted({r["adapter"] for r in group}, key=_adapter_rank)
+        count = len({r["adapter"] for r in group})
         short = lambda label: label[len(family) + 1:] if label.startswith(family + "@") else label
-        lines += [f"### {direction}: {family} ({len(settings)} settings)", "",
-                  "| rule | target test | setting picked, by seed |", "|---|---|---|"]
-        for selection in sorted({r["selection"] for r in group} - {"last"}, key=_selection_rank):
-            picked = pick_settings(group, selection)
-            if not picked:
-                continue
-            accs = [float(r["target_test_acc"]) for r in picked.values()]
-            by_seed = ", ".join(f"{seed}: {_cell(short(r['adapter']))}" for seed, r in sorted(picked.items()))
-            lines.append(f"| {SELECTION_HEADERS.get(selection, selection)} | {_mean_std(accs)} | {by_seed} |")
-        last = defaultdict(list)
-        for r in group:
-            if r["selection"] == "last":
-                last[r["adapter"]].append(float(r["target_test_acc"]))
-        if last:
-            best = max(settings, key=lambda a: statistics.fmean(last[a]) if last[a] else -math.inf)
-            lines.append(f"| best setting in hindsight, last (upper bound only) | {_mean_std(last[best])} | "
-                         f"{_cell(short(best))} for every seed |")
-        lines.append("")
+        lines += _pick_table(f"### {direction}: {family} ({count} settings)", group, short, "setting")
     return lines
+
+
+def _adapter_section(rows: Sequence[Row]) -> list[str]:
+    """Per direction: which adapter (of every one but target_only) each rule would have picked, seed by seed."""
+    groups: dict[str, list[Row]] = defaultdict(list)
+    for row in rows:
+        if row["adapter"] != LAST:
+            groups[row["direction"]].append(row)
+    groups = {d: rs for d, rs in groups.items() if len({r.get("family", r["adapter"]) for r in rs}) > 1
+              and any(r.get("score") not in (None, "") for r in rs)}
+    if not groups:
+        return []
+    lines = ["## Adapter picked without target labels", "",
+             "Per seed, each rule picks among every adapter and setting of the direction (target_only aside: it "
+             "trains on target labels) the run, and step, with its best score. Target test accuracy (%) of those "
+             "picks, mean ± sample std over seeds: what choosing the method by a label-free score would have "
+             "given. `oracle` and the last row read target labels and are upper bounds only.", ""]
+    for direction, group in sorted(groups.items()):
+        lines += _pick_table(f"### {direction}: every adapter", group, lambda label: label, "adapter")
+    return lines
+
+
+def _pick_table(title: str, group: Sequence[Row], short, what: str) -> list[str]:
+    """The rows of ``group`` each rule picks per seed (``pick_settings``), and the one ``what``
+    (setting or adapter) whose last checkpoints are best on average."""
+    lines = [title, "", f"| rule | target test | {what} picked, by seed |", "|---|---|---|"]
+    for selection in sorted({r["selection"] for r in group} - {"last"}, key=_selection_rank):
+        picked = pick_settings(group, selection)
+        if not picked:
+            continue
+        accs = [float(r["target_test_acc"]) for r in picked.values()]
+        by_seed = ", ".join(f"{seed}: {_cell(short(r['adapter']))}" for seed, r in sorted(picked.items()))
+        lines.append(f"| {SELECTION_HEADERS.get(selection, selection)} | {_mean_std(accs)} | {by_seed} |")
+    last: dict[str, list[float]] = defaultdict(list)
+    for r in group:
+        if r["selection"] == "last":
+            last[r["adapter"]].append(float(r["target_test_acc"]))
+    if last:
+        best = max(sorted(last, key=_adapter_rank), key=lambda a: statistics.fmean(last[a]))
+        lines.append(f"| best {what} in hindsight, last (upper bound only) | {_mean_std(last[best])} | "
+                     f"{_cell(short(best))} for every seed |")
+    return [*lines, ""]
 
 
 def _mean_std(values: Sequence[float]) -> str:
