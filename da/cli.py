@@ -98,6 +98,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise DAError(f"--jobs must be at least 1, got {args.jobs}")
     out = Path(args.out) if args.out else Path(bench.out_root) / bench.name
+    if args.dry_run:
+        from collections import Counter
+
+        from da.bench.plan import plan_runs
+        from da.bench.worker import status
+
+        specs = plan_runs(bench, within=whole)
+        states = [status(spec, out) for spec in specs]
+        for i, (spec, state) in enumerate(zip(specs, states), 1):
+            print(f"[{i:>{len(str(len(specs)))}}/{len(specs)}] {spec.direction} {spec.adapter} seed {spec.seed}: {state}")
+        counts = Counter(states)
+        print(f"benchmark {bench.name}: {len(specs)} runs in {out}: "
+              + ", ".join(f"{counts[s]} {s}" for s in ("done", "to resume", "to run", "holds another config") if counts[s]))
+        return 0
     run_bench(bench, out, args.launcher, args.jobs, args.address, echo=lambda line: print(line, flush=True), whole=whole)
     return 0
 
@@ -130,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--launcher", choices=("local", "ray"), default="local", help="where runs execute")
     p.add_argument("--jobs", type=int, default=1, help="runs at once (local processes, or local Ray CPUs)")
     p.add_argument("--address", help="Ray cluster address for --launcher ray (default: start a local Ray)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check the benchmark and list its runs, each done, to resume or to run; run nothing")
     p.set_defaults(func=cmd_bench)
     p = sub.add_parser("adapters", help="list the registered adapters")
     p.set_defaults(func=cmd_adapters)

@@ -110,6 +110,7 @@ def test_a_run_killed_midway_is_resumed_and_ends_as_if_never_killed(cli, bench_f
     finally:
         proc.wait()
     assert not (run / "done").exists()
+    assert "dann seed 0: to resume" in cli("bench", "-c", bench, "--adapters", "dann", "--out", out, "--dry-run")[1]
     code, stdout, err = cli("bench", "-c", bench, "--adapters", "dann", "--out", out)
     assert code == 0, err
     assert "dann seed 0: resumed" in stdout
@@ -268,3 +269,17 @@ def test_the_grid_flag_sweeps_the_adapters_named_without_editing_the_file(cli, b
                        "--out", tmp_path / "o")
     assert code == 2 and "dann@weight=2 is not one; with --grid, --adapters takes entries of" in one_line_error(err)
     assert not (tmp_path / "o").exists()
+
+
+def test_dry_run_lists_each_run_as_done_to_run_or_holding_another_config(cli, bench_file, tmp_path):
+    out = tmp_path / "out"
+    code, stdout, err = cli("bench", "-c", bench_file(seeds=(0,)), "--out", out, "--dry-run")
+    assert code == 0, err
+    assert stdout.splitlines()[-1].endswith("3 runs in " + str(out) + ": 3 to run")  # pretraining, 2 adapters
+    assert not out.exists()
+    assert cli("bench", "-c", bench_file(seeds=(0,)), "--adapters", "dann", "--out", out)[0] == 0
+    code, stdout, _ = cli("bench", "-c", bench_file(seeds=(0,)), "--out", out, "--dry-run")
+    assert "synthetic->synthetic dann seed 0: done" in stdout and "source_only seed 0: to run" in stdout
+    assert stdout.splitlines()[-1].endswith("2 done, 1 to run")
+    code, stdout, _ = cli("bench", "-c", bench_file(seeds=(0,), train_steps=9), "--out", out, "--dry-run")
+    assert "dann seed 0: holds another config" in stdout

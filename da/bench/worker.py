@@ -53,6 +53,25 @@ def execute(spec: RunSpec, out: Path) -> str:
     return "finished"
 
 
+def status(spec: RunSpec, out: Path) -> str:
+    """What ``execute`` would do with the run of ``spec``, without doing it: "to run", "done",
+    "to resume", or "holds another config" (``execute`` would stop with an error)."""
+    run_dir = out / spec.key
+    if not run_dir.exists():
+        return "to run"
+    try:
+        _check_same_config(run_dir, build_config(resolved_config(spec, out)), spec)
+    except DAError:
+        return "holds another config"
+    if (run_dir / DONE).exists() or _summary_complete(run_dir):
+        return "done"
+    try:
+        load_checkpoint(run_dir / "checkpoint.pt")
+    except DAError:
+        return "to run"
+    return "to resume"
+
+
 def _check_same_config(run_dir: Path, config: Any, spec: RunSpec) -> None:
     if not (run_dir / "config.yaml").exists():
         return
