@@ -12,7 +12,7 @@ import math
 import re
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -261,7 +261,7 @@ def _adapter_section(rows: Sequence[Row]) -> list[str]:
     return lines
 
 
-def _pick_table(title: str, group: Sequence[Row], short, what: str) -> list[str]:
+def _pick_table(title: str, group: Sequence[Row], short: Callable[[str], str], what: str) -> list[str]:
     """The rows of ``group`` each rule picks per seed (``pick_settings``), and the one ``what``
     (setting or adapter) whose last checkpoints are best on average."""
     lines = [title, "", f"| rule | target test | {what} picked, by seed |", "|---|---|---|"]
