@@ -89,7 +89,7 @@ def cmd_adapters(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from da.bench.plan import load_bench_config, narrow, parse_grid_flags, widen
-    from da.bench.run import run_bench
+    from da.bench.run import list_runs, run_bench
 
     grid_adapters = [a.strip() for a in args.adapters.split(",") if a.strip()] if args.adapters else None
     whole = load_bench_config(Path(args.config), parse_grid_flags(args.grid), grid_adapters)
@@ -99,18 +99,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise DAError(f"--jobs must be at least 1, got {args.jobs}")
     out = Path(args.out) if args.out else Path(bench.out_root) / bench.name
     if args.dry_run:
-        from collections import Counter
-
-        from da.bench.plan import plan_runs
-        from da.bench.worker import status
-
-        specs = plan_runs(bench, within=whole)
-        states = [status(spec, out) for spec in specs]
-        for i, (spec, state) in enumerate(zip(specs, states), 1):
-            print(f"[{i:>{len(str(len(specs)))}}/{len(specs)}] {spec.direction} {spec.adapter} seed {spec.seed}: {state}")
-        counts = Counter(states)
-        print(f"benchmark {bench.name}: {len(specs)} runs in {out}: "
-              + ", ".join(f"{counts[s]} {s}" for s in ("done", "to resume", "to run", "holds another config") if counts[s]))
+        list_runs(bench, out, echo=lambda line: print(line, flush=True), whole=whole)
         return 0
     run_bench(bench, out, args.launcher, args.jobs, args.address, echo=lambda line: print(line, flush=True), whole=whole)
     return 0

@@ -20,10 +20,11 @@ from typing import Any
 import yaml
 
 from da.run_files import replace_atomically, write_text_atomic
+from da.validators import VALIDATORS
 
 COLUMNS = ("adapter", "direction", "seed", "selection", "step", "target_test_acc", "source_test_acc",
            "wall_s", "run")
-SELECTIONS = ("last", "source_val", "im", "snd", "entropy", "bnm", "oracle")
+SELECTIONS = ("last", *VALIDATORS, "oracle")  # as summary.json["selection"] lists them
 SELECTION_HEADERS = {"oracle": "oracle (target test, upper bound only)"}
 FIRST, LAST = "source_only", "target_only"
 ADAPTER_NOTES = {FIRST: "no adaptation", LAST: "upper bound: trained on target labels"}

@@ -36,7 +36,7 @@ def run_bench(bench: BenchConfig, out: Path, launcher: str = "local", jobs: int 
     def report(spec: RunSpec, outcome: Outcome) -> None:
         what = outcome.status if outcome.status != "failed" else f"FAILED: {outcome.error}"
         result = _headline(out / spec.key) if outcome.status != "failed" else ""
-        echo(f"[{next(counter):>{len(str(todo))}}/{todo}] {spec.direction} {spec.adapter} seed {spec.seed}: {what}{result}")
+        echo(_run_line(next(counter), todo, spec, what + result))
 
     outcomes = launch(specs, out, launcher, jobs, address, report)
     everything = plan_runs(whole) if whole is not None and whole is not bench else specs
@@ -49,6 +49,27 @@ def run_bench(bench: BenchConfig, out: Path, launcher: str = "local", jobs: int 
         raise DAError(f"{len(failed)} of {len(specs)} runs failed (first: {failed[0].key}: {failed[0].error}); "
                       f"rerun the same command to retry them")
     return rows
+
+
+def list_runs(bench: BenchConfig, out: Path, echo=print, whole: BenchConfig | None = None) -> dict[str, int]:
+    """``da bench --dry-run``: each run of ``bench`` and what the command would do with it (done,
+    to resume, to run, or holding another config), and the counts; nothing runs, no folder is made."""
+    from collections import Counter
+
+    from da.bench.worker import status
+
+    specs = plan_runs(bench, within=whole)
+    states = [status(spec, out) for spec in specs]
+    for i, (spec, state) in enumerate(zip(specs, states), 1):
+        echo(_run_line(i, len(specs), spec, state))
+    counts = Counter(states)
+    echo(f"benchmark {bench.name}: {len(specs)} runs in {out}: "
+         + ", ".join(f"{counts[s]} {s}" for s in ("done", "to resume", "to run", "holds another config") if counts[s]))
+    return dict(counts)
+
+
+def _run_line(i: int, total: int, spec: RunSpec, what: str) -> str:
+    return f"[{i:>{len(str(total))}}/{total}] {spec.direction} {spec.adapter} seed {spec.seed}: {what}"
 
 
 def _headline(run_dir: Path) -> str:

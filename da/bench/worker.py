@@ -32,21 +32,16 @@ def execute(spec: RunSpec, out: Path) -> str:
 
     run_dir = out / spec.key
     config = build_config(resolved_config(spec, out))
-    if run_dir.exists():
-        _check_same_config(run_dir, config, spec)
-        if (run_dir / DONE).exists():
-            return "skipped"
-        if _summary_complete(run_dir):  # killed between summary.json and the marker
+    state = _state(run_dir, config, spec)
+    if state == "done":
+        if not (run_dir / DONE).exists():  # killed between summary.json and the marker
             (run_dir / DONE).write_text("")
-            return "skipped"
-        try:
-            load_checkpoint(run_dir / "checkpoint.pt")
-        except DAError:  # cut off before its first checkpoint: nothing to keep in this folder
-            shutil.rmtree(run_dir)
-        else:
-            train(config, run_dir, show_progress=False, resume=True)
-            (run_dir / DONE).write_text("")
-            return "resumed"
+        return "skipped"
+    if state == "to resume":
+        train(config, run_dir, show_progress=False, resume=True)
+        (run_dir / DONE).write_text("")
+        return "resumed"
+    shutil.rmtree(run_dir, ignore_errors=True)  # cut off before its first checkpoint: nothing to keep
     run_dir.mkdir(parents=True)
     train(config, run_dir, show_progress=False)
     (run_dir / DONE).write_text("")
@@ -56,13 +51,17 @@ def execute(spec: RunSpec, out: Path) -> str:
 def status(spec: RunSpec, out: Path) -> str:
     """What ``execute`` would do with the run of ``spec``, without doing it: "to run", "done",
     "to resume", or "holds another config" (``execute`` would stop with an error)."""
-    run_dir = out / spec.key
-    if not run_dir.exists():
-        return "to run"
     try:
-        _check_same_config(run_dir, build_config(resolved_config(spec, out)), spec)
+        return _state(out / spec.key, build_config(resolved_config(spec, out)), spec)
     except DAError:
         return "holds another config"
+
+
+def _state(run_dir: Path, config: Any, spec: RunSpec) -> str:
+    """The run folder's state: "to run", "done" or "to resume"; a DAError when it holds a run of another config."""
+    if not run_dir.exists():
+        return "to run"
+    _check_same_config(run_dir, config, spec)
     if (run_dir / DONE).exists() or _summary_complete(run_dir):
         return "done"
     try:
