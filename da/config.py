@@ -94,6 +94,7 @@ class TrainConfig:
     extractor: Literal["finetune", "freeze"] = "finetune"
     extractor_lr_mult: float = 1.0  # learning-rate multiplier for the pretrained extractor
     adapter_lr_mult: float = 1.0  # learning-rate multiplier for the adapter's own parameters (a discriminator)
+    batch_norm: Literal["shared", "per_domain"] = "shared"  # per_domain: DSBN (Chang 2019), da.models.domain_norm
     lr_mults: dict[str, float] = field(default_factory=dict)  # per extractor block, e.g. {conv1: 0.1}; 0 freezes it
     unfreeze: Optional[UnfreezeConfig] = None  # gradual unfreezing of the extractor's blocks, top first
     source_weight: float = 1.0  # weight of the labelled-source cross-entropy (0: learn from target labels only)
@@ -480,7 +481,11 @@ def _check_transfer(config: Config) -> None:
     if config.pretrain.load == "extractor" and not config.pretrain.checkpoint:
         raise DAError("config key pretrain.load: extractor needs pretrain.checkpoint (the run whose extractor to load); "
                       "set it, or drop pretrain.load")
-    blocks = block_names(BACKBONES.get(config.model.backbone), config.model.bottleneck)
+    factory = BACKBONES.get(config.model.backbone)
+    if train.batch_norm == "per_domain" and not getattr(factory, "batch_norm", True) and not config.model.bottleneck:
+        raise DAError(f"config key train.batch_norm: per_domain needs batch-norm layers, and backbone "
+                      f"{config.model.backbone} has none; add one with model.bottleneck (e.g. 256) or set train.batch_norm: shared")
+    blocks = block_names(factory, config.model.bottleneck)
     where = f"backbone {config.model.backbone} has blocks (bottom to top): {', '.join(blocks)}"
     for name in config.adapter.blocks():
         if not blocks:

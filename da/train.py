@@ -47,6 +47,7 @@ from da.errors import DAError, Interrupted
 from da.finetune import FineTuning, Group
 from da.models import linear_head
 from da.models.backbones import BlockOutputs, WithBottleneck
+from da.models.domain_norm import DomainBatchNorm, per_domain, routed, shared_state, start_target
 from da.registry import ADAPTERS, BACKBONES
 from da.run_files import replace_atomically, write_json, write_text_atomic
 from da.run_log import ResumePoint, RunLog
@@ -165,15 +166,22 @@ class Model:
     #: What the adapter reads in the adaptation stage when it names blocks of the extractor
     #: (subspace alignment's ``blocks``): their outputs side by side; None: the extractor's output.
     lower: nn.Module | None = None
+    #: ``train.batch_norm: per_domain``: the extractor's batch-norm layers, one per domain each.
+    domain_norms: list[DomainBatchNorm] = field(default_factory=list)
 
     def features(self, x: Tensor) -> Tensor:
         """The features the adapter and the adaptation stage's head read."""
         return (self.extractor if self.lower is None else self.lower)(x)
 
+    def embed(self, x: Tensor, domain: str) -> Tensor:
+        """Adapted features of ``domain``'s images: with per-domain batch norm, that domain's statistics."""
+        with routed(self.domain_norms, domain):
+            return self.adapter.transform(self.features(x), domain)
+
     def predict(self, domain: str, adapted: bool) -> Callable[[Tensor], Tensor]:
         if not adapted:  # before the adaptation stage the head reads the extractor's features directly
             return lambda x: self.head(self.extractor(x))
-        return lambda x: self.head(self.adapter.transform(self.features(x), domain))
+        return lambda x: self.head(self.embed(x, domain))
 
     @contextmanager
     def eval_mode(self) -> Iterator[None]:
@@ -203,7 +211,7 @@ class Model:
 
         with self.eval_mode():
             source_logits = batched(self.predict("source", True), domains.source_val.x)
-            target_features = batched(lambda x: self.adapter.transform(self.features(x), "target"), domains.target_probe)
+            target_features = batched(lambda x: self.embed(x, "target"), domains.target_probe)
             target_logits = batched(self.head, target_features)
         return score(source_logits, domains.source_val.y, target_logits, target_features)
 
@@ -221,18 +229,23 @@ def build_model(config: Config, domains: Domains, device: torch.device) -> Model
                                                      in_channels=domains.source_train.x.shape[1])
     if config.model.bottleneck:
         extractor = WithBottleneck(extractor, config.model.bottleneck)
+    norms = per_domain(extractor) if config.train.batch_norm == "per_domain" else []
+    if config.train.batch_norm == "per_domain" and not norms:
+        raise DAError(f"train.batch_norm: per_domain needs batch-norm layers, and backbone {config.model.backbone} "
+                      "has none; add one with model.bottleneck (e.g. 256) or set train.batch_norm: shared")
     # Channels-last convolution weights run LeNet's training step ~1.7x faster on CPU (oneDNN).
     extractor = extractor.to(device).to(memory_format=torch.channels_last)
     head = linear_head(extractor.out_features, domains.num_classes).to(device)
     blocks = config.adapter.blocks()
     if not blocks:
-        return Model(extractor, head, build_adapter(config, extractor.out_features, domains.num_classes).to(device))
+        return Model(extractor, head, build_adapter(config, extractor.out_features, domains.num_classes).to(device),
+                     domain_norms=norms)
     lower = BlockOutputs(extractor, blocks)
     was_training = extractor.training
     with torch.no_grad():  # the blocks' output width, from two images in eval mode (batch norm needs no batch)
         width = lower.eval()(domains.source_train.x[:2]).shape[1]
     extractor.train(was_training)
-    return Model(extractor, head, build_adapter(config, width, domains.num_classes).to(device), lower)
+    return Model(extractor, head, build_adapter(config, width, domains.num_classes).to(device), lower, norms)
 
 
 @dataclass
@@ -395,7 +408,8 @@ def pretrain(run: Run, state: dict[str, Any] | None) -> None:
     if cfg.checkpoint:
         loaded = load_checkpoint(cfg.checkpoint, run.device)
         try:
-            m.extractor.load_state_dict(loaded["extractor"])
+            weights = loaded["extractor"] if m.domain_norms else shared_state(loaded["extractor"], m.extractor)
+            m.extractor.load_state_dict(weights)
         except (KeyError, RuntimeError) as exc:
             raise DAError(f"pretrain.checkpoint {cfg.checkpoint} does not fit model.backbone "
                           f"{run.config.model.backbone} ({str(exc).splitlines()[0]})") from None
@@ -453,8 +467,9 @@ def fit_closed_form(run: Run) -> None:
     was_training = m.extractor.training
     m.extractor.eval()
     with torch.no_grad():
-        m.adapter.fit(batched(m.features, d.source_train.x[source]), batched(m.features, d.target_train.x[target]),
-                      y_s=d.source_train.y[source])
+        with routed(m.domain_norms, "target"):
+            target_features = batched(m.features, d.target_train.x[target])
+        m.adapter.fit(batched(m.features, d.source_train.x[source]), target_features, y_s=d.source_train.y[source])
     m.extractor.train(was_training)
     m.head = m.adapter.init_head(m.head)
 
@@ -498,7 +513,8 @@ def adapt(run: Run, state: dict[str, Any] | None) -> None:
         if labelled:
             x_l, y_l = target_labelled.next()
             batches.append(x_l)
-        with torch.set_grad_enabled(fine_tuning.extractor_trains(step - 1)):
+        with torch.set_grad_enabled(fine_tuning.extractor_trains(step - 1)), \
+                routed(m.domain_norms, split=len(x_s) if unlabelled else 0):
             features = m.features(torch.cat(batches)).split([len(x) for x in batches])
         if unlabelled:
             f_s, f_t = features[0], features[1]
@@ -707,6 +723,8 @@ def train(config: Config, run_dir: Path, show_progress: bool = True, resume: boo
             if state is None or state["stage"] == "pretrain":
                 pretrain(run, state)
                 state = None
+                with model.eval_mode():
+                    start_target(model.domain_norms, model.features, domains.target_train.x)
                 if model.adapter.needs_fit:
                     fit_closed_form(run)
             else:

@@ -150,7 +150,7 @@ def write_tsne(before_run: Path, after_run: Path, out: Path, per_domain: int = 1
         model, domains, _ = load_run(run_dir)
         with model.eval_mode():
             features[when] = {
-                d: batched(lambda x, d=d: model.adapter.transform(model.features(x), d), split.x[:per_domain]).cpu()
+                d: batched(lambda x, d=d: model.embed(x, d), split.x[:per_domain]).cpu()
                 for d, split in (("source", domains.source_test), ("target", domains.target_test))}
         labels = {"source": domains.source_test.y[:per_domain].cpu(), "target": domains.target_test.y[:per_domain].cpu()}
     tsne_plot(features["before"], features["after"], out / "tsne.png", labels=labels, per_domain=per_domain)

@@ -55,6 +55,7 @@ def lenet(pretrained: bool = False, in_channels: int = 1) -> LeNet:
 
 
 lenet.block_names = tuple(LeNet.BLOCKS)
+lenet.batch_norm = False  # no batch-norm layer (train.batch_norm: per_domain needs one: model.bottleneck)
 
 
 class TorchvisionFeatures(nn.Module):
