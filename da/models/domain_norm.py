@@ -44,8 +44,8 @@ class DomainBatchNorm(nn.Module):
             return self.source(x)
         return torch.cat([self.source(x[: self.split]), self.target(x[self.split :])])
 
-    def start_target_from_source(self) -> None:
-        """The target's statistics and affine parameters := the source's (as pretraining left them)."""
+    def reset_target(self) -> None:
+        """The target's affine parameters := the source's (as pretraining left them); its statistics reset."""
         self.target.load_state_dict(self.source.state_dict())
         self.target.reset_running_stats()
 
@@ -90,14 +90,15 @@ def shared_state(state: Mapping[str, Tensor], model: nn.Module) -> dict[str, Ten
 @contextmanager
 def routed(layers: list[DomainBatchNorm], domain: str | None = None, split: int | None = None) -> Iterator[None]:
     """Inside: the layers normalise as ``domain`` (evaluation), or split a training batch after
-    ``split`` source rows; outside, back to the source's (pretraining's) layer."""
+    ``split`` source rows; outside, as they did before (the source's layer, outside any ``routed``)."""
+    before = [(layer.domain, layer.split) for layer in layers]
     for layer in layers:
         layer.domain, layer.split = domain or "source", split
     try:
         yield
     finally:
-        for layer in layers:
-            layer.domain, layer.split = "source", None
+        for layer, (old_domain, old_split) in zip(layers, before):
+            layer.domain, layer.split = old_domain, old_split
 
 
 @torch.no_grad()
@@ -112,7 +113,7 @@ def start_target(layers: list[DomainBatchNorm], features: Callable[[Tensor], Ten
     if not layers:
         return
     for layer in layers:
-        layer.start_target_from_source()
+        layer.reset_target()
         layer.target.momentum = None  # a cumulative average over the batches below
         layer.target.train()
     try:
