@@ -117,6 +117,48 @@ def test_a_run_killed_midway_is_resumed_and_ends_as_if_never_killed(cli, bench_f
     assert without_timing(read_rows(out)) == without_timing(read_rows(reference))
 
 
+def _workers_of(out: Path) -> list[int]:
+    """Pids of the `da.bench.worker` processes writing into ``out`` (Linux /proc)."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"da.bench.worker" in args and str(out).encode() in args:
+            pids.append(int(cmdline.parent.name))
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="reads worker processes from /proc")
+def test_sigterm_to_a_parallel_bench_stops_its_workers_each_with_a_checkpoint(cli, bench_file, tmp_path):
+    bench = bench_file(seeds=(0, 1), train_steps=400, set={"train": {"checkpoint_every": 10, "eval_every": 100}})
+    out = tmp_path / "stopped"
+    runs = [out / f"synthetic-synthetic/dann/seed{s}" for s in (0, 1)]
+    proc = subprocess.Popen([sys.executable, "-m", "da.cli", "bench", "-c", str(bench), "--adapters", "dann",
+                             "--jobs", "2", "--out", str(out)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if all((run / "checkpoint.pt").exists() for run in runs):  # both adapter runs under way
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the sweep ended before it could be stopped; make the runs longer"
+        os.kill(proc.pid, signal.SIGTERM)  # the parent alone, as a scheduler or `timeout` would
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 2
+    assert "stopped on SIGTERM" in one_line_error(err) and "rerun the same da bench command" in err
+    assert "Traceback" not in err
+    assert _workers_of(out) == []  # no worker left running on its own
+    # Each run saved a checkpoint on its way out, so the rerun resumes both.
+    listing = cli("bench", "-c", bench, "--adapters", "dann", "--out", out, "--dry-run")[1]
+    assert "dann seed 0: to resume" in listing and "dann seed 1: to resume" in listing
+
+
 def test_narrowing_flags_and_bad_benchmarks_get_one_line_errors(cli, bench_file, tmp_path):
     bench = bench_file()
     code, _, err = cli("bench", "-c", bench, "--adapters", "dann,mcd", "--out", tmp_path / "o")

@@ -8,8 +8,10 @@ process, and every launcher calls the same ``worker.execute``; Ray only decides 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,13 +40,43 @@ def worker_env(threads: int | None) -> dict[str, str]:
     return env
 
 
+class _Workers:
+    """The worker processes of this launcher that are running now. A SIGTERM or SIGINT sent to
+    ``da bench`` alone (a scheduler's kill, ``timeout``) is passed on to them, so that each saves
+    a checkpoint and stops, rather than running on, orphaned, into a folder that a rerun resumes."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()  # re-entrant: a second signal may arrive inside stop()
+        self.live: set[subprocess.Popen] = set()
+        self.stopped = ""  # the signal's name once one arrived: start no further run
+
+    def stop(self, signum: int, _frame: object = None) -> None:
+        with self.lock:
+            self.stopped = signal.Signals(signum).name
+            for proc in self.live:
+                proc.send_signal(signal.SIGTERM)
+
+
+WORKERS = _Workers()
+
+
 def run_process(spec_json: str, out: str, env: dict[str, str], cwd: str) -> tuple[str, int, str]:
     """Run one spec in a fresh interpreter; (key, exit code, last line of output)."""
     spec = RunSpec.from_json(spec_json)
-    result = subprocess.run([sys.executable, "-m", "da.bench.worker", out, spec_json], env=env,
-                            cwd=cwd if os.path.isdir(cwd) else None, capture_output=True, text=True)
-    lines = [line for line in (result.stderr if result.returncode else result.stdout).splitlines() if line.strip()]
-    return spec.key, result.returncode, lines[-1] if lines else f"exit code {result.returncode}"
+    with WORKERS.lock:
+        if WORKERS.stopped:
+            return spec.key, 2, f"not started: da bench received {WORKERS.stopped}"
+        proc = subprocess.Popen([sys.executable, "-m", "da.bench.worker", out, spec_json], env=env,
+                                cwd=cwd if os.path.isdir(cwd) else None, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        WORKERS.live.add(proc)
+    try:
+        stdout, stderr = proc.communicate()
+    finally:
+        with WORKERS.lock:
+            WORKERS.live.discard(proc)
+    lines = [line for line in (stderr if proc.returncode else stdout).splitlines() if line.strip()]
+    return spec.key, proc.returncode, lines[-1] if lines else f"exit code {proc.returncode}"
 
 
 def waves(specs: list[RunSpec]) -> list[list[RunSpec]]:
@@ -103,10 +135,20 @@ def _local_pool(jobs: int) -> Submit:
 
     def submit(specs: list[RunSpec], out: str) -> Iterable[tuple[str, int, str]]:
         env, cwd = worker_env(threads), os.getcwd()
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
-            futures = [pool.submit(run_process, s.to_json(), out, env, cwd) for s in specs]
-            for future in as_completed(futures):
-                yield future.result()
+        WORKERS.stopped = ""
+        in_main = threading.current_thread() is threading.main_thread()  # where signals can be caught
+        previous = {s: signal.signal(s, WORKERS.stop) for s in (signal.SIGTERM, signal.SIGINT)} if in_main else {}
+        try:
+            with ThreadPoolExecutor(max_workers=jobs) as pool:
+                futures = [pool.submit(run_process, s.to_json(), out, env, cwd) for s in specs]
+                for future in as_completed(futures):
+                    yield future.result()
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+        if WORKERS.stopped:
+            raise Interrupted(f"da bench stopped on {WORKERS.stopped} once the runs under way saved a checkpoint; "
+                              "each can continue alone with da train --resume <its run folder>")
 
     return submit
 
