@@ -89,22 +89,22 @@ def test_bench_writes_one_row_per_run_and_rule_and_tables_the_means(cli, bench_f
     assert "Embedding dir exists" not in stdout
 
 
-def interrupt_bench(bench: Path, out: Path, ready: Callable[[], bool], sig: int, *args: str) -> tuple[int, str]:
+def interrupt_bench(bench: Path, out: Path, ready: Callable[[], bool], sig: int, *args: str) -> tuple[int, str, str]:
     """Start `da bench -c bench ... --out out` in its own process, send it ``sig`` once ``ready()``
-    holds while the sweep still runs, and wait for it: (exit code, stderr)."""
+    holds while the sweep still runs, and wait for it: (exit code, stdout, stderr)."""
     proc = subprocess.Popen([sys.executable, "-m", "da.cli", "bench", "-c", str(bench), *args, "--out", str(out)],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None and not ready():
             time.sleep(0.05)
         assert proc.poll() is None, "the sweep ended before it could be interrupted; make the runs longer"
         os.kill(proc.pid, sig)
-        _, err = proc.communicate(timeout=120)
+        stdout, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
-    return proc.returncode, err
+    return proc.returncode, stdout, err
 
 
 def test_a_run_killed_midway_is_resumed_and_ends_as_if_never_killed(cli, bench_file, tmp_path):
@@ -147,9 +147,11 @@ def test_sigterm_to_a_parallel_bench_stops_its_workers_each_with_a_checkpoint(cl
     out = tmp_path / "stopped"
     runs = [out / f"synthetic-synthetic/dann/seed{s}" for s in (0, 1)]
     # SIGTERM to the parent alone, as a scheduler or `timeout` would, once both adapter runs are under way.
-    code, err = interrupt_bench(bench, out, lambda: all((run / "checkpoint.pt").exists() for run in runs),
-                                signal.SIGTERM, "--adapters", "dann", "--jobs", "2")
+    code, stdout, err = interrupt_bench(bench, out, lambda: all((run / "checkpoint.pt").exists() for run in runs),
+                                        signal.SIGTERM, "--adapters", "dann", "--jobs", "2")
     assert code == 2
+    # Each run's progress line says it stopped (and why), not that it failed.
+    assert "dann seed 0: stopped: " in stdout and "dann seed 1: stopped: " in stdout and "FAILED" not in stdout
     assert "stopped on SIGTERM" in one_line_error(err) and "rerun the same da bench command" in err
     assert _workers_of(out) == []  # no worker left running on its own
     # Each run saved a checkpoint on its way out, so the rerun resumes both.

@@ -14,6 +14,7 @@ import yaml
 
 from conftest import ROOT, one_line_error, tiny_config
 from da.checkpoint import load_checkpoint
+from da.cli import main
 from da.config import build_config
 from da.errors import DAError
 from da.train import TIMING_FIELDS, train
@@ -56,9 +57,7 @@ def checkpoint_position(path) -> tuple[int, int] | None:
 def uninterrupted(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ref")
     (tmp / "cfg.yaml").write_text(yaml.safe_dump(KILL_CONFIG))
-    proc = start(["train", "-c", tmp / "cfg.yaml", "--out", tmp / "run", "-q"], tmp)
-    _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err
+    assert main(["train", "-c", str(tmp / "cfg.yaml"), "--out", str(tmp / "run"), "-q"]) == 0
     return tmp / "run"
 
 
@@ -76,9 +75,8 @@ def kill_and_resume(tmp_path, kill_after: tuple[int, int], sig: int, config: dic
     assert not (run_dir / "summary.json").exists(), "the run finished before the kill: lengthen KILL_CONFIG"
     if sig == signal.SIGTERM:
         assert proc.returncode == 2 and "stopped by SIGTERM" in one_line_error(err)
-    resumed = start(["train", "--resume", run_dir, "-q"], tmp_path)
-    _, err = resumed.communicate(timeout=300)
-    assert resumed.returncode == 0, err
+    # Only the killed run needs a process of its own; the resume runs in this one.
+    assert main(["train", "--resume", str(run_dir), "-q"]) == 0
     return json.loads((run_dir / "summary.json").read_text())
 
 
@@ -98,8 +96,8 @@ def test_sigterm_checkpoints_and_stops_and_resume_matches(tmp_path, uninterrupte
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kill_after", [(0, 21), (1, 56)])  # mid-pretraining, mid-adaptation
-def test_sigkill_at_many_points_resumes_exactly(kill_after, tmp_path, uninterrupted):
+@pytest.mark.parametrize("kill_after", [(0, 21)])  # mid-pretraining (mid-adaptation: the test above)
+def test_sigkill_mid_pretraining_resumes_exactly(kill_after, tmp_path, uninterrupted):
     reference = json.loads((uninterrupted / "summary.json").read_text())
     assert results(kill_and_resume(tmp_path, kill_after, signal.SIGKILL)) == results(reference)
 

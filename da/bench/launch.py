@@ -26,7 +26,7 @@ LAUNCHERS = ("local", "ray")
 @dataclass
 class Outcome:
     key: str
-    status: str  # finished, resumed, skipped, failed
+    status: str  # finished, resumed, skipped, failed, stopped (by a signal to da bench; resumes on a rerun)
     error: str = ""
 
 
@@ -103,7 +103,8 @@ def launch(specs: list[RunSpec], out: Path, launcher: str, jobs: int, address: s
                 ready.append(spec)
         try:
             for key, code, last in submit(ready, str(out.resolve())):
-                outcomes[key] = Outcome(key, last if code == 0 else "failed", "" if code == 0 else last)
+                status = last if code == 0 else "stopped" if WORKERS.stopped else "failed"
+                outcomes[key] = Outcome(key, status, "" if code == 0 else last)
                 report(by_key[key], outcomes[key])
         except Interrupted as exc:
             raise Interrupted(f"{exc}; or rerun the same da bench command to continue the whole sweep") from None

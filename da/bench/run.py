@@ -34,8 +34,10 @@ def run_bench(bench: BenchConfig, out: Path, launcher: str = "local", jobs: int 
     started = time.perf_counter()
 
     def report(spec: RunSpec, outcome: Outcome) -> None:
-        what = outcome.status if outcome.status != "failed" else f"FAILED: {outcome.error}"
-        result = _headline(out / spec.key) if outcome.status != "failed" else ""
+        if outcome.status in ("failed", "stopped"):
+            what, result = ("FAILED: " if outcome.status == "failed" else "stopped: ") + outcome.error, ""
+        else:
+            what, result = outcome.status, _headline(out / spec.key)
         echo(_run_line(next(counter), todo, spec, what + result))
 
     outcomes = launch(specs, out, launcher, jobs, address, report)
