@@ -97,7 +97,7 @@ def test_dann_reversal_weight_follows_ganin_schedule_and_reaches_features_revers
     assert torch.allclose(g_reversed, -dann_schedule(0.5) * g_direct[:N], atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["mmd", "coral"])
+@pytest.mark.parametrize("name", ["mmd", "coral", "jan"])
 def test_discrepancy_is_zero_for_identical_batches_and_grows_with_shift(name):
     adapter = make(name)
     f_s, _ = shifted_batches(0.0)
@@ -175,3 +175,15 @@ def test_standardized_subspace_alignment_is_blind_to_each_domains_feature_scales
     p_t = torch.linalg.svd(z, full_matrices=False)[2][:3].T
     expected, got = z @ p_t, outputs[True, "plain"][1]
     assert torch.allclose(got, expected * torch.sign((got * expected).sum(0)), atol=1e-4)
+
+
+def test_jan_sees_features_and_predictions_paired_differently_where_per_layer_mmd_sees_nothing():
+    """The same features and the same predictions in both domains, but paired differently: DAN's
+    MMD of each layer on its own is 0, JAN's joint MMD is not (Long et al. 2017, sec. 4)."""
+    g = torch.Generator().manual_seed(0)
+    f = torch.randn(N, DIM, generator=g)
+    logits = 3 * torch.randn(N, CLASSES, generator=g)
+    paired_otherwise = logits[torch.randperm(N, generator=g)]
+    kw = dict(logits_s=logits, logits_t=paired_otherwise, y_s=torch.zeros(N, dtype=torch.long), progress=0.5)
+    assert abs(float(make("mmd", layer="both").loss(f, f.clone(), **kw)[0])) < 1e-5
+    assert float(make("jan").loss(f, f.clone(), **kw)[0]) > 0.01

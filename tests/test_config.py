@@ -8,7 +8,7 @@ from da.config import load_config, to_dict
 from da.errors import DAError
 
 
-@pytest.mark.parametrize("name", ["source_only", "dann", "mmd", "coral", "subspace", "cdan"])
+@pytest.mark.parametrize("name", ["source_only", "dann", "mmd", "jan", "coral", "subspace", "cdan"])
 def test_shipped_configs_validate_and_share_the_base(name):
     config = load_config(ROOT / "configs" / "mnist_usps" / f"{name}.yaml")
     assert config.adapter.name == name

@@ -39,7 +39,9 @@ class MMD(Adapter):
         scales = torch.tensor([2.0**k for k in kernel_powers])
         self.mmd = MMDLoss(kernel_scales=scales, mmd_type="linear" if estimator == "linear" else "quadratic")
 
-    def discrepancy(self, f_s: Tensor, f_t: Tensor) -> Tensor:
+    def discrepancy(self, f_s: Tensor | list[Tensor], f_t: Tensor | list[Tensor]) -> Tensor:
+        """MMD of two batches; given lists (one tensor per layer), the joint MMD of JAN, whose
+        kernel is the product of each layer's multi-kernel (pytorch-adapt reads lists the same way)."""
         if self.estimator != "biased":
             return self.mmd(f_s, f_t)
         from pytorch_adapt.layers import utils
@@ -47,10 +49,14 @@ class MMD(Adapter):
         # pytorch-adapt's distances, median bandwidth and kernel sums; only the averaging differs
         # from its unbiased estimate: diagonals stay in, so identical batches give exactly 0.
         xx, yy, zz, scale = utils.get_mmd_dist_mats(f_s, f_t, self.mmd.dist_func, None)
-        scales = scale * self.mmd.kernel_scales.to(scale)
-        weights = utils.get_default_kernel_weights(scales)
-        kernel = lambda d: utils._mmd_quadratic(d, scales, weights)
-        return kernel(xx).mean() + kernel(yy).mean() - 2 * kernel(zz).mean()
+        joint = isinstance(xx, list)
+        k_xx = k_yy = k_zz = 1.0
+        for d_xx, d_yy, d_zz, s in zip(xx, yy, zz, scale) if joint else [(xx, yy, zz, scale)]:
+            scales = s * self.mmd.kernel_scales.to(s)
+            weights = utils.get_default_kernel_weights(scales)
+            kernel = lambda d: utils._mmd_quadratic(d, scales, weights)
+            k_xx, k_yy, k_zz = k_xx * kernel(d_xx), k_yy * kernel(d_yy), k_zz * kernel(d_zz)
+        return k_xx.mean() + k_yy.mean() - 2 * k_zz.mean()
 
     def loss(self, f_s, f_t, *, logits_s, logits_t, y_s, progress):
         value = sum(self.discrepancy(s, t) for s, t in layer_pairs(self.layer, f_s, f_t, logits_s, logits_t))
