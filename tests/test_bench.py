@@ -24,13 +24,13 @@ SELECTIONS = {"last", "source_val", "im", "snd", "entropy", "bnm", "oracle"}
 def bench_file(tmp_path):
     """A benchmark of two tiny adapters (source_only, dann) x two seeds on the synthetic pair."""
 
-    def write(seeds=(0, 1), train_steps: int = 6, **extra) -> Path:
+    def write(seeds=(0, 1), train_steps: int = 6, extra_adapters: dict | None = None, **extra) -> Path:
         adapter_cfg = tmp_path / "tiny.yaml"
         cfg = tiny_config(train={"steps": train_steps})
         adapter_cfg.write_text(yaml.safe_dump(cfg))
         bench = {"seeds": list(seeds), "directions": ["synthetic->synthetic"],
                  "adapters": {"source_only": {"config": "tiny.yaml", "set": {"adapter": {"name": "source_only"}}},
-                              "dann": "tiny.yaml"},
+                              "dann": "tiny.yaml", **(extra_adapters or {})},
                  **extra}
         path = tmp_path / "bench.yaml"
         path.write_text(yaml.safe_dump(bench))
@@ -226,6 +226,19 @@ def test_a_narrowed_benchmark_plans_each_run_as_the_whole_one_does(bench_file):
     assert [r.adapter for r in alone] == ["pretrain", "pretrain", "dann", "dann"]
     for run in alone:  # same pretraining run, same config, as in the whole benchmark
         assert run.after == full[run.key].after and run.config == full[run.key].config
+
+
+def test_each_wave_starts_its_longest_runs_first(bench_file):
+    """Pretraining first; then the longest runs, so that no core idles at the end on a long run started last."""
+    from da.bench.launch import waves
+    from da.bench.plan import load_bench_config, plan_runs
+
+    bench = load_bench_config(bench_file(extra_adapters={"long": {"config": "tiny.yaml", "set": {"train": {"steps": 60}}}}))
+    pretraining, adapters = waves(plan_runs(bench))
+    assert {r.adapter for r in pretraining} == {"pretrain"}
+    planned = [r.key for r in plan_runs(bench) if r.adapter != "pretrain"]
+    longest = [k for k in planned if "/long/" in k]
+    assert len(longest) == 2 and [r.key for r in adapters] == longest + [k for k in planned if k not in longest]
 
 
 def test_flags_that_add_seeds_or_directions_widen_what_the_reports_cover(bench_file):

@@ -80,9 +80,18 @@ def run_process(spec_json: str, out: str, env: dict[str, str], cwd: str) -> tupl
 
 
 def waves(specs: list[RunSpec]) -> list[list[RunSpec]]:
-    """Pretraining runs, then the runs that start from them (and any others)."""
+    """Pretraining runs, then the runs that start from them (and any others), each wave longest
+    first: a long run started last would keep one core busy while the others sit idle."""
     first = [s for s in specs if s.adapter == "pretrain"]
-    return [w for w in (first, [s for s in specs if s.adapter != "pretrain"]) if w]
+    later = sorted((s for s in specs if s.adapter != "pretrain"), key=images_to_train, reverse=True)
+    return [w for w in (first, later) if w]
+
+
+def images_to_train(spec: RunSpec) -> int:
+    """Images per domain that a run trains on, a proxy for its length (pretraining counted when
+    the run does its own)."""
+    stages = ("train",) if spec.after else ("train", "pretrain")
+    return sum(spec.config[k]["steps"] * spec.config[k]["batch_size"] for k in stages)
 
 
 def launch(specs: list[RunSpec], out: Path, launcher: str, jobs: int, address: str | None,
