@@ -187,3 +187,25 @@ def test_jan_sees_features_and_predictions_paired_differently_where_per_layer_mm
     kw = dict(logits_s=logits, logits_t=paired_otherwise, y_s=torch.zeros(N, dtype=torch.long), progress=0.5)
     assert abs(float(make("mmd", layer="both").loss(f, f.clone(), **kw)[0])) < 1e-5
     assert float(make("jan").loss(f, f.clone(), **kw)[0]) > 0.01
+
+
+def test_class_weighted_mmd_discounts_a_shift_in_class_proportions_alone():
+    """Same classes, same features per class, but the target holds four times as many of class 0:
+    plain MMD sees a shift; weighing target images by their predicted class's source / target
+    frequency (Yan et al. 2017's weighted MMD, on the target side) removes most of it."""
+    g = torch.Generator().manual_seed(0)
+    means = 3 * torch.randn(CLASSES, DIM, generator=g)
+
+    def batch(labels):
+        return means[labels] + 0.5 * torch.randn(len(labels), DIM, generator=g), 10.0 * nn.functional.one_hot(labels, CLASSES)
+
+    y_s = torch.arange(4 * N) % CLASSES
+    y_t = torch.cat([torch.zeros(2 * N, dtype=torch.long), torch.arange(2 * N) % (CLASSES - 1) + 1])
+    plain, weighted = make("mmd", layer="features"), make("mmd", layer="features", class_weights="target",
+                                                          max_class_weight=4.0, prior_momentum=0.5)
+    for _ in range(10):  # the running class frequencies settle
+        (f_s, l_s), (f_t, l_t) = batch(y_s), batch(y_t)
+        kw = dict(logits_s=l_s, logits_t=l_t, y_s=y_s, progress=0.5)
+        shift, corrected = float(plain.loss(f_s, f_t, **kw)[0]), float(weighted.loss(f_s, f_t, **kw)[0])
+    assert corrected < 0.25 * shift, (corrected, shift)
+    assert weighted.prior_t[0] == pytest.approx(0.5, abs=0.01)  # the target's share of class 0
