@@ -209,3 +209,36 @@ def test_class_weighted_mmd_discounts_a_shift_in_class_proportions_alone():
         shift, corrected = float(plain.loss(f_s, f_t, **kw)[0]), float(weighted.loss(f_s, f_t, **kw)[0])
     assert corrected < 0.25 * shift, (corrected, shift)
     assert weighted.prior_t[0] == pytest.approx(0.5, abs=0.01)  # the target's share of class 0
+
+
+def test_class_weights_need_the_biased_estimate():
+    from da.errors import DAError
+
+    with pytest.raises(DAError, match="class_weights: target needs estimator: biased"):
+        make("mmd", class_weights="target", estimator="linear")
+
+
+def test_class_weighted_mmd_resumes_its_class_frequencies_exactly(tmp_path, monkeypatch):
+    """The running class frequencies are checkpointed: a run stopped midway and resumed ends as
+    one that never stopped (they would restart from uniform otherwise)."""
+    from conftest import tiny_config
+    from da.config import build_config
+    from da.errors import Interrupted
+    from da.train import TIMING_FIELDS, train
+    from test_transfer import stop_at
+
+    cfg = tiny_config(train={"steps": 10, "eval_every": 5, "checkpoint_every": 5})
+    cfg["adapter"] = {"name": "mmd", "class_weights": "target", "prior_momentum": 0.5}
+    config = build_config(cfg)
+    for name in ("ref", "cut"):
+        (tmp_path / name).mkdir()
+    reference = train(config, tmp_path / "ref", show_progress=False)
+    stop_at(monkeypatch, 4)
+    with pytest.raises(Interrupted):
+        train(config, tmp_path / "cut", show_progress=False)
+    monkeypatch.undo()
+    resumed = train(config, tmp_path / "cut", resume=True, show_progress=False)
+    drop = lambda s: {k: v for k, v in s.items() if k not in TIMING_FIELDS}
+    assert drop(resumed) == drop(reference)
+    weights = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)["adapter"]
+    assert not torch.allclose(weights["prior_t"], torch.full_like(weights["prior_t"], 1 / len(weights["prior_t"])))
