@@ -68,3 +68,17 @@ def one_line_error(err: str) -> str:
     assert len(lines) == 1, f"expected one line on stderr, got:\n{err}"
     assert "Traceback" not in err
     return lines[0]
+
+
+def stop_at(monkeypatch, step: int, stage: str = "adapt") -> None:
+    """Ask the loop to checkpoint and stop after ``step`` as SIGTERM would (deterministic, in-process)."""
+    from da.train import Run
+
+    real = Run.check
+
+    def check(self, loss, current, at):
+        real(self, loss, current, at)
+        if current.name == stage and at == step:
+            self.stop_signal = "TEST"
+
+    monkeypatch.setattr(Run, "check", check)

@@ -221,11 +221,10 @@ def test_class_weights_need_the_biased_estimate():
 def test_class_weighted_mmd_resumes_its_class_frequencies_exactly(tmp_path, monkeypatch):
     """The running class frequencies are checkpointed: a run stopped midway and resumed ends as
     one that never stopped (they would restart from uniform otherwise)."""
-    from conftest import tiny_config
+    from conftest import stop_at, tiny_config
     from da.config import build_config
     from da.errors import Interrupted
     from da.train import TIMING_FIELDS, train
-    from test_transfer import stop_at
 
     cfg = tiny_config(train={"steps": 10, "eval_every": 5, "checkpoint_every": 5})
     cfg["adapter"] = {"name": "mmd", "class_weights": "target", "prior_momentum": 0.5}

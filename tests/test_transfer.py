@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from conftest import needs_data, one_line_error, real_data_root, tiny_config
+from conftest import needs_data, one_line_error, real_data_root, stop_at, tiny_config
 from da.checkpoint import load_checkpoint
 from da.config import DataConfig, TrainConfig, UnfreezeConfig, build_config
 from da.domains import load_domains
@@ -15,7 +15,7 @@ from da.evaluate import evaluate_run
 from da.finetune import FineTuning
 from da.models import linear_head
 from da.registry import BACKBONES, DATASETS
-from da.train import Run, best_evaluation, train
+from da.train import best_evaluation, train
 
 SYNTHETIC = {"source": "synthetic", "target": "synthetic", "source_val_size": 64}
 
@@ -156,18 +156,6 @@ def test_gradual_unfreezing_trains_each_block_only_after_its_step(tmp_path):
     flags = lambda tag: [e.value for e in events.Scalars(tag)]
     assert flags("trainable/fc") == [0, 0, 1, 1, 1] and flags("trainable/conv2") == [0, 0, 0, 0, 1]
     assert [e.step for e in events.Scalars("lr/fc")] == [3, 4, 5]
-
-
-def stop_at(monkeypatch, step: int, stage: str = "adapt") -> None:
-    """Ask the loop to checkpoint and stop after ``step`` as SIGTERM would (deterministic, in-process)."""
-    real = Run.check
-
-    def check(self, loss, current, at):
-        real(self, loss, current, at)
-        if current.name == stage and at == step:
-            self.stop_signal = "TEST"
-
-    monkeypatch.setattr(Run, "check", check)
 
 
 RESUME = dict(data={"target_labels_per_class": 2},
