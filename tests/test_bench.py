@@ -190,6 +190,17 @@ def test_a_folder_holding_a_run_with_another_config_is_not_overwritten(cli, benc
     assert config.read_text() == kept
 
 
+def test_spelling_out_an_adapter_default_keeps_the_finished_runs(cli, bench_file, tmp_path):
+    """``gamma: 10.0`` is dann's default: a benchmark file that now spells it out is the same config."""
+    out = tmp_path / "out"
+    assert cli("bench", "-c", bench_file(seeds=(0,)), "--adapters", "dann", "--out", out)[0] == 0
+    spelt = bench_file(seeds=(0,), set={"adapter": {"gamma": 10.0}})
+    code, stdout, err = cli("bench", "-c", spelt, "--adapters", "dann", "--out", out)
+    assert code == 0 and stdout.count("skipped") == 2, err
+    code, stdout, _ = cli("bench", "-c", bench_file(seeds=(0,), set={"adapter": {"gamma": 5.0}}), "--adapters", "dann", "--out", out)
+    assert code == 2 and "different config" in stdout
+
+
 def test_a_moved_benchmark_folder_still_resumes(cli, bench_file, tmp_path):
     """Run configs hold the pretraining checkpoint's absolute path; a renamed folder's runs are
     still the same runs: skipped when done, not refused as made with another config."""

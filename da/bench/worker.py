@@ -85,7 +85,28 @@ def _comparable(config: dict[str, Any], spec: RunSpec) -> dict[str, Any]:
     checkpoint = str(config["pretrain"].get("checkpoint") or "").replace("\\", "/")
     if spec.after and checkpoint.endswith(tail):
         config["pretrain"]["checkpoint"] = "{out}" + tail
+    adapters = config["adapter"] if isinstance(config["adapter"], list) else [config["adapter"]]
+    for adapter in adapters:
+        _fill_defaults(adapter)
     return config
+
+
+def _fill_defaults(adapter: dict[str, Any]) -> None:
+    """Add the adapter's constructor defaults that ``adapter`` leaves out, so that a config that
+    spells out a default (``class_weights: none``) and one that omits it compare equal."""
+    import inspect
+
+    from da.config import LOOP_PROVIDED
+    from da.registry import ADAPTERS
+
+    try:
+        cls = ADAPTERS.get(adapter.get("name"))
+    except DAError:
+        return
+    for name, param in inspect.signature(cls).parameters.items():
+        if param.default is not param.empty and name not in LOOP_PROVIDED:
+            default = list(param.default) if isinstance(param.default, tuple) else param.default
+            adapter.setdefault(name, default)
 
 
 def _summary_complete(run_dir: Path) -> bool:
