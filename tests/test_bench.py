@@ -226,6 +226,13 @@ def test_ray_launcher_gives_the_same_results_as_the_local_one(cli, bench_file, t
     assert [float(r["score"] or 0) for r in ray] == pytest.approx([float(r["score"] or 0) for r in local], abs=1e-5)
     drop_score = lambda rows: [{k: v for k, v in r.items() if k != "score"} for r in without_timing(rows)]
     assert drop_score(ray) == drop_score(local)
+    # The local Ray's workers run at this process's priority, not Ray's default niceness 15.
+    import ray
+
+    def niceness() -> int:
+        return os.nice(0)
+
+    assert ray.get(ray.remote(niceness).remote()) == os.nice(0)
 
 
 def test_a_narrowed_benchmark_plans_each_run_as_the_whole_one_does(bench_file):

@@ -171,6 +171,10 @@ def _ray_pool(jobs: int, address: str | None) -> Submit:
     if not ray.is_initialized():
         # No address: a local Ray with --jobs CPUs (or an existing cluster named by RAY_ADDRESS).
         options = {"address": address} if address else {"num_cpus": jobs}
+        # Ray starts its workers at niceness 15, and each run's process inherits it: beside any other
+        # busy process a run then crawls (15 times slower beside two). A Ray started here runs them
+        # as --launcher local does, unless RAY_worker_niceness says otherwise.
+        os.environ.setdefault("RAY_worker_niceness", "0")
         try:
             ray.init(**options, include_dashboard=False, log_to_driver=False, configure_logging=False)
         except (ConnectionError, ValueError, RuntimeError) as exc:
