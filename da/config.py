@@ -333,8 +333,7 @@ def _build_adapter_list(raw: list) -> AdapterConfig:
         if cls.needs_fit:
             raise DAError(f"config key {path}: adapter {name!r} is closed-form (fitted on features) and cannot be "
                           f"combined with others; use it alone")
-        params = {n: p for n, p in inspect.signature(cls).parameters.items()
-                  if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n not in LOOP_PROVIDED}
+        params = settable_params(cls)
         takes = ["weight", *(n for n in params if n != "weight")]
         for key in item:
             if key not in takes and key not in LOOP_PROVIDED:  # loop-provided keys get check_kwargs' message
@@ -355,12 +354,15 @@ def _build_adapter_list(raw: list) -> AdapterConfig:
     return AdapterConfig("+".join(p.name for p in parts), record, 1.0, parts)
 
 
+def settable_params(cls: type) -> dict[str, inspect.Parameter]:
+    """The constructor arguments of ``cls`` that a config may set (keyword-able, not loop-provided)."""
+    return {n: p for n, p in inspect.signature(cls).parameters.items()
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n not in LOOP_PROVIDED}
+
+
 def check_kwargs(cls: type, kwargs: dict, what: str, path: str) -> dict:
     """Validate ``kwargs`` against the constructor of ``cls`` (names and annotated types)."""
-    params = {
-        n: p for n, p in inspect.signature(cls).parameters.items()
-        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n not in LOOP_PROVIDED
-    }
+    params = settable_params(cls)
     try:
         hints = typing.get_type_hints(cls.__init__)
     except Exception:

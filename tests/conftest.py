@@ -82,3 +82,20 @@ def stop_at(monkeypatch, step: int, stage: str = "adapt") -> None:
             self.stop_signal = "TEST"
 
     monkeypatch.setattr(Run, "check", check)
+
+
+def stopped_then_resumed(config, run_dir: Path, monkeypatch, step: int) -> dict:
+    """Train ``config`` into ``run_dir``, stopped (checkpointed, as on SIGTERM) after adaptation
+    step ``step``, then resumed to the end: the resumed run's summary without its timings."""
+    from da.checkpoint import load_checkpoint
+    from da.errors import Interrupted
+    from da.train import TIMING_FIELDS, train
+
+    run_dir.mkdir()
+    stop_at(monkeypatch, step)
+    with pytest.raises(Interrupted):
+        train(config, run_dir, show_progress=False)
+    assert load_checkpoint(run_dir / "checkpoint.pt")["step"] == step
+    monkeypatch.undo()
+    resumed = train(config, run_dir, resume=True, show_progress=False)
+    return {k: v for k, v in resumed.items() if k not in TIMING_FIELDS}

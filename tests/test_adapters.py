@@ -221,23 +221,16 @@ def test_class_weights_need_the_biased_estimate():
 def test_class_weighted_mmd_resumes_its_class_frequencies_exactly(tmp_path, monkeypatch):
     """The running class frequencies are checkpointed: a run stopped midway and resumed ends as
     one that never stopped (they would restart from uniform otherwise)."""
-    from conftest import stop_at, tiny_config
+    from conftest import stopped_then_resumed, tiny_config
     from da.config import build_config
-    from da.errors import Interrupted
     from da.train import TIMING_FIELDS, train
 
     cfg = tiny_config(train={"steps": 10, "eval_every": 5, "checkpoint_every": 5})
     cfg["adapter"] = {"name": "mmd", "class_weights": "target", "prior_momentum": 0.5}
     config = build_config(cfg)
-    for name in ("ref", "cut"):
-        (tmp_path / name).mkdir()
+    (tmp_path / "ref").mkdir()
     reference = train(config, tmp_path / "ref", show_progress=False)
-    stop_at(monkeypatch, 4)
-    with pytest.raises(Interrupted):
-        train(config, tmp_path / "cut", show_progress=False)
-    monkeypatch.undo()
-    resumed = train(config, tmp_path / "cut", resume=True, show_progress=False)
-    drop = lambda s: {k: v for k, v in s.items() if k not in TIMING_FIELDS}
-    assert drop(resumed) == drop(reference)
+    resumed = stopped_then_resumed(config, tmp_path / "cut", monkeypatch, 4)
+    assert resumed == {k: v for k, v in reference.items() if k not in TIMING_FIELDS}
     weights = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)["adapter"]
     assert not torch.allclose(weights["prior_t"], torch.full_like(weights["prior_t"], 1 / len(weights["prior_t"])))

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from conftest import needs_data, one_line_error, real_data_root, stop_at, tiny_config
+from conftest import needs_data, one_line_error, real_data_root, stopped_then_resumed, tiny_config
 from da.checkpoint import load_checkpoint
 from da.config import DataConfig, TrainConfig, UnfreezeConfig, build_config
 from da.domains import load_domains
@@ -165,20 +165,11 @@ RESUME = dict(data={"target_labels_per_class": 2},
 
 @pytest.mark.parametrize("stop", [4, 9])  # exactly at an unfreezing (after 4 steps), and between two
 def test_resume_across_unfreezing_boundaries_ends_exactly_like_an_uninterrupted_run(stop, tmp_path, monkeypatch):
-    from da.errors import Interrupted
     from da.train import TIMING_FIELDS
 
     reference, ref_dir = run(tmp_path, "ref", **RESUME)
-    config = build_config(tiny_config(**RESUME))
-    (tmp_path / "cut").mkdir()
-    stop_at(monkeypatch, stop)
-    with pytest.raises(Interrupted):
-        train(config, tmp_path / "cut", show_progress=False)
-    assert load_checkpoint(tmp_path / "cut" / "checkpoint.pt")["step"] == stop
-    monkeypatch.undo()
-    resumed = train(config, tmp_path / "cut", resume=True, show_progress=False)
-    drop = lambda s: {k: v for k, v in s.items() if k not in TIMING_FIELDS}
-    assert drop(resumed) == drop(reference)
+    resumed = stopped_then_resumed(build_config(tiny_config(**RESUME)), tmp_path / "cut", monkeypatch, stop)
+    assert resumed == {k: v for k, v in reference.items() if k not in TIMING_FIELDS}
     for name in ("checkpoint.pt", "best.pt"):
         a, b = load_checkpoint(ref_dir / name), load_checkpoint(tmp_path / "cut" / name)
         assert all(torch.equal(a["extractor"][k], b["extractor"][k]) for k in a["extractor"])

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from da.adapters.base import LAYERS, Adapter, check_choice, layer_pairs
+from da.errors import DAError
 from da.registry import register_adapter
 
 ESTIMATORS = ("biased", "unbiased", "linear")
@@ -43,8 +44,6 @@ class MMD(Adapter):
         check_choice("mmd", "layer", layer, LAYERS)
         check_choice("mmd", "class_weights", class_weights, CLASS_WEIGHTS)
         if class_weights != "none" and estimator != "biased":
-            from da.errors import DAError
-
             raise DAError(f"mmd: class_weights: {class_weights} needs estimator: biased, got {estimator!r}")
         self.layer = layer
         self.class_weights, self.max_class_weight, self.prior_momentum = class_weights, max_class_weight, prior_momentum
@@ -83,7 +82,7 @@ class MMD(Adapter):
         return k_xx.mean() + a @ k_yy @ a - 2 * (k_zz.mean(dim=0) @ a)
 
     @torch.no_grad()
-    def target_weights(self, logits_s: Tensor, logits_t: Tensor, y_s: Tensor) -> Tensor:
+    def target_weights(self, logits_t: Tensor, y_s: Tensor) -> Tensor:
         """Per target row: source over target class frequency, averaged over its softmax."""
         m = self.prior_momentum
         p_t = logits_t.softmax(dim=1)
@@ -93,7 +92,7 @@ class MMD(Adapter):
         return p_t @ ratio
 
     def loss(self, f_s, f_t, *, logits_s, logits_t, y_s, progress):
-        w_t = self.target_weights(logits_s, logits_t, y_s) if self.class_weights == "target" else None
+        w_t = self.target_weights(logits_t, y_s) if self.class_weights == "target" else None
         value = sum(self.discrepancy(s, t, w_t) for s, t in layer_pairs(self.layer, f_s, f_t, logits_s, logits_t))
         scalars = {"mmd": value.detach()}
         if w_t is not None:

@@ -34,11 +34,9 @@ def run_bench(bench: BenchConfig, out: Path, launcher: str = "local", jobs: int 
     started = time.perf_counter()
 
     def report(spec: RunSpec, outcome: Outcome) -> None:
-        if outcome.status in ("failed", "stopped"):
-            what, result = ("FAILED: " if outcome.status == "failed" else "stopped: ") + outcome.error, ""
-        else:
-            what, result = outcome.status, _headline(out / spec.key)
-        echo(_run_line(next(counter), todo, spec, what + result))
+        prefix = {"failed": "FAILED: ", "stopped": "stopped: "}.get(outcome.status)
+        what = prefix + outcome.error if prefix else outcome.status + _headline(out / spec.key)
+        echo(_run_line(next(counter), todo, spec, what))
 
     outcomes = launch(specs, out, launcher, jobs, address, report)
     everything = plan_runs(whole) if whole is not None and whole is not bench else specs

@@ -94,17 +94,15 @@ def _comparable(config: dict[str, Any], spec: RunSpec) -> dict[str, Any]:
 def _fill_defaults(adapter: dict[str, Any]) -> None:
     """Add the adapter's constructor defaults that ``adapter`` leaves out, so that a config that
     spells out a default (``class_weights: none``) and one that omits it compare equal."""
-    import inspect
-
-    from da.config import LOOP_PROVIDED
+    from da.config import settable_params
     from da.registry import ADAPTERS
 
     try:
         cls = ADAPTERS.get(adapter.get("name"))
     except DAError:
         return
-    for name, param in inspect.signature(cls).parameters.items():
-        if param.default is not param.empty and name not in LOOP_PROVIDED:
+    for name, param in settable_params(cls).items():
+        if param.default is not param.empty:
             default = list(param.default) if isinstance(param.default, tuple) else param.default
             adapter.setdefault(name, default)
 
