@@ -45,9 +45,16 @@ def _check_names(config: Config) -> None:
     import da.models  # noqa: F401  (registers the backbones)
     from da.registry import BACKBONES, DATASETS
 
+    from da.data.image_domain import check_data_options, check_image_spec
+
     for key, name in (("data.source", config.data.source), ("data.target", config.data.target)):
-        if name not in DATASETS:
+        if isinstance(name, dict):
+            check_image_spec(name, key)
+        elif not isinstance(name, str):
+            raise DAError(f"config key {key} must be a dataset name or a mapping such as {{folder: DIR}}, got {_show(name)}")
+        elif name not in DATASETS:
             DATASETS.get(name)  # raises the error that lists the valid names
+    check_data_options(config)
     if config.model.backbone not in BACKBONES:
         BACKBONES.get(config.model.backbone)
 
