@@ -99,8 +99,10 @@ class BatchPlan:
 
 
 def loader_options(num_workers: int, device: torch.device) -> dict:
-    """DataLoader settings: workers (prefetching two batches each), pinned memory on CUDA."""
-    options = {"num_workers": num_workers, "pin_memory": device.type == "cuda"}
+    """DataLoader settings: workers (prefetching two batches each), pinned memory on CUDA, and a
+    generator of its own: a DataLoader draws its workers' base seed when it starts, and from the
+    global generator that would shift the dropout masks of a resumed run (its loader starts later)."""
+    options = {"num_workers": num_workers, "pin_memory": device.type == "cuda", "generator": torch.Generator()}
     if num_workers > 0:
         options.update(prefetch_factor=2, persistent_workers=False)
     return options

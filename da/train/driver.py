@@ -60,7 +60,7 @@ def train(config: Config, run_dir: Path, show_progress: bool = True, resume: boo
         write_text_atomic(run_dir / "config.yaml", dump_yaml(config))
     seed_everything(config.seed, config.deterministic)
     device = pick_device(config.device)
-    domains = load_domains(config.data, device)
+    domains = load_domains(config.data, device, config.model.backbone)
     if domains.target_labelled is not None:
         write_json(run_dir / "target_labels.json", target_labels_record(config, domains, indices=True))
     model = build_model(config, domains, device)

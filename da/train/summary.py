@@ -64,6 +64,10 @@ def make_summary(run: "Run") -> dict[str, Any]:
         **({"target_labels": target_labels_record(config, run.domains, indices=config.data.target_labels_per_class != "all")}
            if run.domains.target_labelled is not None else {}),
         **({"early_stopping": s["early_stopping"]} if "early_stopping" in s else {}),
+        # Image folders and lists: classes, split sizes, test split, unreadable files skipped per domain.
+        **({"image_data": run.domains.image_data,
+            "skipped_images": {k: v["skipped_images"] for k, v in run.domains.image_data.items()}}
+           if run.domains.image_data else {}),
         # "oracle" reads target test labels: an upper bound, never a result.
         "selection": selections(s.get("history", [])),
         "history": s.get("history", []),
