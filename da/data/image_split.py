@@ -54,16 +54,17 @@ class ImageSplit:
     def batches(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
         """Every image in order, in batches of ``batch_size`` (test transform), on the split's device."""
         ds = self.dataset(train=False)
+        normalise = self.test_transform.normalise
         if self.num_workers == 0:  # no DataLoader machinery: read in this process
             for start in range(0, len(ds), batch_size):
                 items = [ds[i] for i in range(start, min(start + batch_size, len(ds)))]
-                yield (torch.stack([x for x, _ in items]).to(self.device),
+                yield (normalise(torch.stack([x for x, _ in items]).to(self.device)),
                        torch.stack([y for _, y in items]).to(self.device))
             return
         loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False,
                                              **loader_options(self.num_workers, self.device))
         for x, y in loader:
-            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            yield normalise(x.to(self.device, non_blocking=True)), y.to(self.device, non_blocking=True)
 
     def subset(self, index: Tensor) -> "ImageSplit":
         index = torch.as_tensor(index).cpu()

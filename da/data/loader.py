@@ -28,8 +28,9 @@ class BadImage(DAError):
 
 
 class ImageDataset(torch.utils.data.Dataset):
-    """Item ``(index, seed)`` -> (image tensor, label): decoded (or read from the decoded cache),
-    transformed, normalised. ``seed`` seeds the random steps of the transform (None: unseeded)."""
+    """Item ``(index, seed)`` -> (uint8 image, label): decoded (or read from the decoded cache) and
+    transformed; the batch is normalised after loading (``ImageTransform.normalise``). ``seed``
+    seeds the random steps of the transform (None: unseeded)."""
 
     def __init__(self, paths: list, labels: Tensor, transform, channels: int, cache=None,
                  rows: Optional[Tensor] = None) -> None:
@@ -160,7 +161,7 @@ class LoaderSampler:
                 raise
             raise load_error(exc) from None
         self._pending.popleft()
-        x = x.to(self.device, non_blocking=True)
+        x = self.dataset.transform.normalise(x.to(self.device, non_blocking=True))
         y = y.to(self.device, non_blocking=True)
         return (self.augment(x) if self.augment is not None else x), y
 

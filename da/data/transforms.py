@@ -32,7 +32,7 @@ ADDED_BY_DA = ("ToImage", "ToTensor", "PILToTensor", "ToDtype", "ToPureTensor", 
 
 
 class Normalise:
-    """uint8 (C, H, W) -> float32 ``(x / 255 - mean) / std``, computed as ``x / (255 std) - mean / std``.
+    """uint8 (N, C, H, W) -> float32 ``(x / 255 - mean) / std``, computed as ``x / (255 std) - mean / std``.
 
     With mean 0.5 and std 0.5 that is ``x / 127.5 - 1``, the very operations of
     ``da.data.domain.to_unit_range``: a digit read from a PNG equals the in-memory one bit for bit.
@@ -46,13 +46,15 @@ class Normalise:
         x = x.float()
         if len(self.scale) == 1 or len(set(self.scale)) == 1 and len(set(self.shift)) == 1:
             return x.div_(self.scale[0]).sub_(self.shift[0])
-        scale = torch.tensor(self.scale).view(-1, 1, 1)
-        shift = torch.tensor(self.shift).view(-1, 1, 1)
+        scale = torch.tensor(self.scale, device=x.device).view(-1, 1, 1)
+        shift = torch.tensor(self.shift, device=x.device).view(-1, 1, 1)
         return x.div_(scale).sub_(shift)
 
 
 class ImageTransform:
-    """A list of v2 transforms on uint8 tensors, then :class:`Normalise`.
+    """A list of v2 transforms on uint8 tensors; ``normalise`` (a :class:`Normalise`) runs on whole
+    batches afterwards (one operation per batch instead of per image, and uint8 crosses from the
+    loader workers and to the GPU: a quarter of float32's bytes).
 
     ``random``: whether any step draws random numbers (the loader seeds those per image).
     ``cached_resize``: the (height, width) of a leading fixed-size ``Resize``, which a decoded cache
@@ -73,14 +75,17 @@ class ImageTransform:
         self.cached_resize = tuple(size) if isinstance(size, (list, tuple)) and len(size) == 2 else None
 
     def __call__(self, image: Tensor, resized: bool = False) -> Tensor:
-        """``image``: uint8 (C, H, W); ``resized``: it already went through the leading Resize (a cached image)."""
+        """``image``: uint8 (C, H, W) -> uint8 (C, H', W'); ``resized``: it already went through the
+        leading Resize (a cached image)."""
         from torchvision import tv_tensors
 
         steps = self.steps[1:] if resized else self.steps
+        if not steps:
+            return image
         x = tv_tensors.Image(image)
         for step in steps:
             x = step(x)
-        return self.normalise(x.as_subclass(Tensor))
+        return x.as_subclass(Tensor)
 
 
 def preset_steps(name: str, cfg: PretrainedCfg) -> list[Any]:
