@@ -141,3 +141,30 @@ def test_transform_lists_and_presets(tmp_path):
         load({"folder": str(folder)}, SMALL, transforms={"test": ["RandomHorizontalFlip"]})
     with pytest.raises(DAError, match="ColorJitter rejected its arguments"):
         load({"folder": str(folder)}, SMALL, transforms={"train": [{"name": "ColorJitter", "brightnes": 1}]})
+
+
+def test_real_mnist_written_as_png_reads_back_as_the_in_memory_tensors(tmp_path):
+    """MNIST's test digits, written as PNG class folders as experiments/write_image_folders.py does,
+    come back through the file-backed path bit for bit."""
+    from tests.conftest import real_data_root
+
+    root = real_data_root()
+    if root is None:
+        pytest.skip("real MNIST/USPS not under $DA_DATA_ROOT")
+    from PIL import Image
+
+    from da.data.digits import mnist
+
+    for name, load, tolerance in (("mnist", mnist, 0.0),):
+        test = load(root, False, "source").test
+        index = torch.arange(0, len(test), len(test) // 40)
+        x, y = test.images(index), test.y[index]
+        pixels = ((x.squeeze(1).numpy() + 1) * 127.5).round().astype(np.uint8)
+        for i, (image, label) in enumerate(zip(pixels, y.tolist())):
+            (tmp_path / name / str(label)).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image).save(tmp_path / name / str(label) / f"{i:03d}.png")
+        domain = load_image_domain({"folder": str(tmp_path / name)}, "data.source", tmp_path, DIGITS, ImageOptions())
+        order = torch.argsort(y, stable=True)  # class folders in label order, files in index order
+        back = domain.train.images(torch.arange(len(index)))
+        assert [int(domain.classes[c]) for c in domain.train.y] == y[order].tolist()
+        assert (back - x[order]).abs().max() <= tolerance + 1e-6
