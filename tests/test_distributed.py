@@ -96,3 +96,38 @@ def test_dann_on_two_ranks_resumes_exactly_after_sigterm(tmp_path):
 
     strip = lambda p: {k: v for k, v in json.loads(p.read_text()).items() if k not in TIMING_FIELDS}
     assert strip(tmp_path / "stopped" / "summary.json") == strip(tmp_path / "ref" / "summary.json")
+
+
+def _gather_worker(rank: int, init_file: str, results) -> None:
+    import torch.distributed as dist
+
+    from da.train.distributed import Dist, gather
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        here = Dist(rank, 2)
+        mine = torch.full((3, 2), float(rank + 1), requires_grad=True)
+        (everything,) = gather(here, mine)
+        weights = torch.arange(12, dtype=torch.float32).reshape(6, 2)
+        (everything * weights).sum().backward()
+        results[rank] = (everything.detach(), mine.grad)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_gather_gives_every_rank_the_global_batch_and_each_rank_the_gradient_of_its_rows(tmp_path):
+    import torch.multiprocessing as mp
+
+    with mp.Manager() as manager:
+        results = manager.dict()
+        mp.spawn(_gather_worker, args=(str(tmp_path / "init"), results), nprocs=2)
+        results = dict(results)
+    weights = torch.arange(12, dtype=torch.float32).reshape(6, 2)
+    expected = torch.cat([torch.full((3, 2), 1.0), torch.full((3, 2), 2.0)])
+    for rank in (0, 1):
+        everything, grad = results[rank]
+        assert torch.equal(everything, expected)
+        # Both ranks' losses reach each rank's rows: the gradient is the sum of the two ranks' weights
+        # for those rows (all_gather's backward reduces), i.e. 2x that rank's slice of the weights.
+        assert torch.equal(grad, 2 * weights[3 * rank : 3 * rank + 3])

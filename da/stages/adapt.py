@@ -26,6 +26,7 @@ from da.models.domain_norm import routed
 from da.registry import register_stage
 from da.stages.augmentation import augmentation
 from da.stages.base import ParamGroup, Stage, Update
+from da.train.distributed import gather
 from da.train.precision import float32_outside_autocast
 from da.train.selection import record_evaluation, restore_best, track_best
 
@@ -118,8 +119,11 @@ class Adapt(Stage):
             if cfg.source_weight != 1.0:
                 task = cfg.source_weight * task
             with float32_outside_autocast(run.device.type):  # kernels, covariances, log-softmax need float32
-                align, scalars = m.adapter.loss(f_s.float(), f_t.float(), logits_s=logits_s.float(),
-                                                logits_t=logits_t.float(), y_s=y_s, progress=progress)
+                inputs = (f_s.float(), f_t.float(), logits_s.float(), logits_t.float(), y_s)
+                if m.adapter.global_batch:
+                    inputs = gather(run.dist, *inputs)
+                align, scalars = m.adapter.loss(inputs[0], inputs[1], logits_s=inputs[2], logits_t=inputs[3],
+                                                y_s=inputs[4], progress=progress)
         else:
             task = align = logits[0].new_zeros(())
             scalars = {}

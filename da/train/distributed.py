@@ -111,3 +111,13 @@ def gradient_sync(here: Dist, modules: dict[str, nn.Module], device: torch.devic
     ddp = nn.parallel.DistributedDataParallel(_Parts(modules), device_ids=[device.index] if device.type == "cuda" else None,
                                               find_unused_parameters=True)
     return ddp
+
+
+def gather(here: Dist, *tensors: Tensor) -> tuple[Tensor, ...]:
+    """Every rank's rows of each tensor, rank 0's first, with gradients flowing back to each rank's own
+    rows (``torch.distributed.nn.all_gather``): for an adapter whose loss needs the global batch."""
+    if not here.on:
+        return tensors
+    from torch.distributed.nn.functional import all_gather
+
+    return tuple(torch.cat(all_gather(t.contiguous())) for t in tensors)

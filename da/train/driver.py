@@ -115,6 +115,9 @@ def train(config: Config, run_dir: Path, show_progress: bool = True, resume: boo
 def prepare_model(model: Model, config: Config, here: Dist) -> None:
     """``train.sync_batch_norm`` (several processes) and ``train.compile``, in place."""
     if config.train.sync_batch_norm and here.on:
+        if not torch.cuda.is_available():
+            raise DAError("config key train.sync_batch_norm needs CUDA GPUs (torch's SyncBatchNorm runs on GPU modules "
+                          "only); set it false on CPU, where each rank normalises with its own batch's statistics")
         model.extractor = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model.extractor)
     if config.train.compile:
         model.extractor.compile()
