@@ -168,3 +168,11 @@ def test_real_mnist_written_as_png_reads_back_as_the_in_memory_tensors(tmp_path)
         back = domain.train.images(torch.arange(len(index)))
         assert [int(domain.classes[c]) for c in domain.train.y] == y[order].tolist()
         assert (back - x[order]).abs().max() <= tolerance + 1e-6
+
+
+def test_ranks_load_their_slices_of_one_global_batch(tmp_path):
+    split = load({"folder": str(write_folder(tmp_path / "d", size=40, colour=True))}, SMALL).train
+    whole = split.sampler(8, torch.Generator().manual_seed(0)).next()
+    parts = [split.sampler(4, torch.Generator().manual_seed(0), shard=(rank, 2)).next() for rank in (0, 1)]
+    assert torch.equal(torch.cat([x for x, _ in parts]), whole[0])
+    assert torch.equal(torch.cat([y for _, y in parts]), whole[1])

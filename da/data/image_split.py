@@ -78,6 +78,8 @@ class ImageSplit:
         return replace(self, y=self.y.to(device), device=torch.device(device))
 
     def sampler(self, batch_size: int, generator: torch.Generator,
-                augment: Optional[Callable[[Tensor], Tensor]] = None) -> LoaderSampler:
-        """Infinite shuffled training batches (train transform), resumable exactly (``da.data.loader``)."""
-        return LoaderSampler(self.dataset(train=True), batch_size, generator, augment, self.device, self.num_workers)
+                augment: Optional[Callable[[Tensor], Tensor]] = None, shard: tuple[int, int] = (0, 1)) -> LoaderSampler:
+        """Infinite shuffled training batches (train transform), resumable exactly (``da.data.loader``);
+        ``shard=(rank, world_size)``: this rank's slice of each global batch."""
+        return LoaderSampler(self.dataset(train=True), batch_size, generator, augment, self.device, self.num_workers,
+                             shard)

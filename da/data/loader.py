@@ -125,25 +125,31 @@ class LoaderSampler:
     """Infinite training batches of a file-backed split, through a DataLoader; ``next()`` -> (x, y) on the device.
 
     ``augment`` (a batch-tensor transform such as ``da.data.augment.RandomAffine``) runs on the
-    batch after loading, with the run's generator, as for in-memory splits.
+    batch after loading, with the run's generator, as for in-memory splits. With
+    ``shard=(rank, world_size)`` (torch.distributed) every rank plans the same global batch of
+    ``batch_size * world_size`` images (its generator is seeded alike) and loads only its slice;
+    per-image transforms are then those of one process, and ``augment`` runs on the slice.
     """
 
     def __init__(self, dataset: ImageDataset, batch_size: int, generator: torch.Generator,
-                 augment: Optional[Callable[[Tensor], Tensor]], device: torch.device, num_workers: int) -> None:
-        if len(dataset) < batch_size:
-            raise DAError(f"batch size {batch_size} exceeds the split's {len(dataset)} images; lower the batch size")
+                 augment: Optional[Callable[[Tensor], Tensor]], device: torch.device, num_workers: int,
+                 shard: tuple[int, int] = (0, 1)) -> None:
+        self.rank, self.world = shard
+        if len(dataset) < batch_size * self.world:
+            raise DAError(f"batch size {batch_size * self.world} exceeds the split's {len(dataset)} images; "
+                          f"lower the batch size")
         self.dataset, self.batch_size, self.augment = dataset, batch_size, augment
         self.device, self.num_workers = device, num_workers
         self.shared = generator  # the run's: augment draws from it, and the checkpoint keeps its state
         seed = int(torch.randint(0, SEED_BOUND, (), generator=generator))
-        self.plan = BatchPlan(len(dataset), batch_size, torch.Generator().manual_seed(seed))
+        self.plan = BatchPlan(len(dataset), batch_size * self.world, torch.Generator().manual_seed(seed))
         self._pending: collections.deque = collections.deque()  # plan states before each batch in flight
         self._iter: Optional[Iterator] = None
 
     def _plans(self) -> Iterator[list[tuple[int, int]]]:
         while True:
             self._pending.append(self.plan.state_dict())
-            yield self.plan.draw()
+            yield self.plan.draw()[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
 
     def _start(self) -> None:
         loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=self._plans(),
