@@ -90,6 +90,8 @@ REGRESSIONS = [
     {**tiny_config(train={"steps": 2, "batch_size": 300}), "model": {"bottleneck": None}},
     # early stopping with no adaptation step restored a best.pt that was never written
     tiny_config(pretrain={"steps": 0}, train={"steps": 0, "early_stopping": {"validator": "source_val", "patience": 1}}),
+    # coral's covariance divided by n - 1 = 0 on a batch of one image
+    {**tiny_config(pretrain={"steps": 0}, train={"steps": 1, "batch_size": 1}), "adapter": {"name": "coral"}},
 ]
 
 
@@ -149,3 +151,18 @@ def test_a_non_finite_loss_marks_the_folder_failed_and_keeps_the_checkpoint(writ
 def test_da_eval_on_a_folder_that_is_not_a_run_is_one_line(tmp_path, cli):
     code, _, err = cli("eval", tmp_path)
     assert code == 2 and "is not a run folder" in one_line_error(err)
+
+
+@pytest.mark.parametrize("bench, extra, message", [
+    ("directions: [synthetic->synthetic]\nadapters:\n  a: CFG\n  a: CFG\n", [], "key 'a' appears twice in one mapping"),
+    ("directions: [synthetic->nope]\nadapters: {a: CFG}\n", [], "unknown dataset 'nope'"),
+    ("directions: [synthetic->synthetic]\nadapters: {a: CFG}\n", ["--grid", "adapter.kernel_powers=1,2"],
+     "does not take 'kernel_powers'"),
+])
+def test_benchmarks_whose_entries_clash_are_one_line_and_create_nothing(bench, extra, message, write_config, tmp_path, cli):
+    cfg = write_config(tiny_config())
+    path = tmp_path / "bench.yaml"
+    path.write_text("seeds: [0]\n" + bench.replace("CFG", str(cfg)))
+    code, _, err = cli("bench", "-c", path, "--out", tmp_path / "out", *extra)
+    assert code == 2 and message in one_line_error(err)
+    assert not (tmp_path / "out").exists()
