@@ -44,7 +44,7 @@ def test_every_adapter_runs_on_image_folders(name, folders, tmp_path):
 
 def test_a_stopped_file_backed_run_resumes_to_the_same_summary(folders, tmp_path, monkeypatch):
     transforms = {"train": [{"name": "RandomResizedCrop", "size": 28, "scale": [0.7, 1.0]}, "RandomHorizontalFlip"]}
-    cfg = image_config(folders, data={"num_workers": 1, "transforms": transforms})
+    cfg = image_config(folders, data={"transforms": transforms})  # workers: test_image_data.py
     config = build_config(cfg)
     (tmp_path / "straight").mkdir()
     straight = train(config, tmp_path / "straight", show_progress=False)
