@@ -11,7 +11,6 @@ root (``data.root``, ``$DA_DATA_ROOT``, else ``./data``).
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional

@@ -145,7 +145,8 @@ def scan(files: ImageFiles, skip_bad: bool) -> ImageFiles:
         labels.append(label)
         sizes.append(result[0])
         modes.append(result[1])
-    empty = [c for i, c in enumerate(files.classes) if i not in set(labels)]
+    present = set(labels)
+    empty = [c for i, c in enumerate(files.classes) if i not in present]
     if empty and skip_bad:
         raise DAError(f"{files.where}: class {empty[0]!r} has no readable image left after skipping bad files; "
                       f"add readable images of it")
