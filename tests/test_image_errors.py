@@ -161,3 +161,9 @@ def test_da_data_lists_counts_sizes_and_unreadable_files(cli, folder, tmp_path):
     listed = write_list(tmp_path / "domains" / "one", tmp_path / "domains" / "one.txt")
     code, out, _ = cli("data", listed)
     assert code == 0 and "one.txt: 24 images, 3 classes" in out
+    config = tmp_path / "cfg.yaml"
+    config.write_text(f"data:\n  source: {{folder: {tmp_path / 'domains' / 'one'}, test_fraction: 0.25}}\n"
+                      f"  target: {{list: {listed}}}\n")
+    code, out, _ = cli("data", config)
+    assert code == 0 and "source train: 24 images" in out and "0.25 of each class held out" in out
+    assert "target train: 24 images" in out and "test split: the training images (test_fraction 0)" in out
