@@ -15,6 +15,10 @@ from torch import Tensor
 from da.data.loader import ImageDataset, LoaderSampler, loader_options
 
 EVAL_BATCH = 256
+#: Evaluation batches hold at most this many pixels (2,000 digits of 28 x 28, the loop's evaluation
+#: batch), and at least 64 images: 2,000 images of 224 x 224 through a ResNet-50 at once would need
+#: tens of GB of activations.
+EVAL_PIXELS = 2000 * 28 * 28
 
 
 @dataclass
@@ -52,7 +56,9 @@ class ImageSplit:
             torch.empty(0, *self.shape, device=self.device)
 
     def batches(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
-        """Every image in order, in batches of ``batch_size`` (test transform), on the split's device."""
+        """Every image in order, in batches of ``batch_size`` (test transform), on the split's device;
+        large images in smaller batches (``EVAL_PIXELS``)."""
+        batch_size = min(batch_size, max(64, EVAL_PIXELS // (self.shape[1] * self.shape[2])))
         ds = self.dataset(train=False)
         normalise = self.test_transform.normalise
         if self.num_workers == 0:  # no DataLoader machinery: read in this process
