@@ -18,13 +18,14 @@ from da.config.schema import (
     EarlyStoppingConfig,
     ModelConfig,
     PretrainConfig,
+    StageConfig,
     TrainConfig,
     UnfreezeConfig,
 )
 
 __all__ = [
     "LOOP_PROVIDED", "AdapterConfig", "AugmentConfig", "Config", "DataConfig", "EarlyStoppingConfig",
-    "ModelConfig", "PretrainConfig", "TrainConfig", "UnfreezeConfig",
+    "ModelConfig", "PretrainConfig", "StageConfig", "TrainConfig", "UnfreezeConfig",
     "apply_overrides", "build_config", "check_kwargs", "deep_merge", "dump_yaml", "load_config",
     "read_yaml", "set_value", "settable_params", "to_dict",
 ]

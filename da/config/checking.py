@@ -26,7 +26,7 @@ def _build_dataclass(cls: type, raw: Any, path: str):
     for key, value in raw.items():
         full = f"{path}{key}"
         if key not in names:
-            valid = names + (["adapter"] if cls is Config else [])
+            valid = names + (["adapter", "stages"] if cls is Config else [])
             near = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.5)
             hint = f"did you mean {path}{near[0]}?" if near else f"valid keys here: {', '.join(valid)}"
             raise DAError(f"unknown config key {full!r}; {hint}")

@@ -116,8 +116,11 @@ def to_dict(config: Config) -> dict:
                           for p in adapter["parts"]]
     else:
         out["adapter"] = {"name": adapter["name"], **adapter["kwargs"]}
-    order = ["name", "seed", "device", "deterministic", "out_root", "data", "model", "adapter", "pretrain", "train"]
-    return {k: out[k] for k in order}
+    if config.stages is not None:  # absent unless given, so configs written before the key stay the same
+        out["stages"] = [{"name": s.name, **s.kwargs} if s.kwargs else s.name for s in config.stages]
+    order = ["name", "seed", "device", "deterministic", "out_root", "data", "model", "adapter", "pretrain", "train",
+             "stages"]
+    return {k: out[k] for k in order if k in out}
 
 
 def dump_yaml(config: Config) -> str:

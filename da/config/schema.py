@@ -116,6 +116,14 @@ class AdapterConfig:
 
 
 @dataclass
+class StageConfig:
+    """One stage of a run's ``stages`` list: a registered stage name and its constructor kwargs."""
+
+    name: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class Config:
     name: Optional[str] = None  # run name; default: the config file's stem
     seed: int = 0
@@ -127,3 +135,6 @@ class Config:
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    #: The run's stages in order (names, or {name: ..., setting: value}); None: pretrain (when it
+    #: trains or loads), the closed-form fit (when the adapter needs one), adapt.
+    stages: Optional[list[StageConfig]] = None
