@@ -7,7 +7,7 @@ import torch
 
 from da.data import BatchSampler, Split
 from da.data.augment import RandomAffine
-from tests.conftest import one_line_error, tiny_config
+from conftest import one_line_error, tiny_config
 
 
 def square(n: int, side: int = 8) -> torch.Tensor:

@@ -1,19 +1,17 @@
 """Per-domain batch norm (train.batch_norm: per_domain): each domain normalised by its own statistics."""
 from __future__ import annotations
 
-import json
 import signal
 
 import pytest
 import torch
 from torch import nn
 
-from conftest import one_line_error, tiny_config
+from conftest import kill_and_resume, one_line_error, results, tiny_config
 from da.config import build_config
 from da.evaluate import load_run
-from da.models.domain_norm import DomainBatchNorm, per_domain, routed, shared_state, start_target
+from da.models.domain_norm import per_domain, routed, shared_state, start_target
 from da.train import accuracy, train
-from test_resume import kill_and_resume, results
 
 PER_DOMAIN = {"model": {"bottleneck": 16}, "train": {"batch_norm": "per_domain"}}
 

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from conftest import one_line_error, tiny_config
+from conftest import one_line_error, tb_tags, tiny_config
 from da import Adapter, register_adapter
 from da.checkpoint import load_checkpoint
 from da.config import build_config
@@ -15,14 +15,6 @@ from da.train import train
 
 CONTRACT = ["config.yaml", "summary.json", "metrics.jsonl", "tb", "checkpoint.pt"]
 SUMMARY_KEYS = {"adapter", "seed", "steps", "source_test_acc", "target_test_acc", "wall_s", "train_imgs_per_s"}
-
-
-def tb_tags(run_dir) -> tuple[set[str], bool]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    acc = EventAccumulator(str(run_dir / "tb"))
-    acc.Reload()
-    return set(acc.Tags()["scalars"]), "_hparams_/experiment" in acc.PluginTagToContent("hparams")
 
 
 def test_smoke_run_writes_the_whole_run_contract(write_config, tmp_path, cli):
