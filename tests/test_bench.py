@@ -108,7 +108,9 @@ def interrupt_bench(bench: Path, out: Path, ready: Callable[[], bool], sig: int,
 
 
 def test_a_run_killed_midway_is_resumed_and_ends_as_if_never_killed(cli, bench_file, tmp_path):
-    bench = bench_file(seeds=(0,), train_steps=120, set={"train": {"checkpoint_every": 10, "eval_every": 20}})
+    # No pretraining run (pretrain.steps 0): the killed process goes straight to the run it is killed in.
+    bench = bench_file(seeds=(0,), train_steps=120, set={"train": {"checkpoint_every": 10, "eval_every": 20},
+                                                         "pretrain": {"steps": 0}})
     reference = tmp_path / "reference"
     assert cli("bench", "-c", bench, "--adapters", "dann", "--out", reference)[0] == 0
 
