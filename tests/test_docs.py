@@ -22,7 +22,8 @@ from conftest import ROOT, tiny_config
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 #: Code spans that name a command in prose rather than give one to run.
-NAMES = {"da train", "da eval", "da bench", "da adapters", "da data", "da train --resume", "da bench --jobs N"}
+NAMES = {"da train", "da eval", "da bench", "da adapters", "da data", "da train --resume", "da bench --jobs N",
+         "da train --nproc N"}
 
 #: Commands not checked, with the reason.
 SKIPPED = {
@@ -34,6 +35,8 @@ PLACEHOLDERS = {
     "<adapter>": "dann",
     "<the benchmark's seed-0 pretraining checkpoint>": "{run}/checkpoint.pt",
 }
+#: Words that stand for an argument (a whole argument of the command), and what stands in for them.
+PLACEHOLDER_ARGS = {"RUN": "runs/dann", "RUN_DIR": "runs/dann", "N": "2"}
 
 
 def doc_commands() -> list[tuple[str, str]]:
@@ -95,13 +98,17 @@ def stopped_run(finished_run, tmp_path_factory) -> Path:
 
 
 def checked_argv(command: str, run: Path, stopped: Path, tmp: Path) -> list[str]:
-    """The argv that checks ``command`` without training: --dry-run appended, folders replaced."""
+    """The argv that checks ``command`` without training: --dry-run appended, folders replaced,
+    --nproc dropped (a dry run under torchrun checks the same config, in N interpreters)."""
     for placeholder, value in PLACEHOLDERS.items():
         command = command.replace(placeholder, value.format(run=run))
-    argv = shlex.split(command)[1:]
+    argv = [PLACEHOLDER_ARGS.get(a, a) for a in shlex.split(command)[1:]]
     folder = stopped if "--resume" in argv else run
     argv = [re.sub(r"^runs/dann(?=/|$)", str(folder), a) for a in argv]
     argv = [str(run / "checkpoint.pt") if a == "other.pt" else a for a in argv]
+    if "--nproc" in argv:  # the config is what a dry run checks; test_distributed.py starts torchrun itself
+        i = argv.index("--nproc")
+        del argv[i:i + 2]
     if argv[0] == "train":
         argv.append("--dry-run")
     elif argv[0] == "bench":
