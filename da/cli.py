@@ -6,7 +6,10 @@ import sys
 from pathlib import Path
 from typing import NoReturn, Sequence
 
-from da.errors import DAError
+from da.errors import DAError, Interrupted
+
+#: Written into a run folder that stopped on an error (its message); removed when it resumes.
+FAILED = "failed"
 
 
 def one_line(text: str) -> str:
@@ -25,7 +28,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from da.config import load_config
     from da.train.distributed import init_from_env, launched, shutdown
 
-    if args.nproc is not None and not launched():
+    if args.nproc is not None and not launched() and not args.dry_run:
         return launch_ranks(args)
     if args.resume:
         run_dir = Path(args.resume)
@@ -39,17 +42,34 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         config = load_config(args.config, args.set)
     if args.dry_run:
-        print(f"config {args.config or args.resume} is valid")
+        print(f"config {args.config or args.resume} is valid{dry_run_data_check(config, args.nproc or 1)}")
         return 0
     here = init_from_env()
     try:
+        import torch
+
+        from da.train import train
+        from da.train.preflight import preflight
+        from da.train.seeding import pick_device
+
+        device = pick_device(config.device)
+        if here.on and device.type == "cuda":
+            device = torch.device("cuda", here.local_rank)
+        domains = preflight(config, device, here.world_size)  # before a run folder exists
         if not args.resume:
             run_dir = _shared_run_dir(here, args, config)
         if here.main:
             print(f"run folder: {run_dir}", flush=True)
-        from da.train import train
-
-        summary = train(config, run_dir, show_progress=not args.quiet and here.main, resume=bool(args.resume))
+            (run_dir / FAILED).unlink(missing_ok=True)
+        try:
+            summary = train(config, run_dir, show_progress=not args.quiet and here.main, resume=bool(args.resume),
+                            domains=domains)
+        except Interrupted:
+            raise
+        except DAError as exc:  # the folder says so; its last checkpoint, if any, is kept
+            if here.main:
+                (run_dir / FAILED).write_text(one_line(str(exc)) + "\n")
+            raise
     finally:
         shutdown()
     if here.main:
@@ -57,6 +77,21 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"source_test_acc={summary['source_test_acc']:.4f} wall_s={summary['wall_s']:.0f} "
               f"train_imgs_per_s={summary['train_imgs_per_s']:.0f} -> {run_dir}")
     return 0
+
+
+def dry_run_data_check(config, world_size: int) -> str:
+    """What ``--dry-run`` adds about the data: its sizes checked, or why they could not be."""
+    import torch
+
+    from da.train.preflight import preflight
+
+    try:
+        preflight(config, torch.device("cpu"), world_size)
+    except DAError as exc:
+        if "is not under" in str(exc) or "does not exist" in str(exc):  # data absent here: the config may still be right
+            return f" (data not checked: {one_line(str(exc)).split(';')[0]})"
+        raise
+    return " (batch and split sizes checked against the data)"
 
 
 def _shared_run_dir(here, args: argparse.Namespace, config) -> Path:

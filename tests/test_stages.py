@@ -157,7 +157,7 @@ def test_resuming_with_another_stage_list_is_refused(tmp_path, monkeypatch):
     with pytest.raises(Interrupted):
         train(build_config(STAGE_CONFIG), run_dir, show_progress=False)
     monkeypatch.undo()
-    with pytest.raises(DAError, match="taken in stage 'head_on_target'"):
+    with pytest.raises(DAError, match="differs from the config its checkpoint was taken with in stages"):
         train(build_config(tiny_config()), run_dir, resume=True, show_progress=False)
 
 

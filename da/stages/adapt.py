@@ -159,6 +159,8 @@ class Adapt(Stage):
             return
         if ctx.steps == 0:
             record_evaluation(run, self.name, run.eval_offset(ctx.index), run.global_offset(ctx.index))
+            if run.config.train.early_stopping is not None:  # the one evaluation is the best: best.pt holds it
+                track_best(ctx, 0)
         if run.config.train.early_stopping is not None and run.summary.get("history"):
             restore_best(run)
 

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from da.config import Config, to_dict
+from da.config import Config, flat_keys, to_dict
 from da.domains import Domains
 from da.train.model import confusion_matrix, per_class_accuracy
 from da.train.selection import selections
@@ -19,17 +19,8 @@ TIMING_FIELDS = ("wall_s", "train_s", "train_imgs_per_s")
 
 
 def flat_hparams(config: Config) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-
-    def walk(prefix: str, node: Any) -> None:
-        if isinstance(node, dict):
-            for k, v in node.items():
-                walk(f"{prefix}{k}.", v)
-        else:
-            out[prefix[:-1]] = node
-
-    walk("", to_dict(config))
-    return out
+    """The config as ``section.key: value`` pairs (TensorBoard's hparams tab)."""
+    return flat_keys(to_dict(config))
 
 
 def target_labels_record(config: Config, domains: Domains, indices: bool) -> dict[str, Any]:
