@@ -237,7 +237,8 @@ def _published_section(stats: list[dict[str, Any]], directions: list[str], ancho
             continue
         lines += [f"### {direction}", "", table.n_note(), "",
                   header, "|---" * 7 + "|", *body, ""]
-    protocols = {a.protocol: a for a in anchors}
+    shown = {a.protocol for d in directions for a in anchors if a.accuracy(d) is not None}
+    protocols = {a.protocol: a for a in anchors if a.protocol in shown}
     if protocols:
         lines += ["Protocols and how each publication selected its checkpoint:", ""]
         lines += [f"- Protocol {p}: {a.protocol_description}. Selection: {a.selection or 'not stated'}."
