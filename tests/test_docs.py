@@ -27,7 +27,7 @@ NAMES = {"da train", "da eval", "da bench", "da adapters", "da data", "da train 
 
 #: Commands not checked, with the reason.
 SKIPPED = {
-    "da data": "`da data` reads a user's image folders; tests/test_data*.py check it on folders they make",
+    "da data": "`da data` reads a user's image folders; tests/test_image_errors.py checks it on folders it makes",
 }
 
 #: Placeholders the docs use, and what stands in for them.
