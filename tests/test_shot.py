@@ -1,0 +1,39 @@
+"""SHOT (Liang et al. 2020): clustering pseudo-labels, information maximisation, and the source-free stage."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from da.stages.shot_labels import cluster_pseudo_labels, information_maximisation
+
+
+def test_clustering_fixes_labels_the_head_gets_wrong_inside_tight_clusters():
+    g = torch.Generator().manual_seed(0)
+    centres = torch.eye(3, 8) * 5
+    y = torch.arange(3).repeat_interleave(20)
+    features = centres[y] + 0.1 * torch.randn(60, 8, generator=g)
+    probs = F.one_hot(y, 3).float() * 0.8 + 0.2 / 3
+    wrong = torch.tensor([0, 21, 45])  # the head is confidently wrong on three images
+    probs[wrong] = torch.roll(probs[wrong], 1, dims=1)
+    labels = cluster_pseudo_labels(features, probs)
+    assert torch.equal(labels, y)
+
+
+def test_a_class_no_image_is_weighted_to_is_never_assigned():
+    features = torch.randn(10, 4, generator=torch.Generator().manual_seed(1))
+    probs = torch.zeros(10, 5)
+    probs[:, :2] = 0.5  # classes 2-4 carry no weight: no centroid
+    labels = cluster_pseudo_labels(features, probs)
+    assert set(labels.tolist()) <= {0, 1}
+
+
+def test_information_maximisation_prefers_confident_and_diverse_predictions():
+    confident_diverse = torch.eye(4) * 20
+    confident_collapsed = torch.zeros(4, 4)
+    confident_collapsed[:, 0] = 20
+    uncertain = torch.zeros(4, 4)
+    ent_d, div_d = information_maximisation(confident_diverse)
+    ent_c, div_c = information_maximisation(confident_collapsed)
+    ent_u, _ = information_maximisation(uncertain)
+    assert ent_d < 1e-3 and ent_c < 1e-3 and ent_u > 1.3
+    assert div_d > 1.3 and div_c < 1e-3
