@@ -6,6 +6,7 @@ from torch import nn
 
 from da.data.strong_augment import StrongAugment
 from da.stages.teacher import EMATeacher
+from conftest import one_line_error, tiny_config
 
 
 def test_the_teacher_is_the_moving_average_of_the_student():
@@ -51,3 +52,38 @@ def test_strong_augmentation_is_seeded_per_image_and_stays_in_range():
     assert a.min() >= -1 and a.max() <= 1
     assert not torch.allclose(a[0], x[0])
     assert not torch.allclose(a[0] - x[0], a[1] - x[1]), "each image draws its own transform"
+
+
+SELF_TRAIN = tiny_config(adapter={"name": "source_only"},
+                         stages=["pretrain", {"name": "self_train", "steps": 6, "batch_size": 16, "threshold": 0.5}])
+
+
+def test_self_training_composes_with_an_adapter_and_resumes_exactly(tmp_path, monkeypatch):
+    from methods_helpers import resumed_equals_uninterrupted
+
+    config = {**SELF_TRAIN, "adapter": {"name": "dann", "hidden": 16},
+              "stages": ["pretrain", "adapt", {"name": "self_train", "steps": 6, "batch_size": 16,
+                                               "thresholds": "adaptive", "consistency_weight": 1.0}]}
+    resumed_equals_uninterrupted(config, tmp_path, monkeypatch, "self_train", 3)
+
+
+def test_a_frozen_source_teacher_without_source_batches_resumes_exactly(tmp_path, monkeypatch):
+    from methods_helpers import resumed_equals_uninterrupted
+
+    config = {**SELF_TRAIN, "stages": ["pretrain", {"name": "self_train", "steps": 6, "batch_size": 16,
+                                                    "teacher": "source", "source_weight": 0.0}]}
+    resumed_equals_uninterrupted(config, tmp_path, monkeypatch, "self_train", 4)
+
+
+def test_self_training_before_any_source_training_is_one_line(cli, write_config):
+    path = write_config({**SELF_TRAIN, "pretrain": {"steps": 0}, "stages": [{"name": "self_train", "steps": 6}]})
+    code, _, err = cli("train", "-c", path, "--dry-run")
+    assert code == 2
+    assert "self_train" in one_line_error(err)
+
+
+def test_a_bad_self_training_setting_is_one_line(cli, write_config):
+    path = write_config({**SELF_TRAIN, "stages": ["pretrain", {"name": "self_train", "teacher": "oracle"}]})
+    code, _, err = cli("train", "-c", path, "--dry-run")
+    assert code == 2
+    assert "teacher" in one_line_error(err)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from conftest import one_line_error, tiny_config
 from da.stages.shot_labels import cluster_pseudo_labels, information_maximisation
 
 
@@ -37,3 +38,56 @@ def test_information_maximisation_prefers_confident_and_diverse_predictions():
     ent_u, _ = information_maximisation(uncertain)
     assert ent_d < 1e-3 and ent_c < 1e-3 and ent_u > 1.3
     assert div_d > 1.3 and div_c < 1e-3
+
+
+SHOT = tiny_config(adapter={"name": "source_only"},
+                   stages=["pretrain", {"name": "shot", "epochs": 2, "batch_size": 32}])
+
+
+class NoSourceAfterPretraining:
+    """A source train split that refuses to be read: SHOT must not touch it."""
+
+    def __init__(self, split):
+        self.split = split
+
+    def __len__(self):
+        return len(self.split)
+
+    def __getattr__(self, name):
+        raise AssertionError(f"source train images read after source training ({name})")
+
+
+def test_shot_reads_no_source_image_and_keeps_the_head(tmp_path, monkeypatch):
+    from da.checkpoint import load_checkpoint
+    from da.config import build_config
+    from da.stages.pretrain import Pretrain
+    from da.train import train
+
+    heads = {}
+    real_end = Pretrain.end
+
+    def end(self, ctx, last):
+        real_end(self, ctx, last)
+        heads["source"] = {k: v.clone() for k, v in ctx.run.model.head.state_dict().items()}
+        ctx.run.domains.source_train = NoSourceAfterPretraining(ctx.run.domains.source_train)
+
+    monkeypatch.setattr(Pretrain, "end", end)
+    (tmp_path / "run").mkdir()
+    summary = train(build_config(SHOT), tmp_path / "run", show_progress=False)
+    after = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    for key, value in heads["source"].items():
+        assert torch.equal(after["head"][key], value), "the source head must stay frozen"
+    assert "pretrain_target_test_acc" in summary and "target_test_acc" in summary
+
+
+def test_shot_resumes_exactly_mid_epoch(tmp_path, monkeypatch):
+    from methods_helpers import resumed_equals_uninterrupted
+
+    resumed_equals_uninterrupted(SHOT, tmp_path, monkeypatch, "shot", 10)  # 8 steps an epoch: after a refresh
+
+
+def test_source_free_without_a_source_model_is_one_line(cli, write_config):
+    path = write_config({**SHOT, "pretrain": {"steps": 0}, "stages": [{"name": "shot"}]})
+    code, _, err = cli("train", "-c", path, "--dry-run")
+    assert code == 2
+    assert "shot" in one_line_error(err)

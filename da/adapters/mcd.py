@@ -15,14 +15,17 @@ the first classifier (the one evaluation reads); the adapter owns the second.
 """
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from da.adapters.base import Adapter
+from da.adapters.base import Adapter, ParamGroup, Update
 from da.registry import register_adapter
+
+if TYPE_CHECKING:
+    from da.train.model import Model
 
 
 def discrepancy(logits_1: Tensor, logits_2: Tensor) -> Tensor:
@@ -44,29 +47,30 @@ class MCD(Adapter):
         self.num_k = num_k
         self.head_2 = nn.Linear(feature_dim, num_classes)
 
-    def optimizers(self, model: Any) -> dict[str, list[nn.Parameter]]:
-        """Step A trains both groups, B the classifiers only, C the extractor only."""
-        return {"extractor": [p for p in model.extractor.parameters() if p.requires_grad],
-                "classifiers": [*model.head.parameters(), *self.head_2.parameters()]}
+    def optimizers(self, model: "Model") -> dict[str, list[ParamGroup]]:
+        """Step A steps both optimizers, B the classifiers' only, C the extractor's only."""
+        return {"extractor": [ParamGroup("extractor", model.extractor)],
+                "classifiers": [ParamGroup("head", model.head), ParamGroup("head_2", self.head_2)]}
 
-    def update(self, model: Any, batch: dict[str, tuple[Tensor, Tensor]], progress: float) -> Iterator[Any]:
-        """Yields the three sub-steps' losses, each with the optimizers it steps."""
-        from da.train.update import Update
-
+    def update(self, model: "Model", batch: dict[str, tuple[Tensor, Tensor]], *, progress: float,
+               log: bool) -> Iterator[Update]:
+        """The three sub-steps' losses, each with the optimizers it steps."""
         (x_s, y_s), (x_t, _) = batch["source"], batch["target"]
         n = len(x_s)
-        f = model.features(torch.cat([x_s, x_t]))
-        logits_1, logits_2 = model.head(f[:n]), self.head_2(f[:n])
-        task = F.cross_entropy(logits_1, y_s) + F.cross_entropy(logits_2, y_s)
-        yield Update(task, ("extractor", "classifiers"), {"source_ce": task.detach() / 2,
-                                                          "logits_s": logits_1.detach()})
+        f_s = model.features(x_s)
+        logits_s = model.head(f_s)
+        task = F.cross_entropy(logits_s, y_s) + F.cross_entropy(self.head_2(f_s), y_s)
+        yield Update(task, ("extractor", "classifiers"),
+                     {"loss/task": task.detach() / 2, "acc/source_batch": (logits_s.argmax(1) == y_s).float().mean()}
+                     if log else {})
         with torch.no_grad():
             f = model.features(torch.cat([x_s, x_t]))
         f_s, f_t = f[:n], f[n:]
         task = F.cross_entropy(model.head(f_s), y_s) + F.cross_entropy(self.head_2(f_s), y_s)
         gap = discrepancy(model.head(f_t), self.head_2(f_t))
-        yield Update(task - gap, "classifiers", {"discrepancy_b": gap.detach()})
+        yield Update(task - gap, "classifiers", {"adapter/discrepancy_b": gap.detach()} if log else {})
         for _ in range(self.num_k):
             f_t = model.features(x_t)
             gap = discrepancy(model.head(f_t), self.head_2(f_t))
-            yield Update(gap, "extractor", {"discrepancy_c": gap.detach()})
+            yield Update(gap, "extractor", {"loss/total": gap.detach(), "adapter/discrepancy_c": gap.detach()}
+                         if log else {})
