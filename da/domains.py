@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from da.config import DataConfig
-from da.data import DomainData, Split
+from da.data import DataSplit, DomainData
 from da.errors import DAError
 from da.registry import DATASETS
 
@@ -17,17 +17,17 @@ from da.registry import DATASETS
 class Domains:
     """Source train / validation / test, target train (labels hidden) and target test."""
 
-    source_train: Split
-    source_val: Split
-    source_test: Split
-    target_train: Split  # labels replaced by -1: training and selection cannot read them
-    target_test: Split
+    source_train: DataSplit
+    source_val: DataSplit
+    source_test: DataSplit
+    target_train: DataSplit  # labels replaced by -1: training and selection cannot read them
+    target_test: DataSplit
     num_classes: int
-    #: A fixed, seeded sample of target train images that unsupervised validators score.
-    target_probe: torch.Tensor | None = None
+    #: A fixed, seeded sample of target train images (labels hidden) that unsupervised validators score.
+    target_probe: DataSplit | None = None
     #: ``data.target_labels_per_class``: labelled target train images (true labels), and their
     #: indices into target train. The same images stay in ``target_train``, unlabelled.
-    target_labelled: Split | None = None
+    target_labelled: DataSplit | None = None
     target_labelled_index: torch.Tensor | None = None
 
 
@@ -78,7 +78,7 @@ def load_domains(config: DataConfig, device: torch.device) -> Domains:
             raise DAError(f"data.source_train_size={config.source_train_size} exceeds the {len(train)} source training "
                           f"images left after data.source_val_size={config.source_val_size}; lower either")
         train = train[: config.source_train_size]
-    hidden = Split(target.train.x, torch.full_like(target.train.y, -1))
+    hidden = target.train.hide_labels()
     probe = torch.randperm(len(hidden), generator=torch.Generator().manual_seed(config.split_seed))[:PROBE_SIZE]
     labelled = index = None
     if config.target_labels_per_class:
@@ -92,7 +92,7 @@ def load_domains(config: DataConfig, device: torch.device) -> Domains:
         target_train=hidden.to(device),
         target_test=target.test.to(device),
         num_classes=source.num_classes,
-        target_probe=hidden.x[probe].to(device),
+        target_probe=hidden.subset(probe).to(device),
         target_labelled=labelled,
         target_labelled_index=index,
     )

@@ -1,4 +1,4 @@
-"""Name -> factory registries for adapters, datasets and backbones, with entry-point plugins.
+"""Name -> factory registries for adapters, stages, datasets and backbones, with entry-point plugins.
 
 Modelled on timm's ``@register_model``, but a duplicate name is an error, and third-party packages
 can add entries through ``importlib.metadata`` entry points (group ``da.adapters`` for adapters).
@@ -83,7 +83,17 @@ def _where(obj: object) -> str:
 ADAPTERS: Registry = Registry("adapter", entry_point_group="da.adapters")
 DATASETS: Registry = Registry("dataset")
 BACKBONES: Registry = Registry("backbone")
+STAGES: Registry = Registry("stage", entry_point_group="da.stages")
 
 register_adapter = ADAPTERS.register
 register_dataset = DATASETS.register
 register_backbone = BACKBONES.register
+
+
+def register_stage(name: str):
+    """Decorator for a ``da.stages.base.Stage`` subclass: registers it and sets its ``name``."""
+    def decorate(cls):
+        cls.name = name
+        return STAGES.register(name)(cls)
+
+    return decorate

@@ -29,18 +29,16 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
-STAGE_ORDER = {"pretrain": 0, "adapt": 1}
-
-
-def truncate_metrics(path: Path, stage: str, step: int) -> None:
-    """Drop metrics.jsonl rows written after (stage, step): a resumed run writes them again."""
+def truncate_metrics(path: Path, stage: str, step: int, order: dict[str, int]) -> None:
+    """Drop metrics.jsonl rows written after (stage, step): a resumed run writes them again.
+    ``order`` gives each stage name's place in the run."""
     if not path.exists():
         return
-    limit = (STAGE_ORDER[stage], step)
+    limit = (order[stage], step)
     keep = [line for line in path.read_text().splitlines()
-            if line.strip() and _position(json.loads(line)) <= limit]
+            if line.strip() and _position(json.loads(line), order) <= limit]
     write_text_atomic(path, "".join(line + "\n" for line in keep))
 
 
-def _position(row: dict[str, Any]) -> tuple[int, int]:
-    return STAGE_ORDER[row["stage"]], row["step"]
+def _position(row: dict[str, Any], order: dict[str, int]) -> tuple[int, int]:
+    return order.get(row["stage"], -1), row["step"]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,8 @@ class ResumePoint:
     stage: str
     step: int
     global_step: int
+    #: The run's stage names in order (metrics rows of later stages are dropped too).
+    order: dict[str, int] = field(default_factory=lambda: {"pretrain": 0, "adapt": 1})
 
 
 class RunLog:
@@ -37,7 +39,7 @@ class RunLog:
             self._write_hparams(hparams)
         else:  # forget what was logged after the checkpoint: the resumed run logs it again
             self.tb = SummaryWriter(log_dir=str(run_dir / "tb"), purge_step=resume.global_step + 1)
-            truncate_metrics(self.metrics_path, resume.stage, resume.step)
+            truncate_metrics(self.metrics_path, resume.stage, resume.step, resume.order)
         done = 0 if resume is None else resume.global_step
         self.bar = tqdm(total=total_steps, initial=done, disable=not show_progress, dynamic_ncols=True, mininterval=0.5)
         self._postfix: dict[str, str] = {}

@@ -54,7 +54,7 @@ def test_start_target_takes_the_target_images_statistics():
     norms = per_domain(net)
     net.eval()
     source, target = shifted()
-    start_target(norms, net, target, batch_size=64)  # an average of 4 batches' statistics
+    start_target(norms, net, target.split(64))  # an average of 4 batches' statistics
     reached = net[0](target).detach()
     assert torch.allclose(norms[0].target.running_mean, reached.mean(0), atol=1e-4)
     assert torch.allclose(norms[0].target.running_var, reached.var(0), rtol=0.05)

@@ -47,7 +47,7 @@ def test_smoke_run_writes_the_whole_run_contract(write_config, tmp_path, cli):
     assert expected <= tags, expected - tags
     assert has_hparams
     state = load_checkpoint(out / "checkpoint.pt")
-    assert state["step"] == 6 and {"extractor", "head", "adapter", "optimizer", "samplers"} <= set(state)
+    assert state["step"] == 6 and {"extractor", "head", "adapter", "optimizers", "samplers"} <= set(state)
     # The resolved config reruns as it is.
     code, _, err = cli("train", "-c", out / "config.yaml", "--dry-run")
     assert code == 0, err
@@ -137,12 +137,12 @@ def test_frozen_extractor_stays_bit_identical_and_head_learns(tmp_path):
     for key, value in before["extractor"].items():
         assert torch.equal(value, after["extractor"][key]), key
     assert not torch.equal(before["head"]["weight"], after["head"]["weight"])
-    assert [g for g in after["optimizer"]["param_groups"]] and len(after["optimizer"]["param_groups"]) == 2
+    assert [g for g in after["optimizers"]["main"]["param_groups"]] and len(after["optimizers"]["main"]["param_groups"]) == 2
 
 
 def test_extractor_lr_multiplier_reaches_its_parameter_group(tmp_path):
     _, _, run_dir = _run(tmp_path, "mult", train={"extractor_lr_mult": 0.1, "lr": 0.02, "lr_schedule": "constant"})
-    groups = load_checkpoint(run_dir / "checkpoint.pt")["optimizer"]["param_groups"]
+    groups = load_checkpoint(run_dir / "checkpoint.pt")["optimizers"]["main"]["param_groups"]
     assert [g["lr"] for g in groups] == pytest.approx([0.002, 0.02, 0.02])
 
 

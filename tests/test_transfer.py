@@ -98,7 +98,7 @@ def test_frozen_blocks_stay_bit_identical_and_leave_the_optimizer(tmp_path):
     for key in ("0.weight", "0.bias", "3.weight", "3.bias"):  # conv1, conv2
         assert torch.equal(before[key], after[key]), key
     assert not torch.equal(before["8.weight"], after["8.weight"])  # fc trains
-    groups = state["optimizer"]["param_groups"]
+    groups = state["optimizers"]["main"]["param_groups"]
     assert len(groups) == 3 and [len(g["params"]) for g in groups[:2]] == [2, 2]  # fc, head; then the adapter
 
 
@@ -119,7 +119,7 @@ def test_frozen_resnet_blocks_keep_their_batch_norm_statistics(tmp_path):
 def test_lr_multipliers_reach_the_optimizer_groups(tmp_path):
     _, run_dir = run(tmp_path, "mults", train={"lr_mults": {"conv1": 0.1, "conv2": 0.5}, "extractor_lr_mult": 0.5,
                                                "lr": 0.02, "lr_schedule": "constant", "adapter_lr_mult": 2.0})
-    groups = load_checkpoint(run_dir / "checkpoint.pt")["optimizer"]["param_groups"]
+    groups = load_checkpoint(run_dir / "checkpoint.pt")["optimizers"]["main"]["param_groups"]
     assert [g["lr"] for g in groups] == pytest.approx([0.001, 0.005, 0.01, 0.02, 0.04])
 
 
@@ -173,7 +173,7 @@ def test_resume_across_unfreezing_boundaries_ends_exactly_like_an_uninterrupted_
     for name in ("checkpoint.pt", "best.pt"):
         a, b = load_checkpoint(ref_dir / name), load_checkpoint(tmp_path / "cut" / name)
         assert all(torch.equal(a["extractor"][k], b["extractor"][k]) for k in a["extractor"])
-        assert a["optimizer"]["param_groups"] == b["optimizer"]["param_groups"]
+        assert a["optimizers"]["main"]["param_groups"] == b["optimizers"]["main"]["param_groups"]
 
 
 # ---------------------------------------------------------------- early stopping

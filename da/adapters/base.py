@@ -1,12 +1,37 @@
 """The adapter interface: what sits between the feature extractor and the task head."""
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Literal
 
 import torch
 from torch import Tensor, nn
 
+if TYPE_CHECKING:
+    from da.train.model import Model
+
 Domain = Literal["source", "target"]
+
+
+@dataclass
+class Update:
+    """One optimisation sub-step: the loop checks ``loss`` is finite, zeroes the gradients of the
+    optimizer named ``optimizer``, back-propagates ``loss`` and steps that optimizer."""
+
+    loss: Tensor
+    optimizer: str = "main"
+    #: Scalars for TensorBoard (tag -> value), filled only on logging steps.
+    scalars: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ParamGroup:
+    """Parameters an optimizer trains, under a name (for ``lr/<name>`` on TensorBoard), at
+    ``lr_mult`` times the stage's learning rate."""
+
+    name: str
+    module: nn.Module
+    lr_mult: float = 1.0
 
 
 class Adapter(nn.Module):
@@ -49,6 +74,25 @@ class Adapter(nn.Module):
     def transform(self, f: Tensor, domain: Domain) -> Tensor:
         """Features as the head sees them; default: unchanged."""
         return f
+
+    def encoder(self, domain: Domain) -> nn.Module | None:
+        """An encoder of this adapter's own for ``domain``'s images (ADDA's target encoder), used in
+        place of the shared extractor for that domain; default: None (the shared extractor)."""
+        return None
+
+    def optimizers(self, model: "Model") -> dict[str, list[ParamGroup]] | None:
+        """For a method that owns its update (ADDA, MCD): its optimizers by name, each a list of
+        parameter groups; the adaptation stage then runs ``update`` instead of the joint step.
+        Default: None (one optimizer over extractor, head and adapter; the loss is ``loss``)."""
+        return None
+
+    def update(self, model: "Model", batch: dict[str, tuple[Tensor, Tensor]], *, progress: float,
+               log: bool) -> Iterator[Update]:
+        """A method's own sub-steps for one training step, over the step's ``batch`` (``source``:
+        images and labels, ``target``: images, labels hidden): yield an ``Update`` per sub-step; the
+        loop back-propagates and steps its optimizer before resuming the generator, so a later
+        sub-step sees the parameters the earlier ones changed."""
+        raise NotImplementedError(f"{type(self).__name__} declares optimizers() but no update()")
 
     def out_features(self, feature_dim: int) -> int:
         """Width of ``transform``'s output for extractor features of width ``feature_dim``."""

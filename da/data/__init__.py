@@ -1,6 +1,6 @@
-"""Datasets (registered in ``da.registry.DATASETS``), in-memory splits and the batch sampler."""
+"""Datasets (registered in ``da.registry.DATASETS``), splits and the batch sampler."""
 from da.data import digits, shapes, synthetic  # noqa: F401  (registration)
-from da.data.domain import DomainData, Split
+from da.data.domain import DataSplit, DomainData, Sampler, Split, TensorSplit
 from da.data.sampler import BatchSampler
 
-__all__ = ["BatchSampler", "DomainData", "Split"]
+__all__ = ["BatchSampler", "DataSplit", "DomainData", "Sampler", "Split", "TensorSplit"]

@@ -12,7 +12,7 @@ pretrained source layer when adaptation starts.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -102,10 +102,9 @@ def routed(layers: list[DomainBatchNorm], domain: str | None = None, split: int 
 
 
 @torch.no_grad()
-def start_target(layers: list[DomainBatchNorm], features: Callable[[Tensor], Tensor], x_target: Tensor,
-                 batch_size: int = 1000) -> None:
+def start_target(layers: list[DomainBatchNorm], features: Callable[[Tensor], Tensor], target_batches: Iterable[Tensor]) -> None:
     """Each layer's target copy := its source layer, with the target's own statistics: the mean and
-    variance of the target images ``x_target`` that reach it (AdaBN, Li et al. 2016).
+    variance of the target images (``target_batches``) that reach it (AdaBN, Li et al. 2016).
 
     ``features`` runs the extractor; the caller puts it in eval mode, so that only these statistics
     change (dropout off, every other layer as trained).
@@ -118,8 +117,8 @@ def start_target(layers: list[DomainBatchNorm], features: Callable[[Tensor], Ten
         layer.target.train()
     try:
         with routed(layers, "target"):
-            for i in range(0, len(x_target), batch_size):
-                features(x_target[i : i + batch_size])
+            for x in target_batches:
+                features(x)
     finally:
         for layer in layers:
             layer.target.momentum = layer.source.momentum

@@ -1,0 +1,140 @@
+"""The config schema: one dataclass per section of a run's YAML file (``data``, ``model``, ``adapter``,
+``pretrain``, ``train`` and their nested sections), with each field's default and a comment on its
+meaning. These are plain records; reading them from files lives in ``da.config.files``, type
+checking in ``da.config.checking`` and the cross-field and registry checks in ``da.config.checks``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional, Union
+
+#: Constructor arguments the loop fills in for adapters; a config may not set them.
+LOOP_PROVIDED = ("feature_dim", "num_classes")
+
+
+@dataclass
+class AugmentConfig:
+    """Random affine augmentation of training batches (da.data.augment); evaluation images are never augmented."""
+
+    rotate: float = 0.0  # degrees: each image turns by a uniform draw in +-rotate
+    scale: list[float] = field(default_factory=lambda: [1.0, 1.0])  # zoom range [low, high]; > 1 enlarges
+    translate: float = 0.0  # shift in +-translate of the image side
+    domains: list[str] = field(default_factory=lambda: ["source"])  # training batches to augment: source, target
+
+
+@dataclass
+class DataConfig:
+    root: Optional[str] = None  # None: $DA_DATA_ROOT, else ./data
+    source: str = "mnist"
+    target: str = "usps"
+    source_val_size: int = 5000  # held out from source train for source validation
+    split_seed: int = 0  # fixes the source validation split (and the draws below) independently of the run seed
+    download: bool = True  # let torchvision download missing data (needs network)
+    source_train_size: int = 0  # > 0: a seeded subsample of that many labelled source training images
+    #: k > 0: k labelled target train images per class (seeded by split_seed); "all": every target train label
+    target_labels_per_class: Union[int, str] = 0
+    augment: Optional[AugmentConfig] = None  # e.g. {rotate: 10, scale: [0.9, 1.3], translate: 0.1}
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "lenet"
+    pretrained: bool = False  # ImageNet weights (torchvision backbones only)
+    bottleneck: Optional[int] = None  # width of a linear + batch-norm + ReLU layer after the backbone (TLlib: 256)
+
+
+@dataclass
+class PretrainConfig:
+    """Source-only training of extractor + head before adaptation."""
+
+    steps: int = 0
+    lr: float = 0.01
+    batch_size: int = 64
+    checkpoint: Optional[str] = None  # load from a run's checkpoint.pt instead of training
+    load: Literal["all", "extractor"] = "all"  # extractor: keep only the checkpoint's extractor, train a new head
+
+
+@dataclass
+class UnfreezeConfig:
+    """Gradual unfreezing (ULMFiT): every block starts frozen; top block first, one more at each step listed."""
+
+    every: Optional[int] = None  # one more block every N adaptation steps
+    steps: Optional[list[int]] = None  # or: the adaptation steps after which each block unfreezes, top first
+
+
+@dataclass
+class EarlyStoppingConfig:
+    """Stop when ``validator`` has not improved for ``patience`` evaluations; restore its best evaluation."""
+
+    validator: str = "source_val"  # source_val, im, snd or entropy (da.validators): never target labels
+    patience: int = 3
+
+
+@dataclass
+class TrainConfig:
+    """The adaptation stage: extractor, head and adapter trained jointly."""
+
+    steps: int = 8000
+    batch_size: int = 64  # per domain: each step sees batch_size source + batch_size target images
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = True
+    lr_schedule: Literal["constant", "inv", "cosine"] = "inv"  # inv: lr (1 + 10 p)^-0.75 (Ganin 2016)
+    extractor: Literal["finetune", "freeze"] = "finetune"
+    extractor_lr_mult: float = 1.0  # learning-rate multiplier for the pretrained extractor
+    adapter_lr_mult: float = 1.0  # learning-rate multiplier for the adapter's own parameters (a discriminator)
+    batch_norm: Literal["shared", "per_domain"] = "shared"  # per_domain: DSBN (Chang 2019), da.models.domain_norm
+    lr_mults: dict[str, float] = field(default_factory=dict)  # per extractor block, e.g. {conv1: 0.1}; 0 freezes it
+    unfreeze: Optional[UnfreezeConfig] = None  # gradual unfreezing of the extractor's blocks, top first
+    source_weight: float = 1.0  # weight of the labelled-source cross-entropy (0: learn from target labels only)
+    early_stopping: Optional[EarlyStoppingConfig] = None
+    fit_samples: int = 10000  # per domain, for closed-form adapters' fit
+    eval_every: int = 1000
+    log_every: int = 50
+    checkpoint_every: int = 2000
+
+
+@dataclass
+class AdapterConfig:
+    """One adapter (``name`` and constructor ``kwargs``), or a list of them (``parts``).
+
+    For a list, ``name`` joins the parts' names (``cdan+mmd``) and ``kwargs`` is a flat record of
+    the parts' settings and effective weights (``{"cdan/weight": 1.0, "mmd/weight": 0.1,
+    "mmd/layer": "logits"}``, keyed as the composite's parts are) so that summaries list them; it
+    is not passed to any constructor.
+    """
+
+    name: str = "source_only"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    weight: float = 1.0  # a list's multiplier for a part without its own weight argument; else 1
+    parts: list[AdapterConfig] = field(default_factory=list)
+
+    def blocks(self) -> list[str]:
+        """The extractor blocks whose outputs the adapter reads (its ``blocks`` argument); [] for the top."""
+        return [] if self.parts else list(self.kwargs.get("blocks") or [])
+
+
+@dataclass
+class StageConfig:
+    """One stage of a run's ``stages`` list: a registered stage name and its constructor kwargs."""
+
+    name: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Config:
+    name: Optional[str] = None  # run name; default: the config file's stem
+    seed: int = 0
+    device: str = "auto"  # auto: cuda when available, else cpu
+    deterministic: bool = False  # torch's deterministic algorithms (CPU runs are reproducible without it)
+    out_root: str = "runs"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    #: The run's stages in order (names, or {name: ..., setting: value}); None: pretrain (when it
+    #: trains or loads), the closed-form fit (when the adapter needs one), adapt.
+    stages: Optional[list[StageConfig]] = None

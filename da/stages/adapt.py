@@ -1,0 +1,175 @@
+"""Joint adaptation: extractor, head and adapter trained together on source + target batches.
+
+    labelled source batch  -+                      +-> head -> CE(y_s)              -+
+                            +-> feature extractor -+                                 +-> total -> one optimizer
+    unlabelled target batch-+                      +-> adapter.loss(f_s, f_t, ...)  -+
+
+Source and target batches go through the extractor in one forward over ``cat(x_s, x_t)`` (as in
+Transfer-Learning-Library), so batch-norm statistics see both domains. With target labels
+(``data.target_labels_per_class``) each step also draws a labelled target batch whose cross-entropy
+joins the task loss; ``train.source_weight`` weighs the source's. Fine-tuning strategies
+(``da.finetune``) decide which extractor blocks train when and how fast; early stopping restores
+the best evaluation by a label-free validator. A method that owns its update (ADDA, MCD) declares
+its optimizers and sub-steps (``Adapter.optimizers`` / ``Adapter.update``) and this stage runs them.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from da.adapters.base import Adapter
+from da.finetune import FineTuning
+from da.models.domain_norm import routed
+from da.registry import register_stage
+from da.stages.augmentation import augmentation
+from da.stages.base import ParamGroup, Stage, Update
+from da.train.selection import record_evaluation, restore_best, track_best
+
+if TYPE_CHECKING:
+    from da.data import Sampler
+    from da.train.run import Run, StageContext
+
+
+@register_stage("adapt")
+class Adapt(Stage):
+    """The ``train:`` section's adaptation stage, for every adapter."""
+
+    label = "adaptation"
+    shown = {"loss": "loss/total", "src_acc": "acc/source_batch"}
+
+    def __init__(self) -> None:
+        self.fine_tuning: FineTuning | None = None
+
+    def steps(self, run: "Run") -> int:
+        return run.config.train.steps
+
+    def optimizers(self, run: "Run", done: int) -> dict[str, list[ParamGroup]]:
+        m = run.model
+        own = m.adapter.optimizers(m)
+        if own is not None:
+            return own
+        self.fine_tuning = FineTuning.for_adaptation(m.extractor, m.head, m.adapter, run.config.train)
+        self.fine_tuning.set_modes(done)
+        return {"main": [ParamGroup(g.name, g.module, g.lr_mult) for g in self.fine_tuning.trainable(done)]}
+
+    def samplers(self, run: "Run") -> dict[str, "Sampler"]:
+        d, bs = run.domains, run.config.train.batch_size
+        out = {"source": d.source_train.sampler(bs, run.generator, augmentation(run, "source", d.source_train)),
+               "target": d.target_train.sampler(bs, run.generator, augmentation(run, "target", d.target_train))}
+        if d.target_labelled is not None:
+            split = d.target_labelled
+            out["target_labelled"] = split.sampler(min(bs, len(split)), run.generator,
+                                                   augmentation(run, "target_labelled", split))
+        return out
+
+    def _train_modes(self, run: "Run") -> None:
+        run.model.head.train()
+        run.model.adapter.train()
+
+    def begin(self, ctx: "StageContext") -> None:
+        ctx.run.start_target_norms()
+        self._train_modes(ctx.run)
+
+    def resumed(self, ctx: "StageContext") -> None:
+        self._train_modes(ctx.run)
+        if ctx.run.summary.get("stopped_early_at"):  # stopped early and killed before it restored its best
+            ctx.first_step = ctx.steps + 1
+
+    def unlabelled(self, run: "Run") -> bool:
+        """Source and unlabelled target batches matter unless the source loss is off and the adapter's
+        loss is the base class's zero (source_only): then only labelled target images go through."""
+        return run.config.train.source_weight > 0 or type(run.model.adapter).loss is not Adapter.loss
+
+    def images_per_step(self, run: "Run") -> int:
+        labelled = run.domains.target_labelled
+        return ((2 * run.config.train.batch_size if self.unlabelled(run) else 0)
+                + (min(run.config.train.batch_size, len(labelled)) if labelled is not None else 0))
+
+    def step(self, ctx: "StageContext", step: int, batch: dict[str, tuple[Tensor, Tensor]], log: bool) -> Iterator[Update]:
+        run, m, cfg = ctx.run, ctx.run.model, ctx.run.config.train
+        progress = (step - 1) / cfg.steps
+        if self.fine_tuning is None:
+            yield from m.adapter.update(m, batch, progress=progress, log=log)
+            return
+        unlabelled, labelled = self.unlabelled(run), "target_labelled" in batch
+        x_s, y_s = batch["source"]
+        x_t, _ = batch["target"]
+        batches = [x_s, x_t] if unlabelled else []
+        if labelled:
+            x_l, y_l = batch["target_labelled"]
+            batches.append(x_l)
+        with torch.set_grad_enabled(self.fine_tuning.extractor_trains(step - 1)), \
+                routed(m.domain_norms, split=len(x_s) if unlabelled else 0):
+            features = m.features(torch.cat(batches)).split([len(x) for x in batches])
+        z = []
+        if unlabelled:
+            f_s, f_t = features[0], features[1]
+            z = [m.adapter.transform(f_s, "source"), m.adapter.transform(f_t, "target")]
+        if labelled:
+            z.append(m.adapter.transform(features[-1], "target"))
+        logits = m.head(torch.cat(z)).split([len(v) for v in z])
+        values: dict[str, float | Tensor] = {}
+        if unlabelled:
+            logits_s, logits_t = logits[0], logits[1]
+            task = F.cross_entropy(logits_s, y_s)
+            if cfg.source_weight != 1.0:
+                task = cfg.source_weight * task
+            align, scalars = m.adapter.loss(f_s, f_t, logits_s=logits_s, logits_t=logits_t, y_s=y_s, progress=progress)
+        else:
+            task = align = logits[0].new_zeros(())
+            scalars = {}
+        if labelled:
+            target_loss = F.cross_entropy(logits[-1], y_l)
+            task = task + target_loss
+            values["loss/target_labelled"] = target_loss.detach()
+        total = task + align
+        if log:
+            values.update({"loss/total": total.detach(), "loss/task": task.detach(), "loss/adapter": align.detach()})
+            if unlabelled:
+                values["acc/source_batch"] = (logits_s.argmax(1) == y_s).float().mean()
+            values.update({f"adapter/{k}": v for k, v in scalars.items()})
+            values.update(self.fine_tuning.trainable_flags(step - 1))
+        yield Update(total, scalars=values if log else {})
+
+    def after_step(self, ctx: "StageContext", step: int) -> None:
+        if self.fine_tuning is not None and self.fine_tuning.unfreezing_at(step):  # before this step's checkpoint
+            unfreeze(ctx, self.fine_tuning, ctx.run.config.train.lr, step)
+
+    def after_evaluation(self, ctx: "StageContext", step: int) -> bool:
+        if ctx.run.config.train.early_stopping is None:
+            return False
+        stop = track_best(ctx, step) and step < ctx.steps
+        if stop:
+            ctx.run.summary["stopped_early_at"] = step
+        return stop
+
+    def end(self, ctx: "StageContext", last: int) -> None:
+        run = ctx.run
+        run.summary["steps_done"] = last
+        if ctx.steps == 0:
+            record_evaluation(run, self.name, run.eval_offset(ctx.index), run.global_offset(ctx.index))
+        if run.config.train.early_stopping is not None and run.summary.get("history"):
+            restore_best(run)
+
+
+def unfreeze(ctx: "StageContext", fine_tuning: FineTuning, lr: float, done: int) -> list[str]:
+    """Gradual unfreezing, at the end of step ``done``: the groups that train from the next step join
+    the optimizer, at the learning rate the schedule gives now; returns their names."""
+    optimizer, scheduler, names = ctx.optimizers["main"], ctx.schedulers["main"], ctx.group_names["main"]
+    joined = []
+    for group in fine_tuning.unfreezing_at(done):
+        if group.name in names:  # a run resumed at ``done`` built its optimizer with it
+            continue
+        group.module.requires_grad_(True)
+        group.module.train(True)
+        base = lr * group.lr_mult
+        optimizer.add_param_group({"params": [p for p in group.module.parameters()], "lr": base, "initial_lr": base})
+        scheduler.base_lrs.append(base)
+        scheduler.lr_lambdas.append(scheduler.lr_lambdas[0])
+        optimizer.param_groups[-1]["lr"] = base * scheduler.lr_lambdas[0](scheduler.last_epoch)
+        names.append(group.name)
+        joined.append(group.name)
+    return joined

@@ -1,0 +1,108 @@
+"""The stage interface: one part of a run (source pretraining, closed-form fit, joint adaptation,
+self-training, source-free adaptation, ...), run by the loop's shared skeleton (``da.train.skeleton``).
+
+A stage says how many steps it takes, what it trains (named optimizers over parameter groups), which
+batches each step draws, and what one step computes: ``step`` yields ``Update``s, and the skeleton
+does the rest (stop signal, non-finite check, backward, optimizer and schedule, logging, evaluation,
+checkpoint, exact resume). Settings are constructor keyword arguments with defaults, set from the
+config's ``stages`` list (``{name: shot, epochs: 15}``), as an adapter's are from ``adapter``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator
+
+from torch import Tensor
+
+from da.adapters.base import ParamGroup, Update
+
+if TYPE_CHECKING:
+    from da.data import Sampler
+    from da.train.run import Run, StageContext
+
+__all__ = ["OptimSettings", "ParamGroup", "Stage", "Update"]
+
+
+@dataclass
+class OptimSettings:
+    """SGD settings of a stage and its learning-rate schedule (``da.train.skeleton.lr_factor``)."""
+
+    lr: float
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = True
+    schedule: str = "inv"
+
+
+class Stage:
+    """One stage of a run. Subclasses are registered with ``@register_stage("name")``."""
+
+    #: The registered name (set by the registry's decorator); also the ``stage`` of metrics rows.
+    name: ClassVar[str] = ""
+    #: How messages name it ("pretraining step 40").
+    label: ClassVar[str] = "stage"
+    #: Evaluated every ``train.eval_every`` steps with the adapted model (history, selection).
+    evaluates: ClassVar[bool] = True
+    #: Its time and images count toward ``train_s`` and ``train_imgs_per_s``.
+    timed: ClassVar[bool] = True
+    #: It trains on labelled source images (a later stage that needs a source model may follow it).
+    trains_on_source: ClassVar[bool] = False
+    #: It needs a model trained on the source before it (an earlier stage with ``trains_on_source``,
+    #: or ``pretrain.checkpoint``); a config without one is refused.
+    needs_source_model: ClassVar[bool] = False
+    #: Saves a checkpoint when it starts afresh, after ``begin`` (a kill before its first periodic
+    #: checkpoint then resumes here, not at an earlier stage).
+    checkpoint_at_start: ClassVar[bool] = True
+    #: Saves a checkpoint after its last step (pretraining does not: the stage after it saves when it
+    #: starts, and pretraining's end writes its evaluation row after that step).
+    checkpoint_at_end: ClassVar[bool] = True
+    #: Logs ``lr/<group>`` of its optimizers at each logging step.
+    logs_lr: ClassVar[bool] = True
+    #: Progress-bar postfix: shown name -> scalar tag.
+    shown: ClassVar[dict[str, str]] = {"loss": "loss/total"}
+
+    def steps(self, run: "Run") -> int:
+        """Optimisation steps of this stage (0: it only does its ``begin`` and ``end``)."""
+        return 0
+
+    def settings(self, run: "Run") -> OptimSettings:
+        t = run.config.train
+        return OptimSettings(t.lr, t.momentum, t.weight_decay, t.nesterov, t.lr_schedule)
+
+    def optimizers(self, run: "Run", done: int) -> dict[str, list[ParamGroup]]:
+        """Named optimizers, each over parameter groups, for a stage that has trained ``done`` steps."""
+        return {}
+
+    def samplers(self, run: "Run") -> dict[str, "Sampler"]:
+        """Training batches each step draws, by key, in the order they are drawn (``run.generator``)."""
+        return {}
+
+    def begin(self, ctx: "StageContext") -> None:
+        """Once, when the stage starts afresh (not on resume: its checkpoint at step 0 follows)."""
+
+    def resumed(self, ctx: "StageContext") -> None:
+        """When the stage resumes from its checkpoint (its state already loaded)."""
+
+    def step(self, ctx: "StageContext", step: int, batch: dict[str, tuple[Tensor, Tensor]], log: bool) -> Iterator[Update]:
+        """One training step: yield an ``Update`` per sub-step (scalars filled when ``log``)."""
+        return iter(())
+
+    def after_step(self, ctx: "StageContext", step: int) -> None:
+        """After the optimizers and schedules stepped, before any evaluation or checkpoint."""
+
+    def after_evaluation(self, ctx: "StageContext", step: int) -> bool:
+        """After the evaluation at ``step``; True stops the stage early."""
+        return False
+
+    def end(self, ctx: "StageContext", last: int) -> None:
+        """After the last step (``last``: the last step done)."""
+
+    def images_per_step(self, run: "Run") -> int:
+        return 0
+
+    def state_dict(self) -> dict[str, Any]:
+        """Stage state beyond the model and optimizers that exact resume needs (a teacher, pseudo-labels)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass

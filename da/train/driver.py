@@ -1,0 +1,95 @@
+"""``train``: a run from its config to ``summary.json``, as a list of stages run by one skeleton."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from da.checkpoint import load_checkpoint
+from da.config import Config, dump_yaml
+from da.domains import load_domains
+from da.errors import DAError
+from da.registry import STAGES
+from da.run_files import write_json, write_text_atomic
+from da.run_log import ResumePoint, RunLog
+from da.stages.base import Stage
+from da.train.model import build_model
+from da.train.run import Run, stop_on_signals
+from da.train.seeding import pick_device, seed_everything
+from da.train.skeleton import run_stage
+from da.train.summary import flat_hparams, make_summary, target_labels_record
+
+
+def stage_names(config: Config, needs_fit: bool) -> list[tuple[str, dict[str, Any]]]:
+    """The run's stages: the ``stages`` list, else pretrain (when it trains or loads), the closed-form
+    fit (when the adapter needs one) and adapt. A fit the adapter needs joins a list that lacks it,
+    before its first stage that trains after pretraining."""
+    if config.stages is None:
+        pretrain = [("pretrain", {})] if config.pretrain.steps > 0 or config.pretrain.checkpoint else []
+        return [*pretrain, *([("fit", {})] if needs_fit else []), ("adapt", {})]
+    out = [(s.name, dict(s.kwargs)) for s in config.stages]
+    if needs_fit and all(name != "fit" for name, _ in out):
+        at = next((i for i, (name, _) in enumerate(out) if name != "pretrain"), len(out))
+        out.insert(at, ("fit", {}))
+    return out
+
+
+def build_stages(config: Config, needs_fit: bool) -> list[Stage]:
+    return [STAGES.get(name)(**kwargs) for name, kwargs in stage_names(config, needs_fit)]
+
+
+def resume_index(stages: list[Stage], state: dict[str, Any]) -> int:
+    """Where in the stage list a checkpoint was taken (checked against the list the config gives)."""
+    index = state.get("stage_index")
+    names = [s.name for s in stages]
+    if index is None and state["stage"] in names:  # a checkpoint from before stage lists
+        index = names.index(state["stage"])
+    if index is None or index >= len(stages) or names[index] != state["stage"]:
+        raise DAError(f"the checkpoint was taken in stage {state['stage']!r}, which this config's stages "
+                      f"({', '.join(names)}) do not hold there; resume with the config the run was started with")
+    return index
+
+
+def train(config: Config, run_dir: Path, show_progress: bool = True, resume: bool = False) -> dict[str, Any]:
+    """Run the config's stages into ``run_dir``; with ``resume``, continue from its ``checkpoint.pt``."""
+    started = time.perf_counter()
+    state = load_checkpoint(run_dir / "checkpoint.pt") if resume else None
+    if state is None:
+        write_text_atomic(run_dir / "config.yaml", dump_yaml(config))
+    seed_everything(config.seed, config.deterministic)
+    device = pick_device(config.device)
+    domains = load_domains(config.data, device)
+    if domains.target_labelled is not None:
+        write_json(run_dir / "target_labels.json", target_labels_record(config, domains, indices=True))
+    model = build_model(config, domains, device)
+    if not model.adapter.trains_head() and config.train.steps > 0:
+        raise DAError(f"adapter {config.adapter.name!r} builds a head with nothing to train (e.g. subspace's "
+                      f"classifier: nn), so train.steps must be 0, not {config.train.steps}; set train.steps: 0")
+    stages = build_stages(config, model.adapter.needs_fit)
+    run = Run(config=config, run_dir=run_dir, device=device, domains=domains, model=model, log=None,  # type: ignore[arg-type]
+              generator=torch.Generator().manual_seed(config.seed), stages=stages, started=started)
+    start, resume_at = 0, None
+    if state is not None:
+        start = resume_index(stages, state)
+        resume_at = ResumePoint(state["stage"], state["step"], run.global_offset(start) + state["step"],
+                                {s.name: i for i, s in enumerate(stages)})
+        run.summary, run.train_seconds, run.earlier_wall_s = dict(state["summary"]), state["train_seconds"], state["wall_s"]
+        run.head_fitted = state.get("head_fitted", False)
+        run.target_norms_started = state.get("target_norms_started", True)
+        run.last_checkpoint = f"{stages[start].label} step {state['step']}"
+        model.load(state)
+    total = sum(run.stage_steps())
+    run.log = RunLog(run_dir, flat_hparams(config), total, show_progress, resume_at)
+    try:
+        with stop_on_signals(run):
+            for index in range(start, len(stages)):
+                run_stage(run, index, state if index == start else None)
+        run.log.scalars({f"hparam/{k}": run.summary[k] for k in ("target_test_acc", "source_test_acc", "source_val_acc")},
+                        total)
+    finally:
+        run.log.close()
+    summary = make_summary(run)
+    write_json(run_dir / "summary.json", summary)
+    return summary

@@ -1,0 +1,97 @@
+"""Evaluations during a run, and the checkpoint each selection rule picks among them.
+
+Every evaluation logs the accuracies and the label-free validators' scores (``da.validators``) and
+keeps them in the run's history; early stopping restores the best evaluation by a validator; the
+summary lists what each rule (last, each validator, the oracle upper bound) would pick.
+"""
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from da.checkpoint import load_checkpoint
+from da.errors import DAError
+from da.run_files import replace_atomically
+
+if TYPE_CHECKING:
+    from da.train.run import Run, StageContext
+
+ACCURACIES = ("source_val_acc", "source_test_acc", "target_test_acc")
+
+
+def record_evaluation(run: "Run", stage: str, step: int, global_step: int) -> None:
+    """Accuracies and validator scores at ``step``: logged, and kept in the history selection reads."""
+    m = run.model
+    accs = m.evaluate(run.domains)
+    scores = m.validation_scores(run.domains)
+    run.log.scalars({f"acc/{k.removesuffix('_acc')}": v for k, v in accs.items()}, global_step)
+    run.log.scalars({f"validator/{k}": v for k, v in scores.items()}, global_step)
+    run.log.metrics_row({"stage": stage, "step": step, **accs, "scores": scores})
+    run.log.progress(0, tgt_test=accs["target_test_acc"], src_val=accs["source_val_acc"])
+    run.summary.update(accs)
+    run.summary["history"] = [*run.summary.get("history", []), {"step": step, **accs, "scores": scores}]
+
+
+def best_evaluation(history: list[dict[str, Any]], validator: str) -> tuple[dict[str, Any], int]:
+    """Early stopping's best row by ``validator`` and the evaluations made since it.
+
+    A later evaluation must beat the best score to replace it (ties keep the earlier step; a NaN
+    score never wins), so a plateau runs out the patience.
+    """
+    best, since = history[0], 0
+    for row in history[1:]:
+        score, top = row["scores"][validator], best["scores"][validator]
+        if not math.isnan(score) and (math.isnan(top) or score > top):
+            best, since = row, 0
+        else:
+            since += 1
+    return best, since
+
+
+def track_best(ctx: "StageContext", step: int) -> bool:
+    """After the evaluation at ``step``: save ``best.pt`` if it is the best so far; True to stop."""
+    run = ctx.run
+    rule = run.config.train.early_stopping
+    best, since = best_evaluation(run.summary["history"], rule.validator)
+    if best["step"] == step:
+        run.save(ctx, step, run.best_path)
+    return since >= rule.patience
+
+
+def restore_best(run: "Run") -> None:
+    """Early stopping's end: the model, ``checkpoint.pt`` and the summary's accuracies become those of
+    the best evaluation (``best.pt``); the history keeps every evaluation."""
+    rule = run.config.train.early_stopping
+    best, _ = best_evaluation(run.summary["history"], rule.validator)
+    state = load_checkpoint(run.best_path, run.device)
+    if state["step"] != best["step"]:
+        raise DAError(f"{run.best_path} holds step {state['step']} but the best evaluation by {rule.validator} is at "
+                      f"step {best['step']}; rerun from scratch")
+    m = run.model  # the head already has its adapted shape: load the weights as they are
+    m.extractor.load_state_dict(state["extractor"])
+    m.adapter.load_state_dict(state["adapter"])
+    m.head.load_state_dict(state["head"])
+    replace_atomically(run.checkpoint_path, lambda tmp: tmp.write_bytes(run.best_path.read_bytes()))
+    run.summary.update({k: best[k] for k in ACCURACIES})
+    run.summary["early_stopping"] = {
+        "validator": rule.validator, "patience": rule.patience, "restored_step": best["step"],
+        "score": best["scores"][rule.validator], "stopped_early_at": run.summary.get("stopped_early_at"),
+    }
+
+
+def selections(history: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per selection rule (last, each validator, oracle): the evaluated step it picks and its accuracies."""
+    from da.validators import VALIDATORS, pick
+
+    if not history:
+        return {}
+    by_step = {row["step"]: row for row in history}
+    # A run begun before a validator was added (and resumed since) lacks its early scores: no pick.
+    scored = [v for v in VALIDATORS if all(v in row["scores"] for row in history)]
+    out = {}
+    for rule in ("last", *scored, "oracle"):
+        chosen = pick(history, rule)
+        row = by_step[chosen["step"]]
+        out[rule] = {"step": row["step"], "target_test_acc": row["target_test_acc"],
+                     "source_test_acc": row["source_test_acc"], "score": chosen.get("score")}
+    return out

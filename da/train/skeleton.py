@@ -1,0 +1,124 @@
+"""The shared step skeleton every stage runs in: written once, whatever the stage computes.
+
+    for step in stage's steps:
+        stop signal? -> checkpoint and stop
+        draw the stage's batches
+        for each Update the stage yields: non-finite check, zero_grad, backward, its optimizer's step
+        every schedule steps; log; evaluate; checkpoint
+
+A step's time counts toward ``train_s`` (and images/s) without evaluation and checkpoints. The
+structure follows the one-screen step of nanoGPT's train.py; a stage that owns several sub-steps
+(ADDA, MCD) yields several updates, as DomainBed's ``Algorithm.update`` performs them.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import torch
+
+from da.stages.base import ParamGroup, Stage
+from da.train.run import Run, StageContext
+from da.train.selection import record_evaluation
+
+
+def lr_factor(schedule: str, progress: float) -> float:
+    """Learning-rate multiplier at ``progress`` in [0, 1]."""
+    if schedule == "inv":  # Ganin et al. 2016: lr_p = lr_0 / (1 + 10 p)^0.75
+        return (1.0 + 10.0 * progress) ** -0.75
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    return 1.0
+
+
+def make_optimizer(groups: list[ParamGroup], lr: float, settings: Any) -> tuple[torch.optim.Optimizer, list[str]]:
+    """SGD over the groups' trainable parameters, each at ``lr`` times its multiplier."""
+    param_groups, names = [], []
+    for group in groups:
+        params = [p for p in group.module.parameters() if p.requires_grad]
+        if params:
+            param_groups.append({"params": params, "lr": lr * group.lr_mult})
+            names.append(group.name)
+    if not param_groups:  # nothing trains (a 0-step stage): an empty group keeps SGD valid
+        param_groups, names = [{"params": [], "lr": lr}], ["none"]
+    optimizer = torch.optim.SGD(param_groups, lr=lr, momentum=settings.momentum, weight_decay=settings.weight_decay,
+                                nesterov=settings.nesterov and settings.momentum > 0)
+    return optimizer, names
+
+
+def make_context(run: Run, index: int, done: int) -> StageContext:
+    """The optimizers, schedules and samplers of stage ``index`` after ``done`` of its steps."""
+    stage = run.stages[index]
+    steps = stage.steps(run)
+    settings = stage.settings(run)
+    optimizers, schedulers, names = {}, {}, {}
+    for key, groups in stage.optimizers(run, done).items():
+        optimizers[key], names[key] = make_optimizer(groups, settings.lr, settings)
+        schedulers[key] = torch.optim.lr_scheduler.LambdaLR(
+            optimizers[key], lambda s: lr_factor(settings.schedule, s / max(steps, 1)))
+    return StageContext(run, stage, index, steps, optimizers, schedulers, stage.samplers(run), names)
+
+
+def run_stage(run: Run, index: int, state: dict[str, Any] | None) -> None:
+    """Stage ``index`` of the run, from its start or from the checkpoint ``state`` taken inside it."""
+    stage: Stage = run.stages[index]
+    ctx = make_context(run, index, state["step"] if state is not None else 0)
+    if state is not None:
+        run.resume_stage(ctx, state)
+        stage.resumed(ctx)
+    else:
+        stage.begin(ctx)
+        if stage.checkpoint_at_start:
+            run.save(ctx, 0)
+    cfg = run.config.train
+    offset, eval_offset = run.global_offset(index), run.eval_offset(index)
+    run.log.describe(stage.name if stage.name != "adapt" else f"adapt:{run.config.adapter.name}")
+    tick = time.perf_counter()
+    last = ctx.first_step - 1
+    for step in range(ctx.first_step, ctx.steps + 1):
+        if run.stop_signal:
+            if stage.timed:
+                run.train_seconds += time.perf_counter() - tick
+            run.stop_if_asked(ctx, step - 1)
+        batch = {key: sampler.next() for key, sampler in ctx.samplers.items()}
+        log = step % cfg.log_every == 0 or step == ctx.steps
+        values: dict[str, Any] = {}
+        for update in stage.step(ctx, step, batch, log):
+            run.check(update.loss, ctx, step)
+            optimizer = ctx.optimizers[update.optimizer]
+            optimizer.zero_grad(set_to_none=True)
+            update.loss.backward()
+            optimizer.step()
+            values.update(update.scalars)
+        for scheduler in ctx.schedulers.values():
+            scheduler.step()
+        last = step
+        if stage.timed:
+            run.summary["images_trained"] = run.summary.get("images_trained", 0) + stage.images_per_step(run)
+        if log:
+            values = {k: float(v) for k, v in values.items()}
+            if stage.logs_lr:
+                values.update(ctx.lr_scalars())
+            run.log.scalars(values, offset + step)
+            run.log.progress(1, **{shown: values[tag] for shown, tag in stage.shown.items() if tag in values})
+        else:
+            run.log.progress(1)
+        stage.after_step(ctx, step)
+        evaluate = stage.evaluates and (step % cfg.eval_every == 0 or step == ctx.steps)
+        checkpoint = (step % cfg.checkpoint_every == 0 and step < ctx.steps) or (step == ctx.steps and stage.checkpoint_at_end)
+        stop = False
+        if evaluate or checkpoint:
+            if run.device.type == "cuda":
+                torch.cuda.synchronize()
+            if stage.timed:
+                run.train_seconds += time.perf_counter() - tick
+            if evaluate:
+                record_evaluation(run, stage.name, eval_offset + step, offset + step)
+                stop = stage.after_evaluation(ctx, step) and step < ctx.steps
+            if checkpoint:
+                run.save(ctx, step)
+            tick = time.perf_counter()
+        if stop:
+            break
+    stage.end(ctx, last)

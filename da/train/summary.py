@@ -1,0 +1,70 @@
+"""``summary.json``: what a finished run reports (the output contract users and scripts read)."""
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from da.config import Config, to_dict
+from da.domains import Domains
+from da.train.model import confusion_matrix, per_class_accuracy
+from da.train.selection import selections
+
+if TYPE_CHECKING:
+    from da.train.run import Run
+
+#: summary.json fields that measure time, not results: they differ between otherwise equal runs.
+TIMING_FIELDS = ("wall_s", "train_s", "train_imgs_per_s")
+
+
+def flat_hparams(config: Config) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(f"{prefix}{k}.", v)
+        else:
+            out[prefix[:-1]] = node
+
+    walk("", to_dict(config))
+    return out
+
+
+def target_labels_record(config: Config, domains: Domains, indices: bool) -> dict[str, Any]:
+    """Which labelled target images the run trains on: counts, and with ``indices`` their indices
+    into the target train split (``target_labels.json`` always lists them; summary.json unless "all")."""
+    y = domains.target_labelled.y
+    return {"dataset": config.data.target, "split": "train", "per_class": config.data.target_labels_per_class,
+            "split_seed": config.data.split_seed, "count": len(y),
+            "class_counts": torch.bincount(y.cpu(), minlength=domains.num_classes).tolist(), "file": "target_labels.json",
+            **({"indices": domains.target_labelled_index.tolist()} if indices else {})}
+
+
+def make_summary(run: "Run") -> dict[str, Any]:
+    config, s = run.config, run.summary
+    with run.model.eval_mode():
+        confusion = confusion_matrix(run.model.predict("target", True), run.domains.target_test, run.domains.num_classes)
+    return {
+        "name": config.name, "adapter": config.adapter.name, "seed": config.seed,
+        "source": config.data.source, "target": config.data.target, "backbone": config.model.backbone,
+        "stages": [{"name": stage.name, "steps": n} for stage, n in zip(run.stages, run.stage_steps())],
+        "pretrain_steps": config.pretrain.steps, "steps": config.train.steps, "batch_size": config.train.batch_size,
+        "source_test_acc": s["source_test_acc"], "target_test_acc": s["target_test_acc"],
+        "source_val_acc": s["source_val_acc"],
+        # Of the final model, which target classes it gets wrong and as what (rows: true class).
+        "target_test_per_class_acc": per_class_accuracy(confusion), "target_test_confusion": confusion.tolist(),
+        **{k: v for k, v in s.items() if k.startswith("pretrain_")},
+        "wall_s": round(run.wall_s(), 2), "train_s": round(run.train_seconds, 3),
+        "train_imgs_per_s": round(s.get("images_trained", 0) / max(run.train_seconds, 1e-9), 1),
+        "device": str(run.device), "torch": torch.__version__,
+        "hparams": config.adapter.kwargs,
+        **({"augment": asdict(config.data.augment)} if config.data.augment is not None else {}),
+        **({"target_labels": target_labels_record(config, run.domains, indices=config.data.target_labels_per_class != "all")}
+           if run.domains.target_labelled is not None else {}),
+        **({"early_stopping": s["early_stopping"]} if "early_stopping" in s else {}),
+        # "oracle" reads target test labels: an upper bound, never a result.
+        "selection": selections(s.get("history", [])),
+        "history": s.get("history", []),
+    }

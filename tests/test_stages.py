@@ -1,0 +1,161 @@
+"""A run as a list of stages: a stage written outside da/ runs through the shared skeleton, the
+TensorBoard axis and evaluation rows continue across stages, exact resume inside a later stage,
+and bad stage lists get one line."""
+from __future__ import annotations
+
+import json
+from typing import Iterator
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import one_line_error, stop_at, tiny_config
+from da.checkpoint import load_checkpoint
+from da.config import build_config
+from da.errors import DAError
+from da.registry import STAGES, register_stage
+from da.stages.base import ParamGroup, Stage, Update
+from da.train import TIMING_FIELDS, train
+
+
+class HeadOnTarget(Stage):
+    """A test stage: the head alone, trained to minimise the entropy of target predictions, reading
+    only target batches; ``state_dict`` counts the target images it saw (resumed exactly)."""
+
+    label = "head tuning"
+
+    def __init__(self, steps: int = 6, lr: float = 0.05) -> None:
+        self.n, self.lr, self.seen = steps, lr, 0
+
+    def steps(self, run) -> int:
+        return self.n
+
+    def optimizers(self, run, done):
+        return {"head": [ParamGroup("head", run.model.head)]}
+
+    def samplers(self, run):
+        return {"target": run.domains.target_train.sampler(8, run.generator)}
+
+    def step(self, ctx, step, batch, log) -> Iterator[Update]:
+        x, y = batch["target"]
+        assert (y == -1).all()  # target labels are hidden from every stage
+        self.seen += len(x)
+        with torch.no_grad():
+            f = ctx.run.model.features(x)
+        p = F.softmax(ctx.run.model.head(f), 1)
+        loss = -(p * p.clamp_min(1e-8).log()).sum(1).mean()
+        yield Update(loss, "head", {"head_tuning/entropy": loss.detach()} if log else {})
+
+    def images_per_step(self, run) -> int:
+        return 8
+
+    def state_dict(self):
+        return {"seen": self.seen}
+
+    def load_state_dict(self, state):
+        self.seen = state["seen"]
+
+
+if "head_on_target" not in STAGES:
+    register_stage("head_on_target")(HeadOnTarget)
+
+STAGE_CONFIG = tiny_config(stages=["pretrain", "adapt", {"name": "head_on_target", "steps": 6}],
+                           train={"steps": 6, "batch_size": 16, "eval_every": 3, "log_every": 1, "checkpoint_every": 2})
+
+
+def test_a_stage_from_outside_da_runs_after_adaptation_on_one_axis(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    summary = train(build_config(STAGE_CONFIG), out, show_progress=False)
+    assert [s["name"] for s in summary["stages"]] == ["pretrain", "adapt", "head_on_target"]
+    # Evaluation rows number the steps after pretraining in one sequence: adapt 3, 6; then 9, 12.
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["stage"], r["step"]) for r in rows] == [("pretrain", 4), ("adapt", 3), ("adapt", 6),
+                                                       ("head_on_target", 9), ("head_on_target", 12)]
+    assert [h["step"] for h in summary["history"]] == [3, 6, 9, 12]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(out / "tb")).Reload()
+    # TensorBoard's global step: pretraining 1-4, adaptation 5-10, the new stage 11-16.
+    assert [e.step for e in events.Scalars("head_tuning/entropy")] == list(range(11, 17))
+    assert [e.step for e in events.Scalars("lr/head.head")] == list(range(11, 17))
+    state = load_checkpoint(out / "checkpoint.pt")
+    assert (state["stage"], state["stage_index"], state["step"]) == ("head_on_target", 2, 6)
+    assert state["stage_state"] == {"seen": 48}
+
+
+def test_the_new_stage_trains_the_head_and_nothing_else(tmp_path):
+    two = tiny_config(train={"steps": 6, "batch_size": 16, "eval_every": 3, "checkpoint_every": 2})
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    train(build_config(two), tmp_path / "a", show_progress=False)
+    train(build_config(STAGE_CONFIG), tmp_path / "b", show_progress=False)
+    a, b = load_checkpoint(tmp_path / "a" / "checkpoint.pt"), load_checkpoint(tmp_path / "b" / "checkpoint.pt")
+    for key, value in a["extractor"].items():
+        assert torch.equal(value, b["extractor"][key]), key  # the stage's optimizer holds the head alone
+    assert not torch.equal(a["head"]["weight"], b["head"]["weight"])
+
+
+def test_resume_in_the_middle_of_a_later_stage_is_exact(tmp_path, monkeypatch):
+    config = build_config(STAGE_CONFIG)
+    (tmp_path / "ref").mkdir()
+    reference = train(config, tmp_path / "ref", show_progress=False)
+    from da.errors import Interrupted
+
+    run_dir = tmp_path / "stopped"
+    run_dir.mkdir()
+    stop_at(monkeypatch, 3, stage="head_on_target")
+    with pytest.raises(Interrupted):
+        train(config, run_dir, show_progress=False)
+    assert load_checkpoint(run_dir / "checkpoint.pt")["stage_index"] == 2
+    monkeypatch.undo()
+    resumed = train(config, run_dir, resume=True, show_progress=False)
+    strip = lambda s: {k: v for k, v in s.items() if k not in TIMING_FIELDS}
+    assert strip(resumed) == strip(reference)
+    assert load_checkpoint(run_dir / "checkpoint.pt")["stage_state"] == {"seen": 48}
+
+
+def test_default_stage_list_is_pretrain_fit_adapt(tmp_path):
+    (tmp_path / "r").mkdir()
+    config = tiny_config(train={"steps": 2, "eval_every": 2})
+    config["adapter"] = {"name": "subspace", "dims": 8, "classifier": "linear"}
+    summary = train(build_config(config), tmp_path / "r", show_progress=False)
+    assert [s["name"] for s in summary["stages"]] == ["pretrain", "fit", "adapt"]
+
+
+@pytest.mark.parametrize("stages, message", [
+    (["pretrain", "adapt", "nope"], "stages[2].name: unknown stage 'nope'"),
+    (["pretrain", "adapt", "adapt"], "stages lists adapt more than once"),
+    ([{"name": "head_on_target", "stepz": 3}], "stage 'head_on_target' does not take 'stepz'"),
+    ([{"steps": 3}], "stages[0] must be a stage name or a section with a name"),
+    ([], "stages must be a non-empty list"),
+])
+def test_bad_stage_lists_get_one_line(stages, message, write_config, cli):
+    code, _, err = cli("train", "-c", write_config(tiny_config(stages=stages)), "--dry-run")
+    assert code == 2 and message in one_line_error(err)
+
+
+def test_a_stage_that_needs_a_source_model_before_it_is_refused():
+    class NeedsSource(HeadOnTarget):
+        needs_source_model = True
+
+    if "needs_source" not in STAGES:
+        register_stage("needs_source")(NeedsSource)
+    with pytest.raises(DAError, match=r"stages\[0\]: stage 'needs_source' needs a model trained on the source first"):
+        build_config(tiny_config(stages=["needs_source", "pretrain"]))
+    build_config(tiny_config(stages=["pretrain", "needs_source"]))  # after source pretraining: fine
+    build_config(tiny_config(stages=["needs_source"], pretrain={"steps": 0, "checkpoint": "x.pt"}))
+
+
+def test_resuming_with_another_stage_list_is_refused(tmp_path, monkeypatch):
+    from da.errors import Interrupted
+
+    run_dir = tmp_path / "r"
+    run_dir.mkdir()
+    stop_at(monkeypatch, 2, stage="head_on_target")
+    with pytest.raises(Interrupted):
+        train(build_config(STAGE_CONFIG), run_dir, show_progress=False)
+    monkeypatch.undo()
+    with pytest.raises(DAError, match="taken in stage 'head_on_target'"):
+        train(build_config(tiny_config()), run_dir, resume=True, show_progress=False)
