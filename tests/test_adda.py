@@ -9,7 +9,7 @@ from da.config import build_config
 from da.train import train
 from methods_helpers import resumed_equals_uninterrupted
 
-ADDA = tiny_config(adapter={"name": "adda", "hidden": 16})
+ADDA = {**tiny_config(), "adapter": {"name": "adda", "hidden": 16}}
 
 
 def run(tmp_path, name: str, steps: int) -> dict:

@@ -24,7 +24,7 @@ def drive_one_step(model, adapter, batch):
     moved = []
     for update in adapter.update(model, batch, progress=0.0, log=False):
         before = {k: [p.detach().clone() for p in m.parameters()] for k, m in parts.items()}
-        names = (update.optimizer,) if isinstance(update.optimizer, str) else update.optimizer
+        names = update.optimizer_names()
         for name in names:
             optimizers[name].zero_grad(set_to_none=True)
         update.loss.backward()
@@ -54,4 +54,5 @@ def test_mcd_runs_and_resumes_exactly_mid_stage(tmp_path, monkeypatch):
     from conftest import tiny_config
     from methods_helpers import resumed_equals_uninterrupted
 
-    resumed_equals_uninterrupted(tiny_config(adapter={"name": "mcd", "num_k": 2}), tmp_path, monkeypatch, "adapt", 3)
+    config = {**tiny_config(), "adapter": {"name": "mcd", "num_k": 2}}
+    resumed_equals_uninterrupted(config, tmp_path, monkeypatch, "adapt", 3)

@@ -54,8 +54,8 @@ def test_strong_augmentation_is_seeded_per_image_and_stays_in_range():
     assert not torch.allclose(a[0] - x[0], a[1] - x[1]), "each image draws its own transform"
 
 
-SELF_TRAIN = tiny_config(adapter={"name": "source_only"},
-                         stages=["pretrain", {"name": "self_train", "steps": 6, "batch_size": 16, "threshold": 0.5}])
+SELF_TRAIN = {**tiny_config(), "adapter": {"name": "source_only"},
+              "stages": ["pretrain", {"name": "self_train", "steps": 6, "batch_size": 16, "threshold": 0.5}]}
 
 
 def test_self_training_composes_with_an_adapter_and_resumes_exactly(tmp_path, monkeypatch):
@@ -84,6 +84,6 @@ def test_self_training_before_any_source_training_is_one_line(cli, write_config)
 
 def test_a_bad_self_training_setting_is_one_line(cli, write_config):
     path = write_config({**SELF_TRAIN, "stages": ["pretrain", {"name": "self_train", "teacher": "oracle"}]})
-    code, _, err = cli("train", "-c", path, "--dry-run")
+    code, _, err = cli("train", "-c", path, "--out", path.parent / "run")
     assert code == 2
     assert "teacher" in one_line_error(err)

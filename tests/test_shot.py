@@ -40,8 +40,8 @@ def test_information_maximisation_prefers_confident_and_diverse_predictions():
     assert div_d > 1.3 and div_c < 1e-3
 
 
-SHOT = tiny_config(adapter={"name": "source_only"},
-                   stages=["pretrain", {"name": "shot", "epochs": 2, "batch_size": 32}])
+SHOT = {**tiny_config(), "adapter": {"name": "source_only"},
+        "stages": ["pretrain", {"name": "shot", "epochs": 2, "batch_size": 32}]}
 
 
 class NoSourceAfterPretraining:

@@ -55,11 +55,13 @@ class SelfTrain(Stage):
                  strong_scale: Sequence[float] = (0.8, 1.2), strong_translate: float = 0.1,
                  cutout: float = 0.35) -> None:
         if teacher not in TEACHERS:
-            raise ValueError(f"teacher must be one of {', '.join(TEACHERS)}, got {teacher!r}")
+            raise DAError(f"stage self_train: teacher must be one of {', '.join(TEACHERS)}, got {teacher!r}")
         if thresholds not in THRESHOLDS:
-            raise ValueError(f"thresholds must be one of {', '.join(THRESHOLDS)}, got {thresholds!r}")
+            raise DAError(f"stage self_train: thresholds must be one of {', '.join(THRESHOLDS)}, got {thresholds!r}")
+        if not 0.0 <= decay <= 1.0:
+            raise DAError(f"stage self_train: decay must be in [0, 1], got {decay}")
         if not 0.0 <= threshold <= 1.0:
-            raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+            raise DAError(f"stage self_train: threshold must be in [0, 1], got {threshold}")
         self.n_steps, self.batch_size = steps, batch_size
         self.optim = OptimSettings(lr, momentum, weight_decay, True, lr_schedule)
         self.teacher_kind, self.decay = teacher, decay

@@ -47,7 +47,7 @@ class Shot(Stage):
                  weight_decay: float = 1e-3, lr_schedule: str = "inv", entropy_weight: float = 1.0,
                  diversity_weight: float = 1.0, cls_weight: float = 0.3, rounds: int = 1) -> None:
         if epochs < 0 or batch_size < 1:
-            raise ValueError(f"epochs must be >= 0 and batch_size >= 1, got {epochs} and {batch_size}")
+            raise DAError(f"stage shot: epochs must be >= 0 and batch_size >= 1, got {epochs} and {batch_size}")
         self.epochs, self.batch_size = epochs, batch_size
         self.optim = OptimSettings(lr, momentum, weight_decay, True, lr_schedule)
         self.entropy_weight, self.diversity_weight, self.cls_weight = entropy_weight, diversity_weight, cls_weight

@@ -86,10 +86,12 @@ def run_stage(run: Run, index: int, state: dict[str, Any] | None) -> None:
         values: dict[str, Any] = {}
         for update in stage.step(ctx, step, batch, log):
             run.check(update.loss, ctx, step)
-            optimizer = ctx.optimizers[update.optimizer]
-            optimizer.zero_grad(set_to_none=True)
+            optimizers = [ctx.optimizers[name] for name in update.optimizer_names()]
+            for optimizer in optimizers:
+                optimizer.zero_grad(set_to_none=True)
             update.loss.backward()
-            optimizer.step()
+            for optimizer in optimizers:
+                optimizer.step()
             values.update(update.scalars)
         for scheduler in ctx.schedulers.values():
             scheduler.step()
