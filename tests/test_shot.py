@@ -91,3 +91,19 @@ def test_source_free_without_a_source_model_is_one_line(cli, write_config):
     code, _, err = cli("train", "-c", path, "--dry-run")
     assert code == 2
     assert "shot" in one_line_error(err)
+
+
+def test_source_free_from_a_received_checkpoint(tmp_path):
+    """The documented source-free mode: a model trained elsewhere, SHOT on unlabelled target images."""
+    from da.config import build_config
+    from da.train import train
+
+    (tmp_path / "provider").mkdir()
+    provider = {k: v for k, v in SHOT.items() if k != "stages"}  # source-only training, no adaptation step
+    train(build_config({**provider, "train": {**provider["train"], "steps": 0}}), tmp_path / "provider",
+          show_progress=False)
+    received = {**SHOT, "pretrain": {"checkpoint": str(tmp_path / "provider" / "checkpoint.pt"), "load": "all"},
+                "stages": ["pretrain", {"name": "shot", "epochs": 1, "batch_size": 32}]}
+    (tmp_path / "user").mkdir()
+    summary = train(build_config(received), tmp_path / "user", show_progress=False)
+    assert "pretrain_target_test_acc" in summary and summary["history"], summary.keys()
