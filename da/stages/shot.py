@@ -45,13 +45,14 @@ class Shot(Stage):
 
     def __init__(self, epochs: int = 15, batch_size: int = 64, lr: float = 0.01, momentum: float = 0.9,
                  weight_decay: float = 1e-3, lr_schedule: str = "inv", entropy_weight: float = 1.0,
-                 diversity_weight: float = 1.0, cls_weight: float = 0.3, rounds: int = 1) -> None:
+                 diversity_weight: float = 1.0, cls_weight: float = 0.3, rounds: int = 1, max_steps: int = 0) -> None:
         if epochs < 0 or batch_size < 1:
             raise DAError(f"stage shot: epochs must be >= 0 and batch_size >= 1, got {epochs} and {batch_size}")
         self.epochs, self.batch_size = epochs, batch_size
         self.optim = OptimSettings(lr, momentum, weight_decay, True, lr_schedule)
         self.entropy_weight, self.diversity_weight, self.cls_weight = entropy_weight, diversity_weight, cls_weight
         self.rounds = rounds
+        self.max_steps = max_steps  # > 0: at most this many steps (a large target split: fewer, longer epochs)
         self.generator = torch.Generator()
         self.order = torch.empty(0, dtype=torch.long)
         self.pos = 0
@@ -64,7 +65,8 @@ class Shot(Stage):
         return n // self.batch_size
 
     def steps(self, run: "Run") -> int:
-        return self.epochs * self.per_epoch(run)
+        steps = self.epochs * self.per_epoch(run)
+        return min(steps, self.max_steps) if self.max_steps > 0 else steps
 
     def settings(self, run: "Run") -> OptimSettings:
         return self.optim
