@@ -97,8 +97,8 @@ class SelfTrain(Stage):
         d, bs = run.domains, self.batch_size
         out = {}
         if self.reads_source(run):
-            out["source"] = d.source_train.sampler(bs, run.generator, augmentation(run, "source", d.source_train))
-        out["target"] = d.target_train.sampler(bs, run.generator, None)  # the views are drawn in ``step``
+            out["source"] = run.sampler(d.source_train, bs, augmentation(run, "source", d.source_train))
+        out["target"] = run.sampler(d.target_train, bs)  # the views are drawn in ``step``
         return out
 
     def _views(self, run: "Run") -> tuple[RandomAffine, StrongAugment]:
