@@ -97,10 +97,12 @@ def run_stage(run: Run, index: int, state: dict[str, Any] | None) -> None:
                 break
             loss = sync(update.loss)
             run.check(loss, ctx, step)
-            optimizer = ctx.optimizers[update.optimizer]
-            optimizer.zero_grad(set_to_none=True)
+            optimizers = [ctx.optimizers[name] for name in update.optimizer_names()]
+            for optimizer in optimizers:
+                optimizer.zero_grad(set_to_none=True)
             run.precision.backward(loss)
-            run.precision.step(optimizer)
+            for optimizer in optimizers:
+                run.precision.step(optimizer)
             values.update(update.scalars)
         run.precision.update()
         for scheduler in ctx.schedulers.values():
