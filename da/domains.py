@@ -9,6 +9,7 @@ import torch
 
 from da.config import DataConfig
 from da.data import DataSplit, DomainData
+from da.data.channels import match_channels
 from da.errors import DAError
 from da.registry import DATASETS
 
@@ -85,7 +86,7 @@ def load_domains(config: DataConfig, device: torch.device) -> Domains:
         index = draw_per_class(target.train.y, config.target_labels_per_class,
                                config.split_seed + LABELS_SEED_OFFSET, target.num_classes, f"{config.target} train")
         labelled = target.train.subset(index).to(device)
-    return Domains(
+    return match_channels(Domains(  # a grey domain beside a colour one: repeated to 3 channels
         source_train=source.train.subset(train).to(device),
         source_val=source.train.subset(val).to(device),
         source_test=source.test.to(device),
@@ -95,4 +96,4 @@ def load_domains(config: DataConfig, device: torch.device) -> Domains:
         target_probe=hidden.subset(probe).to(device),
         target_labelled=labelled,
         target_labelled_index=index,
-    )
+    ))
