@@ -10,6 +10,7 @@ import torch
 from da.config import DataConfig
 from da.data import DataSplit, DomainData
 from da.data.channels import match_channels
+from da.data.multi_source import load_source
 from da.errors import DAError
 from da.registry import DATASETS
 
@@ -65,7 +66,7 @@ def draw_per_class(labels: torch.Tensor, k: int | str, seed: int, num_classes: i
 
 def load_domains(config: DataConfig, device: torch.device) -> Domains:
     root = data_root(config)
-    source: DomainData = DATASETS.get(config.source)(root, config.download, "source")
+    source: DomainData = load_source(config.source, root, config.download)  # a list: the sources pooled
     target: DomainData = DATASETS.get(config.target)(root, config.download, "target")
     if source.num_classes != target.num_classes:
         raise DAError(f"source {config.source} has {source.num_classes} classes but target {config.target} has {target.num_classes}")

@@ -45,7 +45,15 @@ def _check_names(config: Config) -> None:
     import da.models  # noqa: F401  (registers the backbones)
     from da.registry import BACKBONES, DATASETS
 
-    for key, name in (("data.source", config.data.source), ("data.target", config.data.target)):
+    sources = config.data.source
+    if isinstance(sources, list) and (not sources or not all(isinstance(s, str) for s in sources)
+                                      or len(set(sources)) < len(sources)):
+        raise DAError(f"config key data.source must be a dataset name or a list of distinct names, e.g. "
+                      f"[mnist, syndigits, usps]; got {sources!r}")
+    for key, name in [*(("data.source", s) for s in (sources if isinstance(sources, list) else [sources])),
+                      ("data.target", config.data.target)]:
+        if not isinstance(name, str):
+            raise DAError(f"config key {key} must be a dataset name, got {name!r}")
         if name not in DATASETS:
             DATASETS.get(name)  # raises the error that lists the valid names
     if config.model.backbone not in BACKBONES:

@@ -27,7 +27,7 @@ def channels(split: object) -> int | None:
 def repeat_grey(split: T, to: int) -> T:
     """A 1-channel in-memory split as ``to`` channels (a view); any other split unchanged."""
     if isinstance(split, TensorSplit) and channels(split) == 1 and to != 1:
-        return TensorSplit(split.x.expand(-1, to, -1, -1), split.y)  # type: ignore[return-value]
+        return dataclasses.replace(split, x=split.x.expand(-1, to, -1, -1))  # type: ignore[return-value]
     return split
 
 
