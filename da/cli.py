@@ -6,7 +6,10 @@ import sys
 from pathlib import Path
 from typing import NoReturn, Sequence
 
-from da.errors import DAError
+from da.errors import DAError, Interrupted
+
+#: Written into a run folder that stopped on an error (its message); removed when it resumes.
+FAILED = "failed"
 
 
 def one_line(text: str) -> str:
@@ -23,9 +26,10 @@ class OneLineParser(argparse.ArgumentParser):
 
 def cmd_train(args: argparse.Namespace) -> int:
     from da.config import load_config
-    from da.run_dir import create_run_dir
-    from da.train import train
+    from da.train.distributed import init_from_env, launched, shutdown
 
+    if args.nproc is not None and not launched() and not args.dry_run:
+        return launch_ranks(args)
     if args.resume:
         run_dir = Path(args.resume)
         if args.config or args.set or args.out:
@@ -38,16 +42,87 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         config = load_config(args.config, args.set)
     if args.dry_run:
-        print(f"config {args.config or args.resume} is valid")
+        print(f"config {args.config or args.resume} is valid{dry_run_data_check(config, args.nproc or 1)}")
         return 0
-    if not args.resume:
-        run_dir = create_run_dir(args.out, config.out_root, config.name)
-    print(f"run folder: {run_dir}", flush=True)
-    summary = train(config, run_dir, show_progress=not args.quiet, resume=bool(args.resume))
-    print(f"{summary['adapter']}: target_test_acc={summary['target_test_acc']:.4f} "
-          f"source_test_acc={summary['source_test_acc']:.4f} wall_s={summary['wall_s']:.0f} "
-          f"train_imgs_per_s={summary['train_imgs_per_s']:.0f} -> {run_dir}")
+    here = init_from_env()
+    try:
+        import torch
+
+        from da.train import train
+        from da.train.preflight import preflight
+        from da.train.seeding import pick_device
+
+        device = pick_device(config.device)
+        if here.on and device.type == "cuda":
+            device = torch.device("cuda", here.local_rank)
+        domains = preflight(config, device, here.world_size)  # before a run folder exists
+        if not args.resume:
+            run_dir = _shared_run_dir(here, args, config)
+        if here.main:
+            print(f"run folder: {run_dir}", flush=True)
+            (run_dir / FAILED).unlink(missing_ok=True)
+        try:
+            summary = train(config, run_dir, show_progress=not args.quiet and here.main, resume=bool(args.resume),
+                            domains=domains)
+        except Interrupted:
+            raise
+        except DAError as exc:  # the folder says so; its last checkpoint, if any, is kept
+            if here.main:
+                (run_dir / FAILED).write_text(one_line(str(exc)) + "\n")
+            raise
+    finally:
+        shutdown()
+    if here.main:
+        print(f"{summary['adapter']}: target_test_acc={summary['target_test_acc']:.4f} "
+              f"source_test_acc={summary['source_test_acc']:.4f} wall_s={summary['wall_s']:.0f} "
+              f"train_imgs_per_s={summary['train_imgs_per_s']:.0f} -> {run_dir}")
     return 0
+
+
+def dry_run_data_check(config, world_size: int) -> str:
+    """What ``--dry-run`` adds about the data: its sizes checked, or why they could not be."""
+    import torch
+
+    from da.train.preflight import preflight
+
+    try:
+        preflight(config, torch.device("cpu"), world_size)
+    except DAError as exc:
+        if "is not under" in str(exc) or "does not exist" in str(exc):  # data absent here: the config may still be right
+            return f" (data not checked: {one_line(str(exc)).split(';')[0]})"
+        raise
+    return " (batch and split sizes checked against the data)"
+
+
+def _shared_run_dir(here, args: argparse.Namespace, config) -> Path:
+    """The new run folder, created by rank 0 and told to the other ranks (or rank 0's error)."""
+    from da.run_dir import create_run_dir
+
+    outcome: Path | DAError | None = None
+    if here.main:
+        try:
+            outcome = create_run_dir(args.out, config.out_root, config.name)
+        except DAError as exc:
+            outcome = exc
+    outcome = here.broadcast(outcome)
+    if isinstance(outcome, DAError):
+        raise outcome
+    return outcome
+
+
+def launch_ranks(args: argparse.Namespace) -> int:
+    """``da train --nproc N``: the config checked here, then the same command under torchrun."""
+    from da.config import load_config
+    from da.train.launch import launch_ranks as launch
+
+    if args.nproc < 1:
+        raise DAError(f"--nproc must be at least 1, got {args.nproc}")
+    if args.config:  # a bad config is one line from this process, before any rank starts
+        load_config(args.config, args.set)
+    argv = ["train", *(["-c", args.config] if args.config else []), *(x for kv in args.set for x in ("--set", kv)),
+            *(["--out", args.out] if args.out else []), *(["--resume", args.resume] if args.resume else []),
+            *(["-q"] if args.quiet else []), *(["--dry-run"] if args.dry_run else [])]
+    return launch(argv, args.nproc)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -116,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a killed run from its last checkpoint")
     p.add_argument("--dry-run", action="store_true", help="validate the config and stop")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--nproc", type=int, metavar="N",
+                   help="run on N processes of this machine with torch.distributed (starts torchrun); several "
+                        "machines: torchrun --nnodes ... -m da.cli train ...")
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("eval", help="recompute a run's accuracies from its checkpoint")
     p.add_argument("run_dir", metavar="RUN_DIR")

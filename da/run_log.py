@@ -72,3 +72,22 @@ class RunLog:
         self.bar.close()
         self.tb.flush()
         self.tb.close()
+
+
+class NullLog:
+    """What ranks other than 0 log under torch.distributed: nothing (rank 0 writes every file)."""
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        pass
+
+    def progress(self, steps: int = 1, **shown: float) -> None:
+        pass
+
+    def describe(self, text: str) -> None:
+        pass
+
+    def metrics_row(self, row: dict[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

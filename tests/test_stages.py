@@ -157,5 +157,22 @@ def test_resuming_with_another_stage_list_is_refused(tmp_path, monkeypatch):
     with pytest.raises(Interrupted):
         train(build_config(STAGE_CONFIG), run_dir, show_progress=False)
     monkeypatch.undo()
-    with pytest.raises(DAError, match="taken in stage 'head_on_target'"):
+    with pytest.raises(DAError, match="differs from the config its checkpoint was taken with in stages"):
         train(build_config(tiny_config()), run_dir, resume=True, show_progress=False)
+
+
+def test_the_stage_written_in_docs_stages_md_registers_and_runs(tmp_path):
+    import re
+
+    from conftest import ROOT
+
+    text = (ROOT / "docs" / "stages.md").read_text()
+    (block,) = re.findall(r"```python\n(.*?)```", text, re.S)
+    if "head_entropy" not in STAGES:
+        exec(compile(block, "docs/stages.md", "exec"), {"__name__": "docs_stages"})
+    config = build_config(tiny_config(stages=["pretrain", "adapt", {"name": "head_entropy", "steps": 3, "batch_size": 8}]))
+    (tmp_path / "r").mkdir()
+    summary = train(config, tmp_path / "r", show_progress=False)
+    assert summary["stages"][-1] == {"name": "head_entropy", "steps": 3}
+    with pytest.raises(DAError, match="needs a model trained on the source first"):
+        build_config(tiny_config(stages=["head_entropy"]))

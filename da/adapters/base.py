@@ -53,6 +53,12 @@ class Adapter(nn.Module):
     gradient_domains: ClassVar[tuple[Domain, ...]] = ("source", "target")
     #: True when the loop must call ``fit`` on extractor features before the adaptation stage.
     needs_fit: ClassVar[bool] = False
+    #: Under torch.distributed, a loss on batch statistics (MMD's kernels, CORAL's covariances) sees
+    #: each rank's own batch by default; True gathers every rank's features and predictions first, so
+    #: the loss sees the global batch (one all-gather per step).
+    global_batch: ClassVar[bool] = False
+    #: Images per domain its loss needs in a batch (a covariance or an unbiased MMD needs 2).
+    min_batch_size: ClassVar[int] = 1
 
     def loss(
         self,

@@ -14,6 +14,8 @@ from da.registry import register_adapter
 class CORAL(Adapter):
     """Deep CORAL (Sun & Saenko 2016): align feature covariances."""
 
+    min_batch_size = 2  # a covariance divides by n - 1
+
     description = "Deep CORAL: align source and target feature covariances (Sun & Saenko 2016)"
 
     def __init__(self, weight: float = 1.0, layer: str = "logits") -> None:

@@ -27,6 +27,8 @@ CLASS_WEIGHTS = ("none", "target")
 class MMD(Adapter):
     """Multi-kernel Gaussian MMD (DAN, Long et al. 2015), median-heuristic bandwidth."""
 
+    min_batch_size = 2  # the unbiased estimate pairs distinct images
+
     description = "multi-kernel Gaussian MMD between feature batches (DAN, Long 2015)"
 
     def __init__(self, weight: float = 1.0, kernel_powers: tuple = (-3, -2, -1, 0, 1, 2),

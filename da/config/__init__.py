@@ -8,7 +8,7 @@ and how to fix it. Import from ``da.config``; the submodules are an implementati
 """
 from da.config.build import build_config
 from da.config.checking import check_kwargs, settable_params
-from da.config.files import apply_overrides, deep_merge, dump_yaml, load_config, read_yaml, set_value, to_dict
+from da.config.files import apply_overrides, deep_merge, dump_yaml, flat_keys, load_config, read_yaml, set_value, to_dict
 from da.config.schema import (
     LOOP_PROVIDED,
     AdapterConfig,
@@ -26,6 +26,6 @@ from da.config.schema import (
 __all__ = [
     "LOOP_PROVIDED", "AdapterConfig", "AugmentConfig", "Config", "DataConfig", "EarlyStoppingConfig",
     "ModelConfig", "PretrainConfig", "StageConfig", "TrainConfig", "UnfreezeConfig",
-    "apply_overrides", "build_config", "check_kwargs", "deep_merge", "dump_yaml", "load_config",
+    "apply_overrides", "build_config", "check_kwargs", "deep_merge", "dump_yaml", "flat_keys", "load_config",
     "read_yaml", "set_value", "settable_params", "to_dict",
 ]

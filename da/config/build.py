@@ -5,7 +5,7 @@ kwargs, and the cross-field and registry checks (``da.config.checks``) run last.
 from __future__ import annotations
 
 from da.config.checking import _build_adapter, _build_dataclass
-from da.config.checks import _check_augment, _check_names, _check_ranges, _check_transfer
+from da.config.checks import _check_augment, _check_batch_sizes, _check_names, _check_ranges, _check_transfer
 from da.config.schema import Config
 from da.config.stages import build_stages, check_stage_order
 
@@ -21,6 +21,7 @@ def build_config(raw: dict) -> Config:
     _check_ranges(config)
     _check_names(config)
     _check_transfer(config)
+    _check_batch_sizes(config)
     _check_augment(config.data.augment)
     check_stage_order(config)
     return config

@@ -141,3 +141,23 @@ def _check_augment(augment: Optional[AugmentConfig]) -> None:
     unknown = [d for d in augment.domains if d not in ("source", "target")]
     if unknown or not augment.domains:
         raise DAError(f"config key data.augment.domains must list source and/or target, got {_show(augment.domains)}")
+
+
+def _check_batch_sizes(config: Config) -> None:
+    """Batches big enough for what trains on them: batch norm needs 2 images, and so do adapters
+    whose loss is a covariance or an unbiased MMD (``Adapter.min_batch_size``)."""
+    from da.registry import ADAPTERS, BACKBONES
+
+    names = [p.name for p in config.adapter.parts] or [config.adapter.name]
+    need = max(ADAPTERS.get(n).min_batch_size for n in names)
+    batch_norm = bool(config.model.bottleneck) or getattr(BACKBONES.get(config.model.backbone), "batch_norm", True)
+    checks = [("train.batch_size", config.train.batch_size, config.train.steps > 0)]
+    checks.append(("pretrain.batch_size", config.pretrain.batch_size, config.pretrain.steps > 0 and not config.pretrain.checkpoint))
+    for key, size, used in checks:
+        if not used:
+            continue
+        if batch_norm and size < 2:
+            raise DAError(f"config key {key}={size}: the model's batch norm needs at least 2 images per batch; raise it")
+        if key == "train.batch_size" and size < need:
+            raise DAError(f"config key {key}={size}: adapter {config.adapter.name!r} needs at least {need} images per "
+                          f"domain in a batch (a covariance or an unbiased MMD); raise it")

@@ -52,8 +52,9 @@ class DataSplit(Protocol):
     def to(self, device: torch.device) -> "DataSplit": ...
 
     def sampler(self, batch_size: int, generator: torch.Generator,
-                augment: Optional[Callable[[Tensor], Tensor]] = None) -> Sampler:
-        """Shuffled training batches drawn with ``generator``; ``augment`` maps each batch's images."""
+                augment: Optional[Callable[[Tensor], Tensor]] = None, shard: tuple[int, int] = (0, 1)) -> Sampler:
+        """Shuffled training batches drawn with ``generator``; ``augment`` maps each batch's images;
+        ``shard=(rank, world_size)``: this rank's slice of each global batch of ``batch_size * world_size``."""
 
 
 @dataclass
@@ -87,10 +88,10 @@ class TensorSplit:
         return TensorSplit(self.x, torch.full_like(self.y, -1))
 
     def sampler(self, batch_size: int, generator: torch.Generator,
-                augment: Optional[Callable[[Tensor], Tensor]] = None) -> Sampler:
+                augment: Optional[Callable[[Tensor], Tensor]] = None, shard: tuple[int, int] = (0, 1)) -> Sampler:
         from da.data.sampler import BatchSampler
 
-        return BatchSampler(self, batch_size, generator, augment)
+        return BatchSampler(self, batch_size, generator, augment, shard)
 
 
 #: The in-memory split under its first name (datasets and tests build ``Split(x, y)``).

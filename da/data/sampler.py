@@ -6,34 +6,46 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-from da.data.domain import Split
+from da.data.domain import TensorSplit
 
 
 class BatchSampler:
     """Shuffles indices each epoch and yields (x, y) batches; drops the last incomplete batch.
 
-    ``transform`` (e.g. ``da.data.augment.RandomAffine``) maps each batch's images before they are returned.
+    ``transform`` (e.g. ``da.data.augment.RandomAffine``) maps each batch's images before they are
+    returned. With ``shard=(rank, world_size)`` (torch.distributed), each step draws a global batch of
+    ``batch_size * world_size`` indices, the same on every rank (the generator is seeded alike), and
+    returns this rank's slice; the transform runs on the global batch, so that every rank's generator
+    draws the same numbers and stays in step.
     """
 
-    def __init__(self, split: Split, batch_size: int, generator: torch.Generator,
-                 transform: Optional[Callable[[Tensor], Tensor]] = None) -> None:
-        if len(split) < batch_size:
-            raise ValueError(f"batch size {batch_size} exceeds the split's {len(split)} samples")
+    def __init__(self, split: TensorSplit, batch_size: int, generator: torch.Generator,
+                 transform: Optional[Callable[[Tensor], Tensor]] = None, shard: tuple[int, int] = (0, 1)) -> None:
+        rank, world = shard
+        if len(split) < batch_size * world:
+            raise ValueError(f"batch size {batch_size * world} exceeds the split's {len(split)} samples")
         self.split = split
         self.batch_size = batch_size
         self.generator = generator
         self.transform = transform
+        self.rank, self.world = rank, world
         self._order = torch.empty(0, dtype=torch.long)
         self._pos = 0
 
     def next(self) -> tuple[Tensor, Tensor]:
-        if self._pos + self.batch_size > len(self._order):
+        size = self.batch_size * self.world
+        if self._pos + size > len(self._order):
             self._order = torch.randperm(len(self.split), generator=self.generator).to(self.split.x.device)
             self._pos = 0
-        index = self._order[self._pos : self._pos + self.batch_size]
-        self._pos += self.batch_size
-        x = self.split.x[index]
-        return (self.transform(x) if self.transform is not None else x), self.split.y[index]
+        index = self._order[self._pos : self._pos + size]
+        self._pos += size
+        x, y = self.split.x[index], self.split.y[index]
+        if self.transform is not None:
+            x = self.transform(x)
+        if self.world > 1:
+            part = slice(self.rank * self.batch_size, (self.rank + 1) * self.batch_size)
+            x, y = x[part], y[part]
+        return x, y
 
     def state_dict(self) -> dict:
         return {"order": self._order.cpu(), "pos": self._pos, "generator": self.generator.get_state()}

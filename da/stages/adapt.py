@@ -26,6 +26,8 @@ from da.models.domain_norm import routed
 from da.registry import register_stage
 from da.stages.augmentation import augmentation
 from da.stages.base import ParamGroup, Stage, Update
+from da.train.distributed import gather
+from da.train.precision import float32_outside_autocast
 from da.train.selection import record_evaluation, restore_best, track_best
 
 if TYPE_CHECKING:
@@ -57,12 +59,11 @@ class Adapt(Stage):
 
     def samplers(self, run: "Run") -> dict[str, "Sampler"]:
         d, bs = run.domains, run.config.train.batch_size
-        out = {"source": d.source_train.sampler(bs, run.generator, augmentation(run, "source", d.source_train)),
-               "target": d.target_train.sampler(bs, run.generator, augmentation(run, "target", d.target_train))}
+        out = {"source": run.sampler(d.source_train, bs, augmentation(run, "source", d.source_train)),
+               "target": run.sampler(d.target_train, bs, augmentation(run, "target", d.target_train))}
         if d.target_labelled is not None:
             split = d.target_labelled
-            out["target_labelled"] = split.sampler(min(bs, len(split)), run.generator,
-                                                   augmentation(run, "target_labelled", split))
+            out["target_labelled"] = run.sampler(split, min(bs, len(split)), augmentation(run, "target_labelled", split))
         return out
 
     def _train_modes(self, run: "Run") -> None:
@@ -117,7 +118,12 @@ class Adapt(Stage):
             task = F.cross_entropy(logits_s, y_s)
             if cfg.source_weight != 1.0:
                 task = cfg.source_weight * task
-            align, scalars = m.adapter.loss(f_s, f_t, logits_s=logits_s, logits_t=logits_t, y_s=y_s, progress=progress)
+            with float32_outside_autocast(run.device.type):  # kernels, covariances, log-softmax need float32
+                inputs = (f_s.float(), f_t.float(), logits_s.float(), logits_t.float(), y_s)
+                if m.adapter.global_batch:
+                    inputs = gather(run.dist, *inputs)
+                align, scalars = m.adapter.loss(inputs[0], inputs[1], logits_s=inputs[2], logits_t=inputs[3],
+                                                y_s=inputs[4], progress=progress)
         else:
             task = align = logits[0].new_zeros(())
             scalars = {}
@@ -149,8 +155,12 @@ class Adapt(Stage):
     def end(self, ctx: "StageContext", last: int) -> None:
         run = ctx.run
         run.summary["steps_done"] = last
+        if not run.dist.main:  # rank 0 evaluates and restores
+            return
         if ctx.steps == 0:
             record_evaluation(run, self.name, run.eval_offset(ctx.index), run.global_offset(ctx.index))
+            if run.config.train.early_stopping is not None:  # the one evaluation is the best: best.pt holds it
+                track_best(ctx, 0)
         if run.config.train.early_stopping is not None and run.summary.get("history"):
             restore_best(run)
 

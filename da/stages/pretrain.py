@@ -45,8 +45,7 @@ class Pretrain(Stage):
         return {"main": [ParamGroup("extractor", m.extractor), ParamGroup("head", m.head)]}
 
     def samplers(self, run: "Run") -> dict[str, "Sampler"]:
-        return {"source": run.domains.source_train.sampler(run.config.pretrain.batch_size, run.generator,
-                                                           source_augmentation(run))}
+        return {"source": run.sampler(run.domains.source_train, run.config.pretrain.batch_size, source_augmentation(run))}
 
     def begin(self, ctx: "StageContext") -> None:
         if ctx.run.config.pretrain.checkpoint:
@@ -61,7 +60,7 @@ class Pretrain(Stage):
     def end(self, ctx: "StageContext", last: int) -> None:
         run = ctx.run
         cfg = run.config.pretrain
-        if not cfg.checkpoint and cfg.steps == 0:
+        if (not cfg.checkpoint and cfg.steps == 0) or not run.dist.main:
             return
         accs = run.model.evaluate(run.domains, adapted=False)
         run.log.scalars({f"pretrain/{k}": v for k, v in accs.items()}, cfg.steps)

@@ -6,16 +6,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from da.checkpoint import load_checkpoint
 from da.config import Config, dump_yaml
-from da.domains import load_domains
+from da.domains import Domains
 from da.errors import DAError
 from da.registry import STAGES
 from da.run_files import write_json, write_text_atomic
-from da.run_log import ResumePoint, RunLog
+from da.run_log import NullLog, ResumePoint, RunLog
 from da.stages.base import Stage
-from da.train.model import build_model
+from da.train.distributed import Dist, init_from_env
+from da.train.model import Model, build_model
+from da.train.precision import Precision
+from da.train.preflight import preflight
 from da.train.run import Run, stop_on_signals
 from da.train.seeding import pick_device, seed_everything
 from da.train.skeleton import run_stage
@@ -52,24 +56,38 @@ def resume_index(stages: list[Stage], state: dict[str, Any]) -> int:
     return index
 
 
-def train(config: Config, run_dir: Path, show_progress: bool = True, resume: bool = False) -> dict[str, Any]:
-    """Run the config's stages into ``run_dir``; with ``resume``, continue from its ``checkpoint.pt``."""
+def train(config: Config, run_dir: Path, show_progress: bool = True, resume: bool = False,
+          domains: Domains | None = None) -> dict[str, Any]:
+    """Run the config's stages into ``run_dir``; with ``resume``, continue from its ``checkpoint.pt``.
+
+    Under torchrun every rank calls it with the same folder; rank 0 alone writes into it and returns
+    the summary (the other ranks return an empty dict). ``domains``: the splits ``preflight`` loaded."""
     started = time.perf_counter()
+    here = init_from_env()
     state = load_checkpoint(run_dir / "checkpoint.pt") if resume else None
-    if state is None:
+    if state is not None:
+        check_same_config(run_dir, config, state)
+    if state is None and here.main:
         write_text_atomic(run_dir / "config.yaml", dump_yaml(config))
     seed_everything(config.seed, config.deterministic)
     device = pick_device(config.device)
-    domains = load_domains(config.data, device)
-    if domains.target_labelled is not None:
+    if here.on and device.type == "cuda":
+        device = torch.device("cuda", here.local_rank)
+    if here.on and config.train.unfreeze is not None:
+        raise DAError("config key train.unfreeze is not supported with several processes (DDP fixes the trained "
+                      "parameters when it starts); drop train.unfreeze or run one process")
+    domains = domains if domains is not None else preflight(config, device, here.world_size)
+    if domains.target_labelled is not None and here.main:
         write_json(run_dir / "target_labels.json", target_labels_record(config, domains, indices=True))
     model = build_model(config, domains, device)
+    prepare_model(model, config, here)
     if not model.adapter.trains_head() and config.train.steps > 0:
         raise DAError(f"adapter {config.adapter.name!r} builds a head with nothing to train (e.g. subspace's "
                       f"classifier: nn), so train.steps must be 0, not {config.train.steps}; set train.steps: 0")
     stages = build_stages(config, model.adapter.needs_fit)
-    run = Run(config=config, run_dir=run_dir, device=device, domains=domains, model=model, log=None,  # type: ignore[arg-type]
-              generator=torch.Generator().manual_seed(config.seed), stages=stages, started=started)
+    run = Run(config=config, run_dir=run_dir, device=device, domains=domains, model=model, log=NullLog(),
+              generator=torch.Generator().manual_seed(config.seed), stages=stages, started=started, dist=here,
+              precision=Precision(config.train.precision, device))
     start, resume_at = 0, None
     if state is not None:
         start = resume_index(stages, state)
@@ -81,15 +99,49 @@ def train(config: Config, run_dir: Path, show_progress: bool = True, resume: boo
         run.last_checkpoint = f"{stages[start].label} step {state['step']}"
         model.load(state)
     total = sum(run.stage_steps())
-    run.log = RunLog(run_dir, flat_hparams(config), total, show_progress, resume_at)
+    if here.main:
+        run.log = RunLog(run_dir, flat_hparams(config), total, show_progress, resume_at)
     try:
         with stop_on_signals(run):
             for index in range(start, len(stages)):
                 run_stage(run, index, state if index == start else None)
-        run.log.scalars({f"hparam/{k}": run.summary[k] for k in ("target_test_acc", "source_test_acc", "source_val_acc")},
-                        total)
+        if here.main:
+            run.log.scalars({f"hparam/{k}": run.summary[k] for k in ("target_test_acc", "source_test_acc", "source_val_acc")},
+                            total)
     finally:
         run.log.close()
+    if not here.main:
+        return {}
     summary = make_summary(run)
     write_json(run_dir / "summary.json", summary)
     return summary
+
+
+def check_same_config(run_dir: Path, config: Config, state: dict[str, Any]) -> None:
+    """A run resumes with the config its checkpoint was taken with (an edited config.yaml, or a
+    checkpoint copied from another run, would silently mix two experiments)."""
+    from da.config import build_config, flat_keys, to_dict
+
+    try:
+        saved = to_dict(build_config(yaml.safe_load(state["config"])))
+    except (DAError, yaml.YAMLError, KeyError, TypeError):
+        raise DAError(f"the checkpoint in {run_dir} holds no config this version can read; start a new run") from None
+    now = to_dict(config)
+    if saved != now:
+        a, b = flat_keys(saved), flat_keys(now)
+        differ = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+        raise DAError(f"{run_dir / 'config.yaml'} differs from the config its checkpoint was taken with in "
+                      f"{', '.join(differ[:6])}{' ...' if len(differ) > 6 else ''}; put config.yaml back as it was to "
+                      f"resume, or start a new run with da train -c")
+
+
+def prepare_model(model: Model, config: Config, here: Dist) -> None:
+    """``train.sync_batch_norm`` (several processes) and ``train.compile``, in place."""
+    if config.train.sync_batch_norm and here.on:
+        if not torch.cuda.is_available():
+            raise DAError("config key train.sync_batch_norm needs CUDA GPUs (torch's SyncBatchNorm runs on GPU modules "
+                          "only); set it false on CPU, where each rank normalises with its own batch's statistics")
+        model.extractor = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model.extractor)
+    if config.train.compile:
+        model.extractor.compile()
+        model.head.compile()

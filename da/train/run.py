@@ -18,12 +18,14 @@ from torch import Tensor
 
 from da.checkpoint import save_checkpoint
 from da.config import Config, dump_yaml
-from da.data import Sampler
+from da.data import DataSplit, Sampler
 from da.domains import Domains
 from da.errors import DAError, Interrupted
 from da.models.domain_norm import start_target
 from da.run_log import RunLog
+from da.train.distributed import Dist
 from da.train.model import Model
+from da.train.precision import Precision
 from da.train.seeding import rng_state, set_rng_state
 
 if TYPE_CHECKING:
@@ -80,6 +82,9 @@ class Run:
     #: Per-domain batch norm: the target's statistics were estimated (once, before the first stage
     #: that reads target images).
     target_norms_started: bool = False
+    #: torch.distributed: this process's rank and the number of ranks (one process: rank 0 of 1).
+    dist: Dist = field(default_factory=Dist)
+    precision: Precision = field(default_factory=lambda: Precision("fp32", torch.device("cpu")))
 
     @property
     def checkpoint_path(self) -> Path:
@@ -105,7 +110,16 @@ class Run:
         stage after pretraining in one sequence (a lone adaptation stage's are its own steps)."""
         return sum(n for stage, n in zip(self.stages[:index], self.stage_steps()) if stage.evaluates)
 
+    def sampler(self, split: "DataSplit", batch_size: int, augment: Any = None) -> Sampler:
+        """Training batches of ``split`` drawn with the run's generator (this rank's shard of each)."""
+        return split.sampler(batch_size, self.generator, augment, shard=self.dist.shard)
+
     def save(self, ctx: StageContext, step: int, path: Path | None = None) -> None:
+        """A checkpoint of the run at ``step`` of ``ctx``'s stage (rank 0 writes it)."""
+        if path is None:
+            self.last_checkpoint = f"{ctx.stage.label} step {step}"
+        if not self.dist.main:
+            return
         m = self.model
         save_checkpoint(path or self.checkpoint_path, {
             "stage": ctx.name, "stage_index": ctx.index, "step": step, "config": dump_yaml(self.config),
@@ -114,12 +128,10 @@ class Run:
             "optimizers": {k: o.state_dict() for k, o in ctx.optimizers.items()},
             "schedulers": {k: s.state_dict() for k, s in ctx.schedulers.items()},
             "samplers": {k: s.state_dict() for k, s in ctx.samplers.items()},
-            "stage_state": ctx.stage.state_dict(),
+            "stage_state": ctx.stage.state_dict(), "grad_scaler": self.precision.state_dict(),
             "rng": rng_state(), "summary": dict(self.summary),
             "train_seconds": self.train_seconds, "wall_s": self.wall_s(),
         })
-        if path is None:
-            self.last_checkpoint = f"{ctx.stage.label} step {step}"
 
     def resume_stage(self, ctx: StageContext, state: dict[str, Any]) -> None:
         for key, optimizer in ctx.optimizers.items():
@@ -129,12 +141,13 @@ class Run:
         for key, sampler in ctx.samplers.items():
             sampler.load_state_dict(state["samplers"][key])
         ctx.stage.load_state_dict(state.get("stage_state") or {})
+        self.precision.load_state_dict(state.get("grad_scaler") or {})
         set_rng_state(state["rng"])
         ctx.first_step = state["step"] + 1
 
     def check(self, loss: Tensor, ctx: StageContext, step: int) -> None:
-        """Stop on a non-finite loss, naming the step and the checkpoint kept."""
-        if not torch.isfinite(loss):
+        """Stop on a non-finite loss (on any rank), naming the step and the checkpoint kept."""
+        if self.dist.agree(not torch.isfinite(loss)):
             kept = (f"the last good checkpoint ({self.last_checkpoint}) is kept in {self.checkpoint_path}"
                     if self.last_checkpoint else "no checkpoint had been written yet")
             label = ctx.stage.label
@@ -142,7 +155,8 @@ class Run:
                           f"stopped and {kept}; lower the learning rate or the adapter's weight")
 
     def stop_if_asked(self, ctx: StageContext, done: int) -> None:
-        if self.stop_signal:
+        if self.dist.agree(self.stop_signal is not None):
+            self.stop_signal = self.stop_signal or "a signal to another rank"
             self.save(ctx, done)
             raise Interrupted(f"stopped by {self.stop_signal} after {ctx.stage.label} step {done}; checkpoint saved; "
                               f"continue with: da train --resume {self.run_dir}")

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from da.stages.base import ParamGroup, Stage
+from da.train.distributed import gradient_sync
 from da.train.run import Run, StageContext
 from da.train.selection import record_evaluation
 
@@ -74,23 +75,33 @@ def run_stage(run: Run, index: int, state: dict[str, Any] | None) -> None:
     cfg = run.config.train
     offset, eval_offset = run.global_offset(index), run.eval_offset(index)
     run.log.describe(stage.name if stage.name != "adapt" else f"adapt:{run.config.adapter.name}")
+    m = run.model
+    sync = gradient_sync(run.dist, {"extractor": m.extractor, "head": m.head, "adapter": m.adapter}, run.device)
     tick = time.perf_counter()
     last = ctx.first_step - 1
     for step in range(ctx.first_step, ctx.steps + 1):
-        if run.stop_signal:
+        if run.stop_signal or run.dist.on:  # with several ranks, every rank learns of a signal to one
             if stage.timed:
                 run.train_seconds += time.perf_counter() - tick
             run.stop_if_asked(ctx, step - 1)
+            tick = time.perf_counter()
         batch = {key: sampler.next() for key, sampler in ctx.samplers.items()}
         log = step % cfg.log_every == 0 or step == ctx.steps
         values: dict[str, Any] = {}
-        for update in stage.step(ctx, step, batch, log):
-            run.check(update.loss, ctx, step)
+        updates = stage.step(ctx, step, batch, log)
+        while True:
+            with run.precision.autocast():
+                update = next(updates, None)
+            if update is None:
+                break
+            loss = sync(update.loss)
+            run.check(loss, ctx, step)
             optimizer = ctx.optimizers[update.optimizer]
             optimizer.zero_grad(set_to_none=True)
-            update.loss.backward()
-            optimizer.step()
+            run.precision.backward(loss)
+            run.precision.step(optimizer)
             values.update(update.scalars)
+        run.precision.update()
         for scheduler in ctx.schedulers.values():
             scheduler.step()
         last = step
@@ -113,9 +124,11 @@ def run_stage(run: Run, index: int, state: dict[str, Any] | None) -> None:
                 torch.cuda.synchronize()
             if stage.timed:
                 run.train_seconds += time.perf_counter() - tick
-            if evaluate:
-                record_evaluation(run, stage.name, eval_offset + step, offset + step)
-                stop = stage.after_evaluation(ctx, step) and step < ctx.steps
+            if evaluate:  # rank 0 evaluates and decides; the others learn its decision
+                if run.dist.main:
+                    record_evaluation(run, stage.name, eval_offset + step, offset + step)
+                    stop = stage.after_evaluation(ctx, step) and step < ctx.steps
+                stop = run.dist.broadcast(stop)
             if checkpoint:
                 run.save(ctx, step)
             tick = time.perf_counter()

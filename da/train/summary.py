@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from da.config import Config, to_dict
+from da.config import Config, flat_keys, to_dict
 from da.domains import Domains
 from da.train.model import confusion_matrix, per_class_accuracy
 from da.train.selection import selections
@@ -19,17 +19,8 @@ TIMING_FIELDS = ("wall_s", "train_s", "train_imgs_per_s")
 
 
 def flat_hparams(config: Config) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-
-    def walk(prefix: str, node: Any) -> None:
-        if isinstance(node, dict):
-            for k, v in node.items():
-                walk(f"{prefix}{k}.", v)
-        else:
-            out[prefix[:-1]] = node
-
-    walk("", to_dict(config))
-    return out
+    """The config as ``section.key: value`` pairs (TensorBoard's hparams tab)."""
+    return flat_keys(to_dict(config))
 
 
 def target_labels_record(config: Config, domains: Domains, indices: bool) -> dict[str, Any]:
@@ -59,6 +50,8 @@ def make_summary(run: "Run") -> dict[str, Any]:
         "wall_s": round(run.wall_s(), 2), "train_s": round(run.train_seconds, 3),
         "train_imgs_per_s": round(s.get("images_trained", 0) / max(run.train_seconds, 1e-9), 1),
         "device": str(run.device), "torch": torch.__version__,
+        "world_size": run.dist.world_size, "global_batch_size": config.train.batch_size * run.dist.world_size,
+        "precision": config.train.precision, "compile": config.train.compile,
         "hparams": config.adapter.kwargs,
         **({"augment": asdict(config.data.augment)} if config.data.augment is not None else {}),
         **({"target_labels": target_labels_record(config, run.domains, indices=config.data.target_labels_per_class != "all")}

@@ -1,0 +1,54 @@
+"""Mixed precision for a stage's steps: autocast of the forward (``train.precision``: bf16 or fp16)
+and, for fp16, a gradient scaler (Micikevicius et al. 2018, "Mixed Precision Training").
+
+Adapters whose losses need float32 (kernels, covariances, log-softmax) get float32 inputs: the
+adaptation stage computes ``adapter.loss`` outside autocast.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import ContextManager
+
+import torch
+from torch import Tensor
+
+
+class Precision:
+    """``autocast()`` for the forward; ``backward`` and ``step`` that scale fp16 losses."""
+
+    def __init__(self, name: str, device: torch.device) -> None:
+        self.name = name
+        self.device_type = device.type
+        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(name)
+        self.scaler = torch.amp.GradScaler(device.type) if name == "fp16" else None
+
+    def autocast(self) -> ContextManager:
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=self.dtype)
+
+    def backward(self, loss: Tensor) -> None:
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+
+    def step(self, optimizer: torch.optim.Optimizer) -> None:
+        if self.scaler is not None:
+            self.scaler.step(optimizer)
+        else:
+            optimizer.step()
+
+    def update(self) -> None:
+        """Once per training step, after every optimizer stepped: fp16's scale adapts."""
+        if self.scaler is not None:
+            self.scaler.update()
+
+    def state_dict(self) -> dict:
+        return self.scaler.state_dict() if self.scaler is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.scaler is not None and state:
+            self.scaler.load_state_dict(state)
+
+
+def float32_outside_autocast(device_type: str) -> ContextManager:
+    """Autocast off: what runs inside computes in the dtype of its inputs."""
+    return torch.autocast(device_type, enabled=False)

@@ -1,0 +1,31 @@
+"""Checks that need the data's sizes, made before a run folder exists (and by ``--dry-run``): a
+batch larger than the split it is drawn from, and what loading the splits refuses (a validation
+split larger than the training set, more labels per class than a class holds)."""
+from __future__ import annotations
+
+import torch
+
+from da.config import Config
+from da.domains import Domains, load_domains
+from da.errors import DAError
+
+
+def preflight(config: Config, device: torch.device, world_size: int = 1) -> Domains:
+    """The run's splits, loaded once, after checking every batch fits the split it is drawn from."""
+    domains = load_domains(config.data, device)
+    per = f" x {world_size} ranks" if world_size > 1 else ""
+    draws = [("pretrain.batch_size", config.pretrain.batch_size, "source train", len(domains.source_train))]
+    if config.train.steps > 0:
+        draws += [("train.batch_size", config.train.batch_size, "source train", len(domains.source_train)),
+                  ("train.batch_size", config.train.batch_size, "target train", len(domains.target_train))]
+    if config.pretrain.steps == 0 or config.pretrain.checkpoint:
+        draws = draws[1:]
+    for key, size, split, n in draws:
+        if size * world_size > n:
+            raise DAError(f"config key {key}={size}{per} exceeds the {n} images of {split} "
+                          f"(data.source {config.data.source}, data.target {config.data.target}); lower it to at most "
+                          f"{n // world_size}")
+    if len(domains.source_val) == 0:
+        raise DAError("config key data.source_val_size is 0: evaluation and model selection need source validation "
+                      "images; give it a positive size (e.g. 1000)")
+    return domains
