@@ -130,3 +130,10 @@ def test_leave_one_out_benchmark_lists_the_right_runs(cli, tmp_path):
         assert f"{run.direction} {run.adapter} seed {run.seed}: to run" in out
     targets = Counter(parse_direction(r.direction)[1] for r in runs if r.adapter == "source_only" and r.seed == 0)
     assert targets == {d: 5 for d in DOMAINS}  # four single sources and the pooled four, per target
+
+
+def test_a_batch_larger_than_the_smallest_source_is_refused_before_a_run_folder(cli, write_config, tmp_path):
+    cfg = multi_config(tmp_path, batch_size=90)  # the pool has 168 training images, each source about 84
+    code, _, err = cli("train", "-c", write_config(cfg), "--quiet", "--out", tmp_path / "run")
+    assert code == 2 and "(the smallest source)" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "run").exists()

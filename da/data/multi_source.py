@@ -41,35 +41,45 @@ class MultiSourceSplit(TensorSplit):
         return dataclasses.replace(self, y=torch.full_like(self.y, -1))
 
     def sampler(self, batch_size: int, generator: torch.Generator,
-                augment: Optional[Callable[[Tensor], Tensor]] = None) -> "PerSourceSampler":
-        return PerSourceSampler(self, batch_size, generator, augment)
+                augment: Optional[Callable[[Tensor], Tensor]] = None, shard: tuple[int, int] = (0, 1)) -> "PerSourceSampler":
+        return PerSourceSampler(self, batch_size, generator, augment, shard)
 
 
 class PerSourceSampler:
     """``batch_size`` images from each source per batch (source 0's first), each source shuffled
-    once per pass over it, drawn with one generator; the last incomplete batch of a pass is dropped."""
+    once per pass over it, drawn with one generator; the last incomplete batch of a pass is dropped.
+
+    With ``shard=(rank, world_size)`` each source gives ``batch_size * world_size`` images a step,
+    the same on every rank, and a rank keeps its slice of each (as ``BatchSampler`` does)."""
 
     def __init__(self, split: MultiSourceSplit, batch_size: int, generator: torch.Generator,
-                 transform: Optional[Callable[[Tensor], Tensor]] = None) -> None:
+                 transform: Optional[Callable[[Tensor], Tensor]] = None, shard: tuple[int, int] = (0, 1)) -> None:
         self.split, self.batch_size, self.generator, self.transform = split, batch_size, generator, transform
+        self.rank, self.world = shard
         self.members = [(split.part == k).nonzero().squeeze(1) for k in range(len(split.names))]
         for name, members in zip(split.names, self.members):
-            if len(members) < batch_size:
-                raise ValueError(f"batch size {batch_size} exceeds source {name}'s {len(members)} samples")
+            if len(members) < batch_size * self.world:
+                raise ValueError(f"batch size {batch_size * self.world} exceeds source {name}'s {len(members)} samples")
         self._orders = [torch.empty(0, dtype=torch.long) for _ in self.members]
         self._pos = [0] * len(self.members)
 
     def next(self) -> tuple[Tensor, Tensor]:
-        picked = []
+        picked, size = [], self.batch_size * self.world
         for k, members in enumerate(self.members):
-            if self._pos[k] + self.batch_size > len(self._orders[k]):
+            if self._pos[k] + size > len(self._orders[k]):
                 self._orders[k] = members[torch.randperm(len(members), generator=self.generator).to(members.device)]
                 self._pos[k] = 0
-            picked.append(self._orders[k][self._pos[k] : self._pos[k] + self.batch_size])
-            self._pos[k] += self.batch_size
+            picked.append(self._orders[k][self._pos[k] : self._pos[k] + size])
+            self._pos[k] += size
         index = torch.cat(picked)
-        x = self.split.x[index]
-        return (self.transform(x) if self.transform is not None else x), self.split.y[index]
+        x, y = self.split.x[index], self.split.y[index]
+        if self.transform is not None:
+            x = self.transform(x)
+        if self.world > 1:  # this rank's slice of each source's images, sources still in order
+            keep = torch.cat([torch.arange(self.rank * self.batch_size, (self.rank + 1) * self.batch_size) + k * size
+                              for k in range(len(self.members))]).to(x.device)
+            x, y = x[keep], y[keep]
+        return x, y
 
     def state_dict(self) -> dict:
         return {"orders": [o.cpu() for o in self._orders], "pos": list(self._pos), "generator": self.generator.get_state()}
@@ -78,6 +88,16 @@ class PerSourceSampler:
         self._orders = [o.to(m.device) for o, m in zip(state["orders"], self.members)]
         self._pos = list(state["pos"])
         self.generator.set_state(state["generator"])
+
+
+def smallest_source(split: object) -> tuple[str, int]:
+    """What a training batch is drawn from and its size: "source train" and its length, or, for
+    several sources (a batch from each), the smallest source's train split and its length."""
+    if isinstance(split, MultiSourceSplit) and split.names:
+        counts = torch.bincount(split.part.cpu(), minlength=len(split.names)).tolist()
+        k = min(range(len(counts)), key=counts.__getitem__)
+        return f"source {split.names[k]} train (the smallest source)", counts[k]
+    return "source train", len(split)  # type: ignore[arg-type]
 
 
 def pool(domains: list[DomainData]) -> DomainData:
