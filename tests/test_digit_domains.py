@@ -124,3 +124,18 @@ def test_a_colour_source_and_a_grey_target_train_together(cli, write_config, tmp
     assert code == 0, err
     summary = json.loads((tmp_path / "runs" / "pair" / "summary.json").read_text())
     assert 0 <= summary["target_test_acc"] <= 1
+
+
+def test_matrix_plot_puts_each_direction_in_its_source_row_and_target_column(tmp_path):
+    from da.bench.matrix_plot import matrix_cells, matrix_plot, wants_matrix
+
+    rows = [{"adapter": a, "direction": d, "seed": s, "selection": "last", "step": 1, "target_test_acc": acc + 0.01 * s,
+             "source_test_acc": 0.9, "wall_s": 1.0, "run": "r"}
+            for a, d, acc in (("source_only", "mnist->mnist_m", 0.5), ("dann", "mnist->mnist_m", 0.7),
+                              ("dann", "mnist+usps->optdigits", 0.9)) for s in (0, 1)]
+    cells = matrix_cells(rows)
+    assert cells["dann"][("mnist", "mnist_m")][0] == pytest.approx(70.5)
+    assert cells["dann"][("mnist+usps", "optdigits")][2] == 2 and ("mnist", "optdigits") not in cells["dann"]
+    assert wants_matrix(rows) and not wants_matrix(rows[:4])
+    matrix_plot(rows, tmp_path / "matrix.png")
+    assert (tmp_path / "matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
