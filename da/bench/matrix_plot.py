@@ -65,7 +65,7 @@ def matrix_plot(rows: Sequence[Row], path: Path | str, selection: str = "last") 
         ax.set_title(adapter, fontsize=9)
     seeds = sorted({n for grid in cells.values() for _, _, n in grid.values()})
     fig.suptitle(f"Target test accuracy (%), rows: source, columns: target; selection: {selection}; "
-                 f"mean over {'/'.join(map(str, seeds))} seeds", fontsize=9)
+                 f"seeds per cell: {'/'.join(map(str, seeds))}", fontsize=9)
     if image is not None:
         fig.colorbar(image, ax=fig.axes, shrink=0.8, label="target test accuracy (%)")
     replace_atomically(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=120))
