@@ -1,4 +1,4 @@
-"""The ``da`` command: ``da train``, ``da eval``, ``da bench``, ``da adapters``."""
+"""The ``da`` command: ``da train``, ``da eval``, ``da bench``, ``da data``, ``da adapters``."""
 from __future__ import annotations
 
 import argparse
@@ -180,6 +180,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data(args: argparse.Namespace) -> int:
+    from da.data.describe import describe_path
+
+    bad = describe_path(Path(args.path), echo=lambda line: print(line, flush=True))
+    return 1 if bad else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="da", description="Domain adaptation experiments.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
@@ -214,6 +221,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true",
                    help="check the benchmark and list its runs, each done, to resume or to run; run nothing")
     p.set_defaults(func=cmd_bench)
+    p = sub.add_parser("data", help="describe an image folder, an image list or a config's domains before training")
+    p.add_argument("path", metavar="PATH", help="a folder (DIR/<class>/<image>, or a folder of such domains), "
+                                                "a 'path label' list file, or a config file")
+    p.set_defaults(func=cmd_data)
     p = sub.add_parser("adapters", help="list the registered adapters")
     p.set_defaults(func=cmd_adapters)
     return parser

@@ -1,4 +1,9 @@
-"""The five splits a run uses, built from the config's source and target datasets."""
+"""The five splits a run uses, built from the config's source and target datasets.
+
+A dataset name (``mnist``) loads an in-memory data set from its registered factory; an image folder
+or list (``{folder: DIR}``, or a name registered as one, such as ``amazon``) becomes file-backed
+splits (``da.data.image_domain``) read through the backbone's input configuration.
+"""
 from __future__ import annotations
 
 import os
@@ -10,7 +15,7 @@ import torch
 from da.config import DataConfig
 from da.data import DataSplit, DomainData
 from da.data.channels import match_channels
-from da.data.multi_source import load_source
+from da.data.multi_source import pool
 from da.errors import DAError
 from da.registry import DATASETS
 
@@ -31,6 +36,9 @@ class Domains:
     #: indices into target train. The same images stay in ``target_train``, unlabelled.
     target_labelled: DataSplit | None = None
     target_labelled_index: torch.Tensor | None = None
+    #: Image folders and lists: per domain, its classes, split sizes, how its test split was made and
+    #: the unreadable files skipped (``data.skip_bad_images``); summary.json records it.
+    image_data: dict[str, dict] | None = None
 
 
 def data_root(config: DataConfig) -> Path:
@@ -64,12 +72,50 @@ def draw_per_class(labels: torch.Tensor, k: int | str, seed: int, num_classes: i
     return torch.cat(picked).sort().values
 
 
-def load_domains(config: DataConfig, device: torch.device) -> Domains:
-    root = data_root(config)
-    source: DomainData = load_source(config.source, root, config.download)  # a list: the sources pooled
-    target: DomainData = DATASETS.get(config.target)(root, config.download, "target")
+def load_domain(config: DataConfig, role: str, backbone: str | None, name: str | None = None) -> DomainData:
+    """``data.source`` or ``data.target`` (or ``name``, one of several sources): an in-memory data
+    set, or an image folder / list."""
+    from da.data.image_datasets import image_spec
+
+    name, root = getattr(config, role) if name is None else name, data_root(config)
+    spec = image_spec(name)
+    if spec is None:
+        return DATASETS.get(name)(root, config.download, role)
+    from da.data.image_domain import ImageOptions, default_workers, load_image_domain
+    from da.models.pretrained import IMAGENET, pretrained_cfg
+    from da.registry import BACKBONES
+
+    cfg = pretrained_cfg(BACKBONES.get(backbone)) if backbone else IMAGENET
+    workers = default_workers() if config.num_workers is None else config.num_workers
+    options = ImageOptions(config.transforms or {}, config.cache, config.skip_bad_images, workers, config.split_seed)
+    return load_image_domain(spec, f"data.{role}", root, cfg, options)
+
+
+def image_record(source: DomainData, target: DomainData) -> dict[str, dict] | None:
+    """What summary.json records of file-backed domains (None when both are in memory)."""
+    from da.data.image_domain import ImageDomainData
+
+    out = {}
+    for role, d in (("source", source), ("target", target)):
+        if isinstance(d, ImageDomainData):
+            out[role] = {"name": d.name, "classes": len(d.classes), "train_images": len(d.train),
+                         "test_images": len(d.test), "test_split": d.test_split, "skipped_images": len(d.skipped),
+                         "skipped_files": [path for path, _ in d.skipped[:20]]}
+    return out or None
+
+
+def load_domains(config: DataConfig, device: torch.device, backbone: str | None = None) -> Domains:
+    """The run's splits; ``backbone`` (a registered name) gives image folders their input size and normalisation."""
+    from da.data.image_domain import ImageDomainData
+    from da.data.image_folders import check_same_classes
+
+    source = (pool([load_domain(config, "source", backbone, name) for name in config.source])  # multi-source
+              if isinstance(config.source, list) else load_domain(config, "source", backbone))
+    target = load_domain(config, "target", backbone)
+    if isinstance(source, ImageDomainData) and isinstance(target, ImageDomainData):
+        check_same_classes(source.classes, target.classes, source.name, target.name)
     if source.num_classes != target.num_classes:
-        raise DAError(f"source {config.source} has {source.num_classes} classes but target {config.target} has {target.num_classes}")
+        raise DAError(f"source {source.name} has {source.num_classes} classes but target {target.name} has {target.num_classes}")
     n = len(source.train)
     if config.source_val_size >= n:
         raise DAError(f"data.source_val_size={config.source_val_size} leaves no source training data ({n} images); lower it")
@@ -97,4 +143,5 @@ def load_domains(config: DataConfig, device: torch.device) -> Domains:
         target_probe=hidden.subset(probe).to(device),
         target_labelled=labelled,
         target_labelled_index=index,
+        image_data=image_record(source, target),
     ))

@@ -19,7 +19,7 @@ def load_run(run_dir: Path, checkpoint: Path | None = None) -> tuple[Model, Doma
     state = load_checkpoint(checkpoint or run_dir / "checkpoint.pt")
     seed_everything(config.seed, deterministic=False)
     device = pick_device(config.device)
-    domains = load_domains(config.data, device)
+    domains = load_domains(config.data, device, config.model.backbone)
     model = build_model(config, domains, device)
     model.load(state)
     return model, domains, state

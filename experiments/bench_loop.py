@@ -1,6 +1,7 @@
 """Time the `da` loop against a bare hand-written PyTorch loop over the same model, adapter and batches.
 
     python experiments/bench_loop.py --adapter dann [--steps 400] [--repeats 3] [--batch-size 64]
+        [--compile] [--device cuda] [--nproc N]
 
 Both run in this process, alternately (da, bare, da, bare, ...), on MNIST -> USPS when
 $DA_DATA_ROOT holds the data (else the synthetic pair); each figure is the median over repeats,
@@ -28,13 +29,14 @@ from da.registry import BACKBONES
 from da.train import build_adapter, lr_factor, pick_device, train
 
 
-def config_for(adapter: str, steps: int, batch_size: int, synthetic: bool):
+def config_for(adapter: str, steps: int, batch_size: int, synthetic: bool, compile_: bool = False,
+               device: str = "auto"):
     data = {"source": "synthetic", "target": "synthetic", "source_val_size": 64} if synthetic else {}
     return build_config({
-        "name": "bench", "seed": 0, "data": data, "adapter": {"name": adapter},
+        "name": "bench", "seed": 0, "device": device, "data": data, "adapter": {"name": adapter},
         "pretrain": {"steps": 0},
         "train": {"steps": steps, "batch_size": batch_size, "eval_every": steps, "checkpoint_every": steps,
-                  "log_every": 50},
+                  "log_every": 50, "compile": compile_},
     })
 
 
@@ -46,6 +48,9 @@ def bare_loop(config, steps: int) -> float:
     extractor = BACKBONES.get(config.model.backbone)().to(device).to(memory_format=torch.channels_last)
     head = linear_head(extractor.out_features, d.num_classes).to(device)
     adapter = build_adapter(config, extractor.out_features, d.num_classes).to(device)
+    if config.train.compile:
+        extractor.compile()
+        head.compile()
     t = config.train
     params = [*extractor.parameters(), *head.parameters(), *adapter.parameters()]
     opt = torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay, nesterov=t.nesterov)
@@ -81,10 +86,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--compile", action="store_true", help="train.compile in both loops (torch.compile)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--nproc", type=int, default=0,
+                        help="also time `da train --nproc N` (DDP; its global images/s against one process's)")
     args = parser.parse_args()
     root = os.environ.get("DA_DATA_ROOT")
     synthetic = not (root and (Path(root) / "MNIST").is_dir())
-    config = config_for(args.adapter, args.steps, args.batch_size, synthetic)
+    config = config_for(args.adapter, args.steps, args.batch_size, synthetic, args.compile, args.device)
     print(f"data: {'synthetic pair' if synthetic else 'MNIST -> USPS'}; adapter {args.adapter}; "
           f"{args.steps} steps of {args.batch_size} + {args.batch_size} images; torch threads {torch.get_num_threads()}")
     bare_loop(config, 20)  # warm-up: oneDNN primitive caches, allocator
@@ -100,6 +109,24 @@ def main() -> None:
     print(f"da loop: {ours:.0f} images/s")
     print(f"bare loop: {bare:.0f} images/s")
     print(f"da {ours:.0f} images/s, bare {bare:.0f} images/s, ratio da/bare {ours / bare:.3f}")
+    if args.nproc > 1:
+        print(f"da --nproc {args.nproc}: {ddp_images_per_s(config, args.nproc):.0f} images/s (all ranks)")
+
+
+def ddp_images_per_s(config, nproc: int) -> float:
+    """``da train --nproc N`` on the same config (each rank its batch): the summary's global images/s."""
+    import json
+    import subprocess
+
+    import yaml
+
+    from da.config import to_dict
+
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "c.yaml").write_text(yaml.safe_dump(to_dict(config)))
+        subprocess.run([sys.executable, "-m", "da", "train", "-q", "-c", "c.yaml", "--out", "run", "--nproc", str(nproc)],
+                       cwd=tmp, check=True)
+        return json.loads((Path(tmp) / "run" / "summary.json").read_text())["train_imgs_per_s"]
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ source-pretrained checkpoint per seed, and the results files (results.csv, resul
 Every run is an ordinary ``da.train.train`` run of a config built on configs/mnist_usps/base.yaml
 (or another config file), in ``OUT/runs/<method>/<setting>/seed<N>``. Rerunning a script skips
 finished runs, resumes cut-off ones, and refuses a folder made with another config (``--quick``
-and full runs need different ``--out`` folders).
+and full runs need different ``--out`` folders), with the bench worker's logic (``da.bench.worker.execute_run``).
 """
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import argparse
 import csv
 import io
 import json
-import shutil
 import statistics
 import sys
 import time
@@ -20,8 +19,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from da.checkpoint import load_checkpoint
-from da.config import build_config, deep_merge, load_config, read_yaml, to_dict
+from da.bench.worker import execute_run
+from da.config import build_config, deep_merge, read_yaml
 from da.errors import DAError
 from da.run_files import write_text_atomic
 
@@ -63,28 +62,14 @@ class Runner:
         self.started = time.perf_counter()
 
     def run(self, key: str, raw: dict[str, Any]) -> dict[str, Any]:
-        """The summary of the run ``key`` (``method/setting/seedN``) of config ``raw``, training it if needed."""
-        from da.train import train
-
+        """The summary of the run ``key`` (``method/setting/seedN``) of config ``raw``, training it if needed:
+        skipped when done, resumed when cut off, refused when its folder holds another config (a
+        --quick run?), as ``da bench`` does with its runs (one implementation: da.bench.worker)."""
         run_dir = self.out / "runs" / key
         cfg = build_config({**raw, "name": key.replace("/", "-")})
         started = time.perf_counter()
-        status = "finished"
-        if run_dir.exists():
-            if (run_dir / "config.yaml").exists() and to_dict(load_config(run_dir / "config.yaml")) != to_dict(cfg):
-                raise DAError(f"{run_dir} holds a run made with another config (a --quick run?); use another --out")
-            if (run_dir / "summary.json").exists():
-                summary, status = json.loads((run_dir / "summary.json").read_text()), "skipped (done)"
-            else:
-                try:
-                    load_checkpoint(run_dir / "checkpoint.pt")
-                except DAError:  # cut off before its first checkpoint
-                    shutil.rmtree(run_dir)
-                else:
-                    summary, status = train(cfg, run_dir, show_progress=False, resume=True), "resumed"
-        if not run_dir.exists():
-            run_dir.mkdir(parents=True)
-            summary = train(cfg, run_dir, show_progress=False)
+        status = execute_run(run_dir, cfg)
+        summary = json.loads((run_dir / "summary.json").read_text())
         self.done += 1
         print(f"[{self.done}/{self.total}] {key}: target_test_acc {summary['target_test_acc']:.4f} "
               f"({status}, {time.perf_counter() - started:.0f} s; {time.perf_counter() - self.started:.0f} s in all)",

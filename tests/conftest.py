@@ -1,7 +1,12 @@
-"""Shared fixtures: a tiny synthetic config, the CLI run in-process, and the real-data switch."""
+"""Shared fixtures and helpers: a tiny synthetic config, the CLI run in-process, the real-data switch,
+MNIST's class counts, TensorBoard tags of a run, and killing a run to resume it."""
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +25,10 @@ def real_data_root() -> Path | None:
 
 
 needs_data = pytest.mark.skipif(real_data_root() is None, reason="real MNIST/USPS not under $DA_DATA_ROOT")
+
+#: Images per class of MNIST train and test (torchvision's files).
+MNIST_TRAIN = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+MNIST_TEST = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
 
 def tiny_config(**sections) -> dict:
@@ -99,3 +108,71 @@ def stopped_then_resumed(config, run_dir: Path, monkeypatch, step: int) -> dict:
     monkeypatch.undo()
     resumed = train(config, run_dir, resume=True, show_progress=False)
     return {k: v for k, v in resumed.items() if k not in TIMING_FIELDS}
+
+
+def tb_tags(run_dir: Path) -> tuple[set[str], bool]:
+    """The scalar tags of a run's TensorBoard events, and whether its hparams were written."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir / "tb"))
+    acc.Reload()
+    return set(acc.Tags()["scalars"]), "_hparams_/experiment" in acc.PluginTagToContent("hparams")
+
+
+# ---------------------------------------------------------------- killing a run and resuming it
+
+#: Two labelled target images per class: the labelled-target sampler is checkpointed and resumed too.
+KILL_CONFIG = tiny_config(
+    data={"target_labels_per_class": 2},
+    pretrain={"steps": 30, "batch_size": 16},
+    train={"steps": 120, "batch_size": 16, "eval_every": 30, "log_every": 10, "checkpoint_every": 7},
+)
+
+
+def results(summary: dict) -> dict:
+    """A summary without its timing fields: what must match between a resumed run and an uninterrupted one."""
+    from da.train import TIMING_FIELDS
+
+    return {k: v for k, v in summary.items() if k not in TIMING_FIELDS}
+
+
+def start_cli(args: list, cwd: Path) -> subprocess.Popen:
+    """``da ARGS`` in a process of its own (one that can be killed)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "da.cli", *map(str, args)], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def checkpoint_position(path: Path) -> tuple[int, int] | None:
+    """(stage index, step) of a checkpoint: 0 pretraining, 1 adaptation; None while there is none."""
+    from da.checkpoint import load_checkpoint
+    from da.errors import DAError
+
+    try:
+        state = load_checkpoint(path)
+    except DAError:
+        return None
+    return ({"pretrain": 0, "adapt": 1}[state["stage"]], state["step"])
+
+
+def kill_and_resume(tmp_path: Path, kill_after: tuple[int, int], sig: int, config: dict = KILL_CONFIG) -> dict:
+    """Train ``config`` in a process, send it ``sig`` once its checkpoint reaches ``kill_after``
+    ((stage index, step)), then resume it in this process; the resumed run's summary."""
+    import signal
+
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(config))
+    run_dir = tmp_path / "run"
+    proc = start_cli(["train", "-c", tmp_path / "cfg.yaml", "--out", run_dir, "-q"], tmp_path)
+    while proc.poll() is None:
+        position = checkpoint_position(run_dir / "checkpoint.pt")
+        if position is not None and position >= kill_after:
+            proc.send_signal(sig)
+            break
+        time.sleep(0.01)
+    _, err = proc.communicate(timeout=300)
+    assert not (run_dir / "summary.json").exists(), "the run finished before the kill: lengthen its config"
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 2 and "stopped by SIGTERM" in one_line_error(err)
+    # Only the killed run needs a process of its own; the resume runs in this one.
+    assert main(["train", "--resume", str(run_dir), "-q"]) == 0
+    return json.loads((run_dir / "summary.json").read_text())

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from da.data import BatchSampler, Split
 from da.data.augment import RandomAffine
-from tests.conftest import one_line_error, tiny_config
+from conftest import one_line_error, tiny_config
 
 
 def square(n: int, side: int = 8) -> torch.Tensor:
@@ -47,15 +48,49 @@ def test_sampler_applies_its_transform_and_keeps_labels():
     assert torch.equal(y0, y1) and torch.equal(x1, x0 + 1)
 
 
-def test_run_with_augmentation_trains_and_records_it(tmp_path, write_config, cli):
-    augment = {"rotate": 10.0, "scale": [0.9, 1.2], "translate": 0.1, "domains": ["source", "target"]}
-    cfg = tiny_config(data={"augment": augment})
-    code, _, err = cli("train", "-c", write_config(cfg), "--out", tmp_path / "run")
+def is_row_of(x: torch.Tensor, pool: torch.Tensor) -> torch.Tensor:
+    """Per image of ``x``: whether it is, pixel for pixel, one of ``pool``'s images."""
+    return (x.flatten(1)[:, None] == pool.flatten(1)[None]).all(-1).any(1)
+
+
+def batches_seen(monkeypatch) -> dict[str, list[tuple[str, torch.Tensor, torch.Tensor]]]:
+    """Record, per stage, every training batch's images with the split they were drawn from."""
+    from da.stages.adapt import Adapt
+    from da.stages.pretrain import Pretrain
+
+    seen: dict[str, list] = {"pretrain": [], "adapt": []}
+    for cls, stage in ((Pretrain, "pretrain"), (Adapt, "adapt")):
+        def step(self, ctx, at, batch, log, real=cls.step, stage=stage):
+            d = ctx.run.domains
+            seen[stage].append(("source", batch["source"][0].clone(), d.source_train.x))
+            if "target" in batch:
+                seen[stage].append(("target", batch["target"][0].clone(), d.target_train.x))
+            yield from real(self, ctx, at, batch, log)
+
+        monkeypatch.setattr(cls, "step", step)
+    return seen
+
+
+@pytest.mark.parametrize("augment", [None, {"rotate": 10.0, "scale": [0.9, 1.2], "translate": 0.1, "domains": ["source"]},
+                                     {"rotate": 10.0, "scale": [1.0, 1.0], "translate": 0.0, "domains": ["target"]}])
+def test_augmentation_changes_the_training_batches_it_names_pretraining_included(augment, tmp_path, write_config, cli,
+                                                                                   monkeypatch):
+    seen = batches_seen(monkeypatch)
+    cfg = tiny_config(data={"augment": augment} if augment else {})
+    code, _, err = cli("train", "-c", write_config(cfg), "--out", tmp_path / "run", "-q")
     assert code == 0, err
+    assert len(seen["pretrain"]) == cfg["pretrain"]["steps"] and seen["adapt"]
+    for stage, batches in seen.items():
+        for domain, x, pool in batches:
+            drawn = is_row_of(x, pool)
+            if augment and domain in augment["domains"]:  # every image transformed, in pretraining too
+                assert not drawn.any(), f"{stage}: a {domain} image went through unaugmented"
+            else:  # no augmentation, or a domain augment.domains leaves out: the images as they are
+                assert drawn.all(), f"{stage}: a {domain} image was changed"
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert 0.0 <= summary["target_test_acc"] <= 1.0
-    assert summary["augment"] == augment
-    assert "augment:" in (tmp_path / "run" / "config.yaml").read_text()
+    assert summary.get("augment") == augment
+    if augment:
+        assert "augment:" in (tmp_path / "run" / "config.yaml").read_text()
 
 
 def test_augmenting_a_dataset_of_vectors_is_a_one_line_error(tmp_path, write_config, cli, monkeypatch):

@@ -90,6 +90,8 @@ REGRESSIONS = [
     {**tiny_config(train={"steps": 2, "batch_size": 300}), "model": {"bottleneck": None}},
     # early stopping with no adaptation step restored a best.pt that was never written
     tiny_config(pretrain={"steps": 0}, train={"steps": 0, "early_stopping": {"validator": "source_val", "patience": 1}}),
+    # a 0-step adaptation stage built a sampler whose batch did not fit the split
+    tiny_config(pretrain={"steps": 0}, train={"steps": 0, "batch_size": 300}),
     # coral's covariance divided by n - 1 = 0 on a batch of one image
     {**tiny_config(pretrain={"steps": 0}, train={"steps": 1, "batch_size": 1}), "adapter": {"name": "coral"}},
 ]

@@ -108,7 +108,9 @@ def interrupt_bench(bench: Path, out: Path, ready: Callable[[], bool], sig: int,
 
 
 def test_a_run_killed_midway_is_resumed_and_ends_as_if_never_killed(cli, bench_file, tmp_path):
-    bench = bench_file(seeds=(0,), train_steps=120, set={"train": {"checkpoint_every": 10, "eval_every": 20}})
+    # No pretraining run (pretrain.steps 0): the killed process goes straight to the run it is killed in.
+    bench = bench_file(seeds=(0,), train_steps=120, set={"train": {"checkpoint_every": 10, "eval_every": 20},
+                                                         "pretrain": {"steps": 0}})
     reference = tmp_path / "reference"
     assert cli("bench", "-c", bench, "--adapters", "dann", "--out", reference)[0] == 0
 
@@ -143,7 +145,9 @@ def _workers_of(out: Path) -> list[int]:
 
 @pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="reads worker processes from /proc")
 def test_sigterm_to_a_parallel_bench_stops_its_workers_each_with_a_checkpoint(cli, bench_file, tmp_path):
-    bench = bench_file(seeds=(0, 1), train_steps=400, set={"train": {"checkpoint_every": 10, "eval_every": 100}})
+    # No pretraining runs (pretrain.steps 0): the two adapter runs start at once, one worker start-up each.
+    bench = bench_file(seeds=(0, 1), train_steps=400, set={"train": {"checkpoint_every": 10, "eval_every": 100},
+                                                           "pretrain": {"steps": 0}})
     out = tmp_path / "stopped"
     runs = [out / f"synthetic-synthetic/dann/seed{s}" for s in (0, 1)]
     # SIGTERM to the parent alone, as a scheduler or `timeout` would, once both adapter runs are under way.
@@ -215,12 +219,12 @@ def test_a_moved_benchmark_folder_still_resumes(cli, bench_file, tmp_path):
 
 def test_ray_launcher_gives_the_same_results_as_the_local_one(cli, bench_file, tmp_path):
     pytest.importorskip("ray")
-    bench = bench_file(seeds=(0, 1))
+    bench = bench_file(seeds=(0, 1), set={"pretrain": {"steps": 0}})  # one wave: the two dann runs side by side
     assert cli("bench", "-c", bench, "--adapters", "dann", "--out", tmp_path / "local")[0] == 0
     code, stdout, err = cli("bench", "-c", bench, "--adapters", "dann", "--out", tmp_path / "ray",
                             "--launcher", "ray", "--jobs", "2")
     assert code == 0, err
-    assert stdout.count("finished") == 4  # 2 shared pretraining runs, then dann for 2 seeds
+    assert stdout.count("finished") == 2  # dann for 2 seeds, no pretraining runs
     ray, local = read_rows(tmp_path / "ray"), read_rows(tmp_path / "local")
     # Validator scores are sums over thousands of values; another process may add them up in another order.
     assert [float(r["score"] or 0) for r in ray] == pytest.approx([float(r["score"] or 0) for r in local], abs=1e-5)

@@ -7,7 +7,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import one_line_error, tiny_config
+from conftest import one_line_error, tb_tags, tiny_config
 from da import Adapter, register_adapter
 from da.adapters.compose import Composite, part_keys
 from da.checkpoint import load_checkpoint
@@ -16,7 +16,6 @@ from da.data.synthetic import NUM_CLASSES
 from da.errors import DAError
 from da.registry import ADAPTERS
 from da.train import build_adapter
-from test_run import tb_tags
 
 DIM, CLASSES, N = 64, 4, 32
 

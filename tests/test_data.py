@@ -4,14 +4,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import needs_data, real_data_root
+from conftest import MNIST_TEST, MNIST_TRAIN, needs_data, real_data_root
 from da.config import DataConfig
 from da.data import BatchSampler, Split
 from da.domains import load_domains
 from da.registry import DATASETS
 
-MNIST_TRAIN = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
-MNIST_TEST = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 USPS_TRAIN = [1194, 1005, 731, 658, 652, 556, 664, 645, 542, 644]
 USPS_TEST = [359, 264, 198, 166, 200, 160, 170, 147, 166, 177]
 

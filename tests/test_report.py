@@ -12,6 +12,7 @@ from da.bench.report import (
     COLUMNS,
     SELECTIONS,
     Anchor,
+    accuracy_figure,
     accuracy_plot,
     augmentation_note,
     load_anchors,
@@ -159,7 +160,9 @@ def test_anchors_file_transcribes_the_published_figures():
     assert (by_key["A", "DANN"].m_to_u, by_key["A", "DANN"].u_to_m) == (91.7, 95.2)
     assert (by_key["B", "source only"].m_to_u, by_key["B", "source only"].u_to_m) == (75.2, 57.1)
     assert (by_key["C", "DeepCORAL"].m_to_u, by_key["C", "target only"].u_to_m) == (97.1, 98.9)
-    assert len(anchors) == 12 + 5 + 6
+    assert len(anchors) == 12 + 5 + 6 + 9 + 9
+    assert by_key["O31", "DANN"].accuracy("amazon->webcam") == 91.4 and by_key["O31", "DANN"].m_to_u is None
+    assert by_key["OH", "MCC"].accuracy("real_world->product") == 85.6
     assert {a.protocol_description for a in anchors if a.protocol == "A"} == {
         "full sets, LeNet, USPS resized 16 -> 28 (ours)"}
     assert "oracle" in by_key["A", "CDAN"].selection
@@ -207,7 +210,31 @@ def test_anchor_for_an_unknown_direction_is_left_out():
     assert "91.7" not in md and "95.2" not in md
 
 
+def test_one_seed_writes_the_figure_without_a_spread():
+    rows = grid(adapters=("source_only", "dann"), directions=("mnist->usps",), seeds=(0,))
+    rows += [row("mmd", "mnist->usps", s, "last", a, score=0.5) for s, a in ((0, 0.8), (1, 0.9))]
+    md = markdown(rows, [])
+    assert table_row(md, "## mnist->usps", "dann")[1] == "80.0"  # not "80.0 ± 0.0"
+    assert table_row(md, "## mnist->usps", "mmd")[1] == "85.0 ± 7.1 (n = 2)"  # two seeds keep their std
+    assert "± 0.0" not in md
+
+
 # ---------------------------------------------------------------- plots
+
+def test_accuracy_plot_labels_each_bar_and_starts_where_the_differences_show():
+    rows = [row(a, d, s, "last", acc + 0.01 * s)
+            for a, acc in (("source_only", 0.75), ("dann", 0.92), ("target_only", 0.97))
+            for d in ("mnist->usps", "usps->mnist") for s in (0, 1)]
+    ax = accuracy_figure(rows).axes[0]
+    labels = sorted(text.get_text() for text in ax.texts)
+    assert labels == sorted(["75.5", "92.5", "97.5"] * 2)  # each bar's mean, in percent
+    bottom, top = ax.get_ylim()
+    assert 60 <= bottom <= 75 - 0.7  # below the lowest bar and its error bar, far above 0
+    assert 97.5 < top <= 100
+    close = [row(a, "mnist->usps", 0, "last", acc) for a, acc in (("dann", 0.92), ("mmd", 0.95))]
+    assert accuracy_figure(close).axes[0].get_ylim()[0] >= 85  # 92 against 95 shows as a difference
+
+
 
 def test_accuracy_plot_writes_a_png(tmp_path):
     path = tmp_path / "accuracy.png"

@@ -5,26 +5,17 @@ import json
 import os
 import random
 import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import yaml
 
-from conftest import ROOT, one_line_error, tiny_config
+from conftest import KILL_CONFIG, kill_and_resume, one_line_error, results, tiny_config
 from da.checkpoint import load_checkpoint
 from da.cli import main
 from da.config import build_config
 from da.errors import DAError
-from da.train import TIMING_FIELDS, train
+from da.train import train
 
-# Two labelled target images per class: the labelled-target sampler is checkpointed and resumed too.
-KILL_CONFIG = tiny_config(
-    data={"target_labels_per_class": 2},
-    pretrain={"steps": 30, "batch_size": 16},
-    train={"steps": 120, "batch_size": 16, "eval_every": 30, "log_every": 10, "checkpoint_every": 7},
-)
 # Fine-tuning strategies on top: blocks unfreezing every 40 steps with their own lrs, early stopping.
 TRANSFER_CONFIG = tiny_config(
     data={"target_labels_per_class": 2},
@@ -35,24 +26,6 @@ TRANSFER_CONFIG = tiny_config(
 )
 
 
-def results(summary: dict) -> dict:
-    return {k: v for k, v in summary.items() if k not in TIMING_FIELDS}
-
-
-def start(args: list, tmp_path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-m", "da.cli", *map(str, args)], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def checkpoint_position(path) -> tuple[int, int] | None:
-    try:
-        state = load_checkpoint(path)
-    except DAError:
-        return None
-    return ({"pretrain": 0, "adapt": 1}[state["stage"]], state["step"])
-
-
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ref")
@@ -61,32 +34,24 @@ def uninterrupted(tmp_path_factory):
     return tmp / "run"
 
 
-def kill_and_resume(tmp_path, kill_after: tuple[int, int], sig: int, config: dict = KILL_CONFIG) -> dict:
-    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(config))
-    run_dir = tmp_path / "run"
-    proc = start(["train", "-c", tmp_path / "cfg.yaml", "--out", run_dir, "-q"], tmp_path)
-    while proc.poll() is None:
-        position = checkpoint_position(run_dir / "checkpoint.pt")
-        if position is not None and position >= kill_after:
-            proc.send_signal(sig)
-            break
-        time.sleep(0.01)
-    _, err = proc.communicate(timeout=300)
-    assert not (run_dir / "summary.json").exists(), "the run finished before the kill: lengthen KILL_CONFIG"
-    if sig == signal.SIGTERM:
-        assert proc.returncode == 2 and "stopped by SIGTERM" in one_line_error(err)
-    # Only the killed run needs a process of its own; the resume runs in this one.
-    assert main(["train", "--resume", str(run_dir), "-q"]) == 0
-    return json.loads((run_dir / "summary.json").read_text())
+def kill_point(low: int, high: int) -> tuple[int, str]:
+    """A random adaptation step in [low, high] to kill at, from a seed that is printed (and taken
+    from $DA_TEST_KILL_SEED when set), so that a failure at one kill point can be rerun."""
+    seed = int(os.environ.get("DA_TEST_KILL_SEED") or random.randrange(10**6))
+    step = random.Random(seed).randint(low, high)
+    how = f"killed after adaptation step {step} (DA_TEST_KILL_SEED={seed} reproduces it)"
+    print(how)
+    return step, how
 
 
 def test_sigkill_then_resume_ends_exactly_like_an_uninterrupted_run(tmp_path, uninterrupted):
     reference = json.loads((uninterrupted / "summary.json").read_text())
-    summary = kill_and_resume(tmp_path, (1, random.Random().randint(7, 90)), signal.SIGKILL)
-    assert results(summary) == results(reference)
+    step, how = kill_point(7, 90)
+    summary = kill_and_resume(tmp_path, (1, step), signal.SIGKILL)
+    assert results(summary) == results(reference), how
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     reference_rows = [json.loads(line) for line in (uninterrupted / "metrics.jsonl").read_text().splitlines()]
-    assert rows == reference_rows
+    assert rows == reference_rows, how
 
 
 def test_sigterm_checkpoints_and_stops_and_resume_matches(tmp_path, uninterrupted):

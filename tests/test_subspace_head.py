@@ -10,7 +10,7 @@ from da.errors import DAError
 from da.models.head import NearestNeighbourHead
 from da.registry import ADAPTERS
 from da.train import train
-from tests.conftest import one_line_error, tiny_config
+from conftest import one_line_error, tiny_config
 
 
 def test_nearest_neighbour_head_predicts_the_label_of_the_most_similar_bank_row():

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from conftest import needs_data, one_line_error, real_data_root, stopped_then_resumed, tiny_config
+from conftest import MNIST_TEST, MNIST_TRAIN, needs_data, one_line_error, real_data_root, stopped_then_resumed, tb_tags, tiny_config
 from da.checkpoint import load_checkpoint
 from da.config import DataConfig, TrainConfig, UnfreezeConfig, build_config
 from da.domains import load_domains
@@ -58,8 +58,6 @@ def test_source_train_size_is_a_seeded_subset_of_the_training_split():
 
 
 def test_target_labels_train_are_recorded_and_logged(tmp_path):
-    from test_run import tb_tags
-
     summary, run_dir = run(tmp_path, "k3", data={"target_labels_per_class": 3})
     record = json.loads((run_dir / "target_labels.json").read_text())
     assert record["count"] == 12 and record["class_counts"] == [3, 3, 3, 3]
@@ -219,8 +217,6 @@ def test_new_datasets_have_their_own_label_sets(monkeypatch):
 @pytest.mark.data
 @needs_data
 def test_mnist_parity_relabels_real_mnist_even_odd():
-    from test_data import MNIST_TEST, MNIST_TRAIN
-
     d = DATASETS.get("mnist_parity")(real_data_root(), False, "source")
     assert d.num_classes == 2
     assert torch.bincount(d.train.y).tolist() == [sum(MNIST_TRAIN[0::2]), sum(MNIST_TRAIN[1::2])]

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from da.bench.plan import parse_direction
-from da.bench.report import Row, _adapter_rank, summarize
+from da.bench.aggregate import Row, adapter_rank, summarize
 from da.run_files import replace_atomically
 
 
@@ -39,7 +39,7 @@ def matrix_plot(rows: Sequence[Row], path: Path | str, selection: str = "last") 
     cells = matrix_cells(rows, selection)
     if not cells:
         raise ValueError(f"no result rows with selection {selection!r} to plot")
-    adapters = sorted(cells, key=_adapter_rank)
+    adapters = sorted(cells, key=adapter_rank)
     pairs = {pair for grid in cells.values() for pair in grid}
     sources = sorted({s for s, _ in pairs})
     targets = sorted({t for _, t in pairs})

@@ -28,11 +28,19 @@ def resolved_config(spec: RunSpec, out: Path) -> dict[str, Any]:
 
 def execute(spec: RunSpec, out: Path) -> str:
     """Bring the run of ``spec`` to done; returns what happened: finished, resumed, or skipped."""
+    return execute_run(out / spec.key, build_config(resolved_config(spec, out)), spec.after)
+
+
+def execute_run(run_dir: Path, config: Any, after: str | None = None) -> str:
+    """Bring the run of ``config`` in ``run_dir`` to done: "skipped" when it is done, "resumed" from
+    its last checkpoint when it was cut off, else "finished" from scratch (a folder cut off before
+    its first checkpoint has nothing to keep). A DAError when the folder holds a run of another
+    config. ``after`` names the pretraining run whose checkpoint the config loads, taken relative
+    to the folder above ``run_dir``'s when comparing configs. Shared by ``da bench`` and the
+    transfer experiments (experiments/transfer_runs.py)."""
     from da.train import train  # heavy imports only when a run really starts
 
-    run_dir = out / spec.key
-    config = build_config(resolved_config(spec, out))
-    state = _state(run_dir, config, spec)
+    state = _state(run_dir, config, after)
     if state == "done":
         if not (run_dir / DONE).exists():  # killed between summary.json and the marker
             (run_dir / DONE).write_text("")
@@ -52,16 +60,16 @@ def status(spec: RunSpec, out: Path) -> str:
     """What ``execute`` would do with the run of ``spec``, without doing it: "to run", "done",
     "to resume", or "holds another config" (``execute`` would stop with an error)."""
     try:
-        return _state(out / spec.key, build_config(resolved_config(spec, out)), spec)
+        return _state(out / spec.key, build_config(resolved_config(spec, out)), spec.after)
     except DAError:
         return "holds another config"
 
 
-def _state(run_dir: Path, config: Any, spec: RunSpec) -> str:
+def _state(run_dir: Path, config: Any, after: str | None) -> str:
     """The run folder's state: "to run", "done" or "to resume"; a DAError when it holds a run of another config."""
     if not run_dir.exists():
         return "to run"
-    _check_same_config(run_dir, config, spec)
+    _check_same_config(run_dir, config, after)
     if (run_dir / DONE).exists() or _summary_complete(run_dir):
         return "done"
     try:
@@ -71,19 +79,20 @@ def _state(run_dir: Path, config: Any, spec: RunSpec) -> str:
     return "to resume"
 
 
-def _check_same_config(run_dir: Path, config: Any, spec: RunSpec) -> None:
+def _check_same_config(run_dir: Path, config: Any, after: str | None) -> None:
     if not (run_dir / "config.yaml").exists():
         return
-    if _comparable(to_dict(load_config(run_dir / "config.yaml")), spec) != _comparable(to_dict(config), spec):
+    if _comparable(to_dict(load_config(run_dir / "config.yaml")), after) != _comparable(to_dict(config), after):
         raise DAError(f"{run_dir} holds a run made with a different config; delete it or pick another --out")
 
 
-def _comparable(config: dict[str, Any], spec: RunSpec) -> dict[str, Any]:
-    """``config`` with its pretraining checkpoint's path taken relative to the sweep's folder, so a
-    benchmark folder that was moved or renamed still resumes."""
-    tail = f"/{spec.after}/checkpoint.pt"
+def _comparable(config: dict[str, Any], after: str | None) -> dict[str, Any]:
+    """``config`` with its pretraining checkpoint's path taken relative to the sweep's folder (when it
+    is the pretraining run ``after``'s), so a benchmark folder that was moved or renamed still resumes,
+    and with the adapters' defaults filled in."""
+    tail = f"/{after}/checkpoint.pt"
     checkpoint = str(config["pretrain"].get("checkpoint") or "").replace("\\", "/")
-    if spec.after and checkpoint.endswith(tail):
+    if after and checkpoint.endswith(tail):
         config["pretrain"]["checkpoint"] = "{out}" + tail
     adapters = config["adapter"] if isinstance(config["adapter"], list) else [config["adapter"]]
     for adapter in adapters:

@@ -45,6 +45,8 @@ def _check_names(config: Config) -> None:
     import da.models  # noqa: F401  (registers the backbones)
     from da.registry import BACKBONES, DATASETS
 
+    from da.data.image_domain import check_data_options, check_image_spec
+
     sources = config.data.source
     if isinstance(sources, list) and (not sources or not all(isinstance(s, str) for s in sources)
                                       or len(set(sources)) < len(sources)):
@@ -52,10 +54,13 @@ def _check_names(config: Config) -> None:
                       f"[mnist, syndigits, usps]; got {sources!r}")
     for key, name in [*(("data.source", s) for s in (sources if isinstance(sources, list) else [sources])),
                       ("data.target", config.data.target)]:
-        if not isinstance(name, str):
-            raise DAError(f"config key {key} must be a dataset name, got {name!r}")
-        if name not in DATASETS:
+        if isinstance(name, dict):
+            check_image_spec(name, key)
+        elif not isinstance(name, str):
+            raise DAError(f"config key {key} must be a dataset name or a mapping such as {{folder: DIR}}, got {_show(name)}")
+        elif name not in DATASETS:
             DATASETS.get(name)  # raises the error that lists the valid names
+    check_data_options(config)
     if config.model.backbone not in BACKBONES:
         BACKBONES.get(config.model.backbone)
 

@@ -25,8 +25,11 @@ class AugmentConfig:
 @dataclass
 class DataConfig:
     root: Optional[str] = None  # None: $DA_DATA_ROOT, else ./data
-    source: Union[str, list[str]] = "mnist"  # a list: multi-source adaptation (da.data.multi_source)
-    target: str = "usps"
+    #: a dataset name (mnist, usps, amazon, ...) or an image folder / list:
+    #: {folder, test_folder, list, test_list, root, classes, test_fraction} (da.data.image_domain);
+    #: source may also list dataset names: multi-source adaptation (da.data.multi_source)
+    source: Union[str, dict, list[str]] = "mnist"
+    target: Union[str, dict] = "usps"
     source_val_size: int = 5000  # held out from source train for source validation
     split_seed: int = 0  # fixes the source validation split (and the draws below) independently of the run seed
     download: bool = True  # let torchvision download missing data (needs network)
@@ -34,12 +37,19 @@ class DataConfig:
     #: k > 0: k labelled target train images per class (seeded by split_seed); "all": every target train label
     target_labels_per_class: Union[int, str] = 0
     augment: Optional[AugmentConfig] = None  # e.g. {rotate: 10, scale: [0.9, 1.3], translate: 0.1}
+    #: image folders and lists: per-image transforms {train: preset-or-list, test: preset-or-list}
+    #: (presets: resize, resize_crop_flip, center_crop, resize_flip); unset: the backbone's defaults
+    transforms: Optional[dict] = None
+    cache: Union[bool, str] = False  # a folder for the decoded uint8 cache; true: <data root>/decoded_cache
+    skip_bad_images: bool = False  # skip unreadable image files (counted in summary.json) instead of stopping
+    num_workers: Optional[int] = None  # DataLoader workers for image files; None: 2 with CUDA, else 0
 
 
 @dataclass
 class ModelConfig:
     backbone: str = "lenet"
-    pretrained: bool = False  # ImageNet weights (torchvision backbones only)
+    pretrained: bool = False  # ImageNet weights (torchvision backbones only), downloaded into torch's cache
+    weights: Optional[str] = None  # a local state dict (a torchvision .pth) to load into the backbone, offline
     bottleneck: Optional[int] = None  # width of a linear + batch-norm + ReLU layer after the backbone (TLlib: 256)
 
 

@@ -103,6 +103,10 @@ def smallest_source(split: object) -> tuple[str, int]:
 def pool(domains: list[DomainData]) -> DomainData:
     """One source domain from several: the same class set required, grey ones repeated to colour."""
     first = domains[0]
+    for d in domains:
+        if not isinstance(d.train, TensorSplit) or not isinstance(d.test, TensorSplit):
+            raise DAError(f"data.source: {d.name} is an image folder or list; several sources must be in-memory "
+                          f"datasets (digits), or pass one image folder / list as data.source")
     for d in domains[1:]:
         if d.num_classes != first.num_classes:
             raise DAError(f"data.source: {d.name} has {d.num_classes} classes but {first.name} has {first.num_classes}; "
@@ -117,12 +121,3 @@ def pool(domains: list[DomainData]) -> DomainData:
 
     return DomainData("+".join(names), pooled([d.train for d in domains]), pooled([d.test for d in domains]),
                       first.num_classes)
-
-
-def load_source(source: str | list[str], root: Path, download: bool) -> DomainData:
-    """``data.source``: one registered dataset, or a list of them pooled (``pool``)."""
-    from da.registry import DATASETS
-
-    if isinstance(source, str):
-        return DATASETS.get(source)(root, download, "source")
-    return pool([DATASETS.get(name)(root, download, "source") for name in source])

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from da.errors import DAError
+from da.models.pretrained import DIGITS, IMAGENET
 from da.registry import register_backbone
 
 #: Ordered (name, module) pairs, bottom (input side) to top (features).
@@ -55,6 +56,7 @@ def lenet(pretrained: bool = False, in_channels: int = 1) -> LeNet:
 
 
 lenet.block_names = tuple(LeNet.BLOCKS)
+lenet.pretrained_cfg = DIGITS
 lenet.batch_norm = False  # no batch-norm layer (train.batch_norm: per_domain needs one: model.bottleneck)
 
 
@@ -92,7 +94,8 @@ def _resnet(name: str, pretrained: bool) -> TorchvisionFeatures:
         raise DAError(
             f"ImageNet weights for {name} are not in torch's cache ({torch.hub.get_dir()}/checkpoints) "
             f"and could not be downloaded ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-            f"copy {weights.url.rsplit('/', 1)[-1]} there or set model.pretrained: false"
+            f"copy {weights.url.rsplit('/', 1)[-1]} there, or set model.weights: PATH to a local copy "
+            f"(and model.pretrained: false)"
         ) from None
     return TorchvisionFeatures(net, net.fc.in_features)
 
@@ -110,6 +113,7 @@ def resnet50(pretrained: bool = False, in_channels: int = 1) -> TorchvisionFeatu
 
 
 resnet18.block_names = resnet50.block_names = tuple(TorchvisionFeatures.BLOCKS)
+resnet18.pretrained_cfg = resnet50.pretrained_cfg = IMAGENET
 
 
 class WithBottleneck(nn.Module):

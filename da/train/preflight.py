@@ -14,7 +14,7 @@ def preflight(config: Config, device: torch.device, world_size: int = 1) -> Doma
     """The run's splits, loaded once, after checking every batch fits the split it is drawn from."""
     from da.data.multi_source import smallest_source
 
-    domains = load_domains(config.data, device)
+    domains = load_domains(config.data, device, config.model.backbone)
     per = f" x {world_size} ranks" if world_size > 1 else ""
     source, n_source = smallest_source(domains.source_train)  # several sources: a batch from each
     draws = [("pretrain.batch_size", config.pretrain.batch_size, source, n_source)]

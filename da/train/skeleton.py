@@ -58,7 +58,8 @@ def make_context(run: Run, index: int, done: int) -> StageContext:
         optimizers[key], names[key] = make_optimizer(groups, settings.lr, settings)
         schedulers[key] = torch.optim.lr_scheduler.LambdaLR(
             optimizers[key], lambda s: lr_factor(settings.schedule, s / max(steps, 1)))
-    return StageContext(run, stage, index, steps, optimizers, schedulers, stage.samplers(run), names)
+    samplers = stage.samplers(run) if steps > 0 else {}  # a 0-step stage draws nothing (its batch may not fit)
+    return StageContext(run, stage, index, steps, optimizers, schedulers, samplers, names)
 
 
 def run_stage(run: Run, index: int, state: dict[str, Any] | None) -> None:

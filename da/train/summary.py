@@ -48,7 +48,8 @@ def make_summary(run: "Run") -> dict[str, Any]:
         "target_test_per_class_acc": per_class_accuracy(confusion), "target_test_confusion": confusion.tolist(),
         **{k: v for k, v in s.items() if k.startswith("pretrain_")},
         "wall_s": round(run.wall_s(), 2), "train_s": round(run.train_seconds, 3),
-        "train_imgs_per_s": round(s.get("images_trained", 0) / max(run.train_seconds, 1e-9), 1),
+        # every rank's images: each rank trained images_trained in the same time
+        "train_imgs_per_s": round(s.get("images_trained", 0) * run.dist.world_size / max(run.train_seconds, 1e-9), 1),
         "device": str(run.device), "torch": torch.__version__,
         "world_size": run.dist.world_size, "global_batch_size": config.train.batch_size * run.dist.world_size,
         "precision": config.train.precision, "compile": config.train.compile,
@@ -57,6 +58,10 @@ def make_summary(run: "Run") -> dict[str, Any]:
         **({"target_labels": target_labels_record(config, run.domains, indices=config.data.target_labels_per_class != "all")}
            if run.domains.target_labelled is not None else {}),
         **({"early_stopping": s["early_stopping"]} if "early_stopping" in s else {}),
+        # Image folders and lists: classes, split sizes, test split, unreadable files skipped per domain.
+        **({"image_data": run.domains.image_data,
+            "skipped_images": {k: v["skipped_images"] for k, v in run.domains.image_data.items()}}
+           if run.domains.image_data else {}),
         # "oracle" reads target test labels: an upper bound, never a result.
         "selection": selections(s.get("history", [])),
         "history": s.get("history", []),
