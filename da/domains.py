@@ -14,6 +14,8 @@ import torch
 
 from da.config import DataConfig
 from da.data import DataSplit, DomainData
+from da.data.channels import match_channels
+from da.data.multi_source import pool
 from da.errors import DAError
 from da.registry import DATASETS
 
@@ -70,11 +72,12 @@ def draw_per_class(labels: torch.Tensor, k: int | str, seed: int, num_classes: i
     return torch.cat(picked).sort().values
 
 
-def load_domain(config: DataConfig, role: str, backbone: str | None) -> DomainData:
-    """``data.source`` or ``data.target``: an in-memory data set, or an image folder / list."""
+def load_domain(config: DataConfig, role: str, backbone: str | None, name: str | None = None) -> DomainData:
+    """``data.source`` or ``data.target`` (or ``name``, one of several sources): an in-memory data
+    set, or an image folder / list."""
     from da.data.image_datasets import image_spec
 
-    name, root = getattr(config, role), data_root(config)
+    name, root = getattr(config, role) if name is None else name, data_root(config)
     spec = image_spec(name)
     if spec is None:
         return DATASETS.get(name)(root, config.download, role)
@@ -106,7 +109,8 @@ def load_domains(config: DataConfig, device: torch.device, backbone: str | None 
     from da.data.image_domain import ImageDomainData
     from da.data.image_folders import check_same_classes
 
-    source = load_domain(config, "source", backbone)
+    source = (pool([load_domain(config, "source", backbone, name) for name in config.source])  # multi-source
+              if isinstance(config.source, list) else load_domain(config, "source", backbone))
     target = load_domain(config, "target", backbone)
     if isinstance(source, ImageDomainData) and isinstance(target, ImageDomainData):
         check_same_classes(source.classes, target.classes, source.name, target.name)
@@ -129,7 +133,7 @@ def load_domains(config: DataConfig, device: torch.device, backbone: str | None 
         index = draw_per_class(target.train.y, config.target_labels_per_class,
                                config.split_seed + LABELS_SEED_OFFSET, target.num_classes, f"{config.target} train")
         labelled = target.train.subset(index).to(device)
-    return Domains(
+    return match_channels(Domains(  # a grey domain beside a colour one: repeated to 3 channels
         source_train=source.train.subset(train).to(device),
         source_val=source.train.subset(val).to(device),
         source_test=source.test.to(device),
@@ -140,4 +144,4 @@ def load_domains(config: DataConfig, device: torch.device, backbone: str | None 
         target_labelled=labelled,
         target_labelled_index=index,
         image_data=image_record(source, target),
-    )
+    ))

@@ -73,6 +73,11 @@ def parse_direction(direction: str) -> tuple[str, str]:
     return source.strip(), target.strip()
 
 
+def sources(source: str) -> str | list[str]:
+    """A direction's source: one dataset, or several joined by ``+`` (multi-source: a list)."""
+    return [s.strip() for s in source.split("+")] if "+" in source else source
+
+
 def direction_folder(direction: str) -> str:
     return "-".join(parse_direction(direction))
 
@@ -117,10 +122,13 @@ def load_bench_config(path: Path, grid: dict[str, list[Any]] | None = None,
         if isinstance(entry, str):
             entry = {"config": entry}
         if not isinstance(entry, dict) or not isinstance(entry.get("config"), str) \
-                or not isinstance(entry.get("set", {}), dict) or set(entry) - {"config", "set", "grid"}:
+                or not isinstance(entry.get("set", {}), dict) or set(entry) - {"config", "set", "grid", "directions"} \
+                or not isinstance(entry.get("directions", []), list):
             raise DAError(f"benchmark {path}: adapters.{label} must be a config file path, or "
-                          f"{{config: <path>, set: {{key: value}}, grid: {{key: [values]}}}}; got {entry!r}")
+                          f"{{config: <path>, set: {{key: value}}, grid: {{key: [values]}}, directions: [a->b]}}; got {entry!r}")
         base = {"config": str((path.parent / entry["config"]).resolve()), "set": entry.get("set", {})}
+        if "directions" in entry:  # this entry runs on these of the benchmark's directions only
+            base["directions"] = [str(d) for d in entry["directions"]]
         points = entry.get("grid")
         if grid and (grid_adapters is None or str(label) in grid_adapters):  # the flag wins over the file
             points = {**(points if isinstance(points, dict) else {}), **grid}
@@ -140,6 +148,11 @@ def load_bench_config(path: Path, grid: dict[str, list[Any]] | None = None,
             raise DAError(f"benchmark {path}: seeds must be integers, got {seed!r}")
     for direction in [*config.directions, *config.direction_set]:
         parse_direction(direction)
+    for label, entry in config.adapters.items():
+        for direction in entry.get("directions", []):
+            if direction not in config.directions:
+                raise DAError(f"benchmark {path}: adapters.{label}.directions lists {direction!r}, which is not in "
+                              f"directions; list it there too")
     return config
 
 
@@ -227,12 +240,18 @@ def widen(whole: BenchConfig, narrowed: BenchConfig) -> BenchConfig:
                                directions=added(whole.directions, narrowed.directions))
 
 
+def runs_on(bench: BenchConfig, adapter: str, direction: str) -> bool:
+    """False when the adapter's entry lists the directions it runs on and this is not one of them."""
+    wanted = bench.adapters[adapter].get("directions")
+    return wanted is None or direction in wanted
+
+
 def run_config(bench: BenchConfig, adapter: str, direction: str, seed: int) -> dict[str, Any]:
     """The validated config of one run, as plain data (what its config.yaml will hold)."""
     source, target = parse_direction(direction)
     entry = bench.adapters[adapter]
     overrides = {**bench.set, **entry["set"], **bench.direction_set.get(direction, {}),
-                 "data.source": target if adapter == TARGET_ONLY else source, "data.target": target,
+                 "data.source": target if adapter == TARGET_ONLY else sources(source), "data.target": target,
                  "seed": seed, "name": f"{adapter}-{direction_folder(direction)}-seed{seed}"}
     raw = read_yaml(Path(entry["config"]))
     for key, value in overrides.items():
@@ -273,7 +292,7 @@ def plan_runs(bench: BenchConfig, within: BenchConfig | None = None) -> list[Run
         needed = {r.after for r in runs}
         return [r for r in plan_runs(whole) if r.key in needed] + runs
     runs = [RunSpec(f"{direction_folder(d)}/{a}/seed{s}", a, d, s, run_config(bench, a, d, s))
-            for d in bench.directions for a in bench.adapters for s in bench.seeds]
+            for d in bench.directions for a in bench.adapters for s in bench.seeds if runs_on(bench, a, d)]
     if not bench.share_pretraining:
         return runs
     groups: dict[str, list[RunSpec]] = {}

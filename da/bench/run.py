@@ -107,6 +107,7 @@ def collect_rows(specs: list[RunSpec], out: Path, families: dict[str, str] | Non
 
 
 def write_reports(bench: BenchConfig, rows: list[dict[str, Any]], specs: list[RunSpec], out: Path) -> None:
+    from da.bench.matrix_plot import matrix_plot, wants_matrix
     from da.bench.report import accuracy_plot, augmentation_note, load_anchors, markdown, write_csv
 
     write_csv(out / "results.csv", rows)
@@ -120,6 +121,8 @@ def write_reports(bench: BenchConfig, rows: list[dict[str, Any]], specs: list[Ru
     note = augmentation_note([spec.config for spec in specs if spec.adapter != "pretrain"])
     write_text_atomic(out / "results.md", markdown(rows, load_anchors(ANCHORS), walls, [note] if note else [], per_class))
     accuracy_plot(rows, out / "accuracy.png")
+    if wants_matrix(rows):
+        matrix_plot(rows, out / "matrix.png")
     tsne_pair = _tsne_runs(bench, specs, out)
     if tsne_pair is not None:
         write_tsne(*tsne_pair, out)

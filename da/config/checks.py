@@ -47,7 +47,13 @@ def _check_names(config: Config) -> None:
 
     from da.data.image_domain import check_data_options, check_image_spec
 
-    for key, name in (("data.source", config.data.source), ("data.target", config.data.target)):
+    sources = config.data.source
+    if isinstance(sources, list) and (not sources or not all(isinstance(s, str) for s in sources)
+                                      or len(set(sources)) < len(sources)):
+        raise DAError(f"config key data.source must be a dataset name or a list of distinct names, e.g. "
+                      f"[mnist, syndigits, usps]; got {sources!r}")
+    for key, name in [*(("data.source", s) for s in (sources if isinstance(sources, list) else [sources])),
+                      ("data.target", config.data.target)]:
         if isinstance(name, dict):
             check_image_spec(name, key)
         elif not isinstance(name, str):

@@ -26,8 +26,9 @@ class AugmentConfig:
 class DataConfig:
     root: Optional[str] = None  # None: $DA_DATA_ROOT, else ./data
     #: a dataset name (mnist, usps, amazon, ...) or an image folder / list:
-    #: {folder, test_folder, list, test_list, root, classes, test_fraction} (da.data.image_domain)
-    source: Union[str, dict] = "mnist"
+    #: {folder, test_folder, list, test_list, root, classes, test_fraction} (da.data.image_domain);
+    #: source may also list dataset names: multi-source adaptation (da.data.multi_source)
+    source: Union[str, dict, list[str]] = "mnist"
     target: Union[str, dict] = "usps"
     source_val_size: int = 5000  # held out from source train for source validation
     split_seed: int = 0  # fixes the source validation split (and the draws below) independently of the run seed
@@ -96,6 +97,9 @@ class TrainConfig:
     batch_norm: Literal["shared", "per_domain"] = "shared"  # per_domain: DSBN (Chang 2019), da.models.domain_norm
     lr_mults: dict[str, float] = field(default_factory=dict)  # per extractor block, e.g. {conv1: 0.1}; 0 freezes it
     unfreeze: Optional[UnfreezeConfig] = None  # gradual unfreezing of the extractor's blocks, top first
+    #: With several sources: per_source applies the adapter to each source against the target (one
+    #: adapter copy per source, as MDAN's discriminators); pooled applies one to the pooled sources.
+    multi_source: Literal["per_source", "pooled"] = "per_source"
     source_weight: float = 1.0  # weight of the labelled-source cross-entropy (0: learn from target labels only)
     early_stopping: Optional[EarlyStoppingConfig] = None
     fit_samples: int = 10000  # per domain, for closed-form adapters' fit

@@ -42,10 +42,13 @@ def build_adapter(config: Config, feature_dim: int, num_classes: int) -> Adapter
         except (TypeError, ValueError) as exc:  # a value of the right type that the adapter still refuses
             raise DAError(f"{label} rejected its arguments {spec.kwargs}: {exc}") from None
 
+    from da.adapters.per_source import per_source
+
     spec = config.adapter
     if not spec.parts:
-        return one(spec, f"adapter {spec.name!r}")
-    return Composite([(p.name, one(p, f"adapter[{i}] ({p.name!r})"), p.weight) for i, p in enumerate(spec.parts)])
+        return per_source(config.data.source, config.train.multi_source, lambda: one(spec, f"adapter {spec.name!r}"))
+    return per_source(config.data.source, config.train.multi_source, lambda: Composite(
+        [(p.name, one(p, f"adapter[{i}] ({p.name!r})"), p.weight) for i, p in enumerate(spec.parts)]))
 
 
 @torch.no_grad()

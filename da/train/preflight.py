@@ -12,11 +12,14 @@ from da.errors import DAError
 
 def preflight(config: Config, device: torch.device, world_size: int = 1) -> Domains:
     """The run's splits, loaded once, after checking every batch fits the split it is drawn from."""
+    from da.data.multi_source import smallest_source
+
     domains = load_domains(config.data, device, config.model.backbone)
     per = f" x {world_size} ranks" if world_size > 1 else ""
-    draws = [("pretrain.batch_size", config.pretrain.batch_size, "source train", len(domains.source_train))]
+    source, n_source = smallest_source(domains.source_train)  # several sources: a batch from each
+    draws = [("pretrain.batch_size", config.pretrain.batch_size, source, n_source)]
     if config.train.steps > 0:
-        draws += [("train.batch_size", config.train.batch_size, "source train", len(domains.source_train)),
+        draws += [("train.batch_size", config.train.batch_size, source, n_source),
                   ("train.batch_size", config.train.batch_size, "target train", len(domains.target_train))]
     if config.pretrain.steps == 0 or config.pretrain.checkpoint:
         draws = draws[1:]
