@@ -100,3 +100,6 @@ def load(root: Path, download: bool, seed: int = SEED) -> DomainData:
 def mnist_m(root: Path, download: bool, role: str) -> DomainData:
     """MNIST blended over crops of scikit-image's colour photographs (3 x 28 x 28): 60,000 / 10,000."""
     return load(root, download)
+
+
+mnist_m.generated = True  # built and cached under the data root on first use: --dry-run does not build it

@@ -72,3 +72,6 @@ def load(root: Path, seed: int = SEED) -> DomainData:
 def optdigits(root: Path, download: bool, role: str) -> DomainData:
     """UCI handwritten digits (scikit-learn), 8 x 8 upsampled to 28 x 28 grey: 1,258 train, 539 test."""
     return load(root)
+
+
+optdigits.generated = True  # built and cached under the data root on first use: --dry-run does not build it

@@ -165,3 +165,6 @@ def load(root: Path, train: int = TRAIN, test: int = TEST, seed: int = SEED) -> 
 def syndigits(root: Path, download: bool, role: str) -> DomainData:
     """Digits rendered from matplotlib's fonts (3 x 28 x 28 colour): 50,000 train, 10,000 test."""
     return load(root, TRAIN, TEST, SEED)
+
+
+syndigits.generated = True  # built and cached under the data root on first use: --dry-run does not build it
