@@ -143,6 +143,7 @@ def _workers_of(out: Path) -> list[int]:
     return pids
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="reads worker processes from /proc")
 def test_sigterm_to_a_parallel_bench_stops_its_workers_each_with_a_checkpoint(cli, bench_file, tmp_path):
     # No pretraining runs (pretrain.steps 0): the two adapter runs start at once, one worker start-up each.
@@ -217,6 +218,7 @@ def test_a_moved_benchmark_folder_still_resumes(cli, bench_file, tmp_path):
     assert stdout.count("skipped") == 2 and "finished" not in stdout
 
 
+@pytest.mark.slow
 def test_ray_launcher_gives_the_same_results_as_the_local_one(cli, bench_file, tmp_path):
     pytest.importorskip("ray")
     bench = bench_file(seeds=(0, 1), set={"pretrain": {"steps": 0}})  # one wave: the two dann runs side by side

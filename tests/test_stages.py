@@ -176,3 +176,12 @@ def test_the_stage_written_in_docs_stages_md_registers_and_runs(tmp_path):
     assert summary["stages"][-1] == {"name": "head_entropy", "steps": 3}
     with pytest.raises(DAError, match="needs a model trained on the source first"):
         build_config(tiny_config(stages=["head_entropy"]))
+
+
+def test_inv_step_is_transfer_learning_librarys_schedule_per_iteration_whatever_the_run_length():
+    from da.train import lr_factor
+
+    assert lr_factor("inv_step", 0.0, 0) == 1.0
+    assert lr_factor("inv_step", 0.5, 1000) == pytest.approx(2 ** -0.75)
+    assert lr_factor("inv_step", 0.1, 1000) == lr_factor("inv_step", 0.9, 1000)  # the run's length plays no part
+    assert lr_factor("inv", 0.5, 1000) == pytest.approx(6 ** -0.75)

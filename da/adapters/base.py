@@ -16,12 +16,16 @@ Domain = Literal["source", "target"]
 @dataclass
 class Update:
     """One optimisation sub-step: the loop checks ``loss`` is finite, zeroes the gradients of the
-    optimizer named ``optimizer``, back-propagates ``loss`` and steps that optimizer."""
+    optimizer named ``optimizer`` (or of each of several names: one loss that steps two optimizers,
+    as MCD's step A does), back-propagates ``loss`` and steps the optimizer(s)."""
 
     loss: Tensor
-    optimizer: str = "main"
+    optimizer: str | tuple[str, ...] = "main"
     #: Scalars for TensorBoard (tag -> value), filled only on logging steps.
     scalars: dict[str, Any] = field(default_factory=dict)
+
+    def optimizer_names(self) -> tuple[str, ...]:
+        return (self.optimizer,) if isinstance(self.optimizer, str) else tuple(self.optimizer)
 
 
 @dataclass

@@ -307,7 +307,7 @@ def plan_runs(bench: BenchConfig, within: BenchConfig | None = None) -> list[Run
         first = members[0]
         config = json.loads(json.dumps(first.config))
         config.update(name=f"pretrain-{direction_folder(first.direction)}-seed{first.seed}",
-                      adapter={"name": "source_only"})
+                      adapter={"name": "source_only"}, stages=None)  # the default list: pretraining alone
         config["train"]["steps"] = 0
         spec = RunSpec(f"{direction_folder(first.direction)}/pretrain/seed{first.seed}-{key}", "pretrain",
                        first.direction, first.seed, config)

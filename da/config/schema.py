@@ -90,7 +90,9 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     nesterov: bool = True
-    lr_schedule: Literal["constant", "inv", "cosine"] = "inv"  # inv: lr (1 + 10 p)^-0.75 (Ganin 2016)
+    #: inv: lr (1 + 10 p)^-0.75 over the run's progress p (Ganin 2016); inv_step: lr (1 + 0.001 i)^-0.75
+    #: per iteration i, Transfer-Learning-Library's schedule; cosine; constant
+    lr_schedule: Literal["constant", "inv", "inv_step", "cosine"] = "inv"
     extractor: Literal["finetune", "freeze"] = "finetune"
     extractor_lr_mult: float = 1.0  # learning-rate multiplier for the pretrained extractor
     adapter_lr_mult: float = 1.0  # learning-rate multiplier for the adapter's own parameters (a discriminator)

@@ -47,6 +47,9 @@ def check_stage_order(config: Config) -> None:
 
     if config.stages is None:
         return
+    if not any(STAGES.get(spec.name).evaluates for spec in config.stages):
+        raise DAError(f"config key stages ({', '.join(s.name for s in config.stages)}) holds no stage that evaluates the "
+                      f"model; add adapt (with train.steps: 0 it only evaluates), e.g. stages: [pretrain, adapt]")
     source_model = bool(config.pretrain.checkpoint)
     for i, spec in enumerate(config.stages):
         cls = STAGES.get(spec.name)

@@ -24,10 +24,12 @@ from da.train.run import Run, StageContext
 from da.train.selection import record_evaluation
 
 
-def lr_factor(schedule: str, progress: float) -> float:
-    """Learning-rate multiplier at ``progress`` in [0, 1]."""
+def lr_factor(schedule: str, progress: float, step: int = 0) -> float:
+    """Learning-rate multiplier at ``progress`` in [0, 1] (``step``: iterations done, for ``inv_step``)."""
     if schedule == "inv":  # Ganin et al. 2016: lr_p = lr_0 / (1 + 10 p)^0.75
         return (1.0 + 10.0 * progress) ** -0.75
+    if schedule == "inv_step":  # Transfer-Learning-Library: lr_i = lr_0 (1 + 0.001 i)^-0.75, whatever the length
+        return (1.0 + 0.001 * step) ** -0.75
     if schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * progress))
     return 1.0
@@ -57,7 +59,7 @@ def make_context(run: Run, index: int, done: int) -> StageContext:
     for key, groups in stage.optimizers(run, done).items():
         optimizers[key], names[key] = make_optimizer(groups, settings.lr, settings)
         schedulers[key] = torch.optim.lr_scheduler.LambdaLR(
-            optimizers[key], lambda s: lr_factor(settings.schedule, s / max(steps, 1)))
+            optimizers[key], lambda s: lr_factor(settings.schedule, s / max(steps, 1), s))
     samplers = stage.samplers(run) if steps > 0 else {}  # a 0-step stage draws nothing (its batch may not fit)
     return StageContext(run, stage, index, steps, optimizers, schedulers, samplers, names)
 
@@ -97,10 +99,12 @@ def run_stage(run: Run, index: int, state: dict[str, Any] | None) -> None:
                 break
             loss = sync(update.loss)
             run.check(loss, ctx, step)
-            optimizer = ctx.optimizers[update.optimizer]
-            optimizer.zero_grad(set_to_none=True)
+            optimizers = [ctx.optimizers[name] for name in update.optimizer_names()]
+            for optimizer in optimizers:
+                optimizer.zero_grad(set_to_none=True)
             run.precision.backward(loss)
-            run.precision.step(optimizer)
+            for optimizer in optimizers:
+                run.precision.step(optimizer)
             values.update(update.scalars)
         run.precision.update()
         for scheduler in ctx.schedulers.values():

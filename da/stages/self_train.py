@@ -1,0 +1,189 @@
+"""Self-training on target images: a teacher labels them, a student learns the confident labels.
+
+FixMatch (Sohn et al., NeurIPS 2020): the teacher labels a weakly augmented view of each target
+image; where its confidence passes a threshold, the student is trained with cross-entropy to that
+label on a strongly augmented view (``da.data.strong_augment``). The teacher is the exponential
+moving average of the student (mean teacher, Tarvainen & Valpola 2017; self-ensembling for domain
+adaptation, French et al., ICLR 2018), or the frozen source model (``teacher: source``). French et
+al.'s consistency term (squared difference of the student's and teacher's class probabilities) is
+``consistency_weight``. Thresholds are one fixed confidence, or per class and self-adaptive as in
+FreeMatch (Wang et al., ICLR 2023: a global threshold that tracks the teacher's mean confidence,
+scaled per class by its mean predicted probability), so rare or hard classes are not starved.
+
+The stage composes with any adapter that adds a loss (``adapter: [{name: cdan}, {name: mcc}]``):
+each step also computes the source cross-entropy (``source_weight``) and the adapter's loss on
+source and strongly augmented target features, as the adaptation stage does.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from da.adapters.base import Adapter
+from da.data.augment import RandomAffine
+from da.data.strong_augment import StrongAugment
+from da.errors import DAError
+from da.registry import register_stage
+from da.stages.augmentation import augmentation
+from da.stages.base import OptimSettings, ParamGroup, Stage, Update
+from da.stages.teacher import EMATeacher
+
+if TYPE_CHECKING:
+    from da.data import Sampler
+    from da.train.run import Run, StageContext
+
+TEACHERS = ("ema", "source")
+THRESHOLDS = ("fixed", "adaptive")
+
+
+@register_stage("self_train")
+class SelfTrain(Stage):
+    """FixMatch-style self-training: teacher (EMA or frozen source) labels weak views, student learns strong views."""
+
+    label = "self-training"
+    needs_source_model = True
+    shown = {"loss": "loss/total", "mask": "self_train/mask_rate"}
+
+    def __init__(self, steps: int = 2000, batch_size: int = 64, lr: float = 0.01, momentum: float = 0.9,
+                 weight_decay: float = 5e-4, lr_schedule: str = "inv", teacher: str = "ema", decay: float = 0.999,
+                 threshold: float = 0.95, thresholds: str = "fixed", threshold_momentum: float = 0.999,
+                 pseudo_weight: float = 1.0, consistency_weight: float = 0.0, source_weight: float = 1.0,
+                 weak_translate: float = 0.0625, strong_rotate: float = 20.0,
+                 strong_scale: Sequence[float] = (0.8, 1.2), strong_translate: float = 0.1,
+                 cutout: float = 0.35) -> None:
+        if teacher not in TEACHERS:
+            raise DAError(f"stage self_train: teacher must be one of {', '.join(TEACHERS)}, got {teacher!r}")
+        if thresholds not in THRESHOLDS:
+            raise DAError(f"stage self_train: thresholds must be one of {', '.join(THRESHOLDS)}, got {thresholds!r}")
+        if not 0.0 <= decay <= 1.0:
+            raise DAError(f"stage self_train: decay must be in [0, 1], got {decay}")
+        if not 0.0 <= threshold <= 1.0:
+            raise DAError(f"stage self_train: threshold must be in [0, 1], got {threshold}")
+        self.n_steps, self.batch_size = steps, batch_size
+        self.optim = OptimSettings(lr, momentum, weight_decay, True, lr_schedule)
+        self.teacher_kind, self.decay = teacher, decay
+        self.threshold, self.thresholds, self.threshold_momentum = threshold, thresholds, threshold_momentum
+        self.pseudo_weight, self.consistency_weight, self.source_weight = pseudo_weight, consistency_weight, source_weight
+        self.weak_translate = weak_translate
+        self.strong = dict(rotate=strong_rotate, scale=tuple(strong_scale), translate=strong_translate, cutout=cutout)
+        self.teacher: EMATeacher | None = None
+        self.global_conf: Tensor | None = None   # FreeMatch: EMA of the teacher's mean top confidence
+        self.class_prob: Tensor | None = None    # FreeMatch: EMA of the teacher's mean class probabilities
+
+    def steps(self, run: "Run") -> int:
+        return self.n_steps
+
+    def settings(self, run: "Run") -> OptimSettings:
+        return self.optim
+
+    def reads_source(self, run: "Run") -> bool:
+        return self.source_weight > 0 or type(run.model.adapter).loss is not Adapter.loss
+
+    def optimizers(self, run: "Run", done: int) -> dict[str, list[ParamGroup]]:
+        m = run.model
+        if m.adapter.needs_fit or m.adapter.optimizers(m) is not None:
+            raise DAError(f"stage self_train adds its loss to an adapter's loss, and adapter {run.config.adapter.name!r} "
+                          "has none (it is closed-form or owns its update); use an adapter with a loss, or source_only")
+        if self.teacher is None:  # a copy of the model as the stage starts (a resumed run then loads its state)
+            self.teacher = EMATeacher({"extractor": m.extractor, "head": m.head},
+                                      decay=1.0 if self.teacher_kind == "source" else self.decay)
+        return {"main": [ParamGroup("extractor", m.extractor), ParamGroup("head", m.head),
+                         ParamGroup("adapter", m.adapter)]}
+
+    def samplers(self, run: "Run") -> dict[str, "Sampler"]:
+        d, bs = run.domains, self.batch_size
+        out = {}
+        if self.reads_source(run):
+            out["source"] = run.sampler(d.source_train, bs, augmentation(run, "source", d.source_train))
+        out["target"] = run.sampler(d.target_train, bs)  # the views are drawn in ``step``
+        return out
+
+    def _views(self, run: "Run") -> tuple[RandomAffine, StrongAugment]:
+        if not hasattr(self, "_weak"):
+            self._weak = RandomAffine(0.0, (1.0, 1.0), self.weak_translate, run.generator)
+            s = self.strong
+            self._strong = StrongAugment(run.generator, rotate=s["rotate"], scale=s["scale"],
+                                         translate=s["translate"], cutout=s["cutout"])
+        return self._weak, self._strong
+
+    def begin(self, ctx: "StageContext") -> None:
+        ctx.run.start_target_norms()
+        self._modes(ctx.run)
+
+    def resumed(self, ctx: "StageContext") -> None:
+        self._modes(ctx.run)
+
+    def _modes(self, run: "Run") -> None:
+        for module in run.model.modules():
+            module.train()
+
+    def images_per_step(self, run: "Run") -> int:
+        return self.batch_size * (2 if self.reads_source(run) else 1)
+
+    def class_thresholds(self, probs: Tensor) -> Tensor:
+        """Per-class confidence thresholds for this batch of teacher probabilities (updated first)."""
+        k = probs.shape[1]
+        if self.thresholds == "fixed":
+            return probs.new_full((k,), self.threshold)
+        if self.global_conf is None:
+            self.global_conf = torch.tensor(1.0 / k)
+            self.class_prob = torch.full((k,), 1.0 / k)
+        mom = self.threshold_momentum
+        self.global_conf = mom * self.global_conf + (1 - mom) * probs.max(1).values.mean().cpu()
+        self.class_prob = mom * self.class_prob + (1 - mom) * probs.mean(0).cpu()
+        return (self.global_conf * self.class_prob / self.class_prob.max()).to(probs.device)
+
+    def step(self, ctx: "StageContext", step: int, batch: dict[str, tuple[Tensor, Tensor]], log: bool) -> Iterator[Update]:
+        run, m = ctx.run, ctx.run.model
+        weak, strong = self._views(run)
+        x_t, _ = batch["target"]
+        with torch.no_grad():
+            teacher_probs = self.teacher(weak(x_t)).softmax(1)
+        confidence, pseudo = teacher_probs.max(1)
+        mask = (confidence >= self.class_thresholds(teacher_probs)[pseudo]).float()
+        x_strong = strong(x_t)
+        source = "source" in batch
+        inputs = [batch["source"][0], x_strong] if source else [x_strong]
+        features = m.features(torch.cat(inputs)).split([len(x) for x in inputs])
+        f_t = features[-1]
+        logits_t = m.head(m.adapter.transform(f_t, "target"))
+        pseudo_loss = (F.cross_entropy(logits_t, pseudo, reduction="none") * mask).mean()
+        total = self.pseudo_weight * pseudo_loss
+        scalars: dict[str, Any] = {}
+        if self.consistency_weight > 0:
+            consistency = (logits_t.softmax(1) - teacher_probs).pow(2).sum(1).mean()
+            total = total + self.consistency_weight * consistency
+            scalars["self_train/consistency"] = consistency.detach()
+        if source:
+            x_s, y_s = batch["source"]
+            f_s = features[0]
+            logits_s = m.head(m.adapter.transform(f_s, "source"))
+            task = F.cross_entropy(logits_s, y_s)
+            align, adapter_scalars = m.adapter.loss(f_s, f_t, logits_s=logits_s, logits_t=logits_t, y_s=y_s,
+                                                    progress=(step - 1) / max(ctx.steps, 1))
+            total = total + self.source_weight * task + align
+            scalars.update({"loss/task": task.detach(), "loss/adapter": align.detach(),
+                            **{f"adapter/{k}": v for k, v in adapter_scalars.items()}})
+        if log:
+            scalars.update({"loss/total": total.detach(), "self_train/pseudo_label_ce": pseudo_loss.detach(),
+                            "self_train/mask_rate": mask.mean(), "self_train/teacher_confidence": confidence.mean()})
+        yield Update(total, scalars=scalars if log else {})
+
+    def after_step(self, ctx: "StageContext", step: int) -> None:
+        m = ctx.run.model
+        self.teacher.update({"extractor": m.extractor, "head": m.head})
+
+    def end(self, ctx: "StageContext", last: int) -> None:
+        ctx.run.summary["steps_done"] = last
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"teacher": self.teacher.state_dict() if self.teacher is not None else None,
+                "global_conf": self.global_conf, "class_prob": self.class_prob}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state and state.get("teacher") is not None:
+            self.teacher.load_state_dict(state["teacher"])
+            self.global_conf, self.class_prob = state["global_conf"], state["class_prob"]
