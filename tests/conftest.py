@@ -2,10 +2,13 @@
 MNIST's class counts, TensorBoard tags of a run, and killing a run to resume it."""
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -15,6 +18,11 @@ import yaml
 from da.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# Caches (decoded USPS, generated domains under a read-only root) go to a folder of this session,
+# never to the user's cache or a shared data root.
+os.environ["DA_CACHE_DIR"] = tempfile.mkdtemp(prefix="da-test-cache-")
+atexit.register(shutil.rmtree, os.environ["DA_CACHE_DIR"], True)
 
 
 def real_data_root() -> Path | None:

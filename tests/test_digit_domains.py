@@ -14,6 +14,13 @@ from da.domains import Domains
 from tests.conftest import tiny_config
 
 
+
+@pytest.fixture(autouse=True)
+def caches_under_the_data_root(monkeypatch):
+    """These tests read the caches under their own data root (tmp_path), where a writable root puts them."""
+    monkeypatch.delenv("DA_CACHE_DIR", raising=False)
+
+
 def fake_mnist(n: int) -> torch.Tensor:
     """Digit-like uint8 images (n, 28, 28): a bright bar on black."""
     x = torch.zeros(n, 28, 28, dtype=torch.uint8)

@@ -1,12 +1,15 @@
-"""Generated domains cached under the data root: built once from a seed, then loaded.
+"""Generated and decoded domains cached on disk: built once, then loaded.
 
-A cache file (``<root>/generated/<name>.pt``) holds the generated tensors (images as uint8), the
+A cache file (``<root>/generated/<name>.pt``, or ``<user cache>/<name>.pt`` when the data root
+cannot be written to or ``$DA_CACHE_DIR`` is set: ``$DA_CACHE_DIR``, else ``$XDG_CACHE_HOME/da``,
+else ``~/.cache/da``; caches decoded from files the user keeps, such as USPS, go there always) holds the generated tensors (images as uint8), the
 recipe they were made from (generator name, version, seed, sizes) and a SHA-1 of their bytes. It
 is written to a temporary file beside it and renamed into place, so a run killed while writing
 leaves no half-written file under the final name, and two runs that build the same domain at once
 each rename a whole file. A file that does not load, was made from another recipe, or whose bytes
-do not match its digest is rebuilt, not read. A root that cannot be written to is not fatal: the
-domain is generated in memory for this run, with a warning that the next run will build it again.
+do not match its digest is rebuilt, not read. A read-only data root (a shared copy of the data
+sets) is not fatal: the cache goes to the user cache folder; only when neither can be written is
+the domain built in memory for this run alone, with a warning.
 """
 from __future__ import annotations
 
@@ -24,6 +27,25 @@ FOLDER = "generated"
 
 def cache_path(root: Path, name: str) -> Path:
     return Path(root) / FOLDER / f"{name}.pt"
+
+
+def user_cache_dir() -> Path:
+    """Where caches go when the data root is read-only: ``$DA_CACHE_DIR``, ``$XDG_CACHE_HOME/da``, ``~/.cache/da``."""
+    if os.environ.get("DA_CACHE_DIR"):
+        return Path(os.environ["DA_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "da"
+
+
+def cache_paths(root: Path, name: str, in_root: bool = True) -> list[Path]:
+    """The places a cache named ``name`` may be, in the order they are read and written:
+    ``<root>/generated`` (unless ``in_root`` is false or ``$DA_CACHE_DIR`` is set), then the user
+    cache folder, where the name carries a digest of the root (one cache per data root)."""
+    tag = hashlib.sha1(str(Path(root).resolve()).encode()).hexdigest()[:10]
+    user = user_cache_dir() / f"{name}-{tag}.pt"
+    if not in_root or os.environ.get("DA_CACHE_DIR"):
+        return [user]
+    return [cache_path(root, name), user]
 
 
 def digest(tensors: dict[str, Tensor]) -> str:
@@ -64,18 +86,23 @@ def write(path: Path, recipe: dict[str, Any], tensors: dict[str, Tensor]) -> Non
             tmp.unlink()
 
 
-def cached(root: Path, name: str, recipe: dict[str, Any], build: Callable[[], dict[str, Tensor]]) -> dict[str, Tensor]:
-    """The tensors cached as ``name`` under ``root`` for ``recipe``; built with ``build()`` and saved
-    when the cache is missing, from another recipe, or damaged."""
-    path = cache_path(root, name)
-    tensors = read(path, recipe)
-    if tensors is not None:
-        return tensors
+def cached(root: Path, name: str, recipe: dict[str, Any], build: Callable[[], dict[str, Tensor]],
+           in_root: bool = True) -> dict[str, Tensor]:
+    """The tensors cached as ``name`` for ``recipe`` (where: ``cache_paths``); built with ``build()``
+    and saved when the cache is missing, from another recipe, or damaged."""
+    paths = cache_paths(root, name, in_root)
+    for path in paths:
+        tensors = read(path, recipe)
+        if tensors is not None:
+            return tensors
     tensors = build()
-    try:
-        write(path, recipe, tensors)
-    except OSError as exc:
-        warnings.warn(f"could not cache the generated {name} domain at {path} ({exc.strerror or exc}); "
-                      f"it was generated for this run only; set DA_DATA_ROOT or data.root to a writable folder",
-                      stacklevel=2)
+    errors = []
+    for path in paths:
+        try:
+            write(path, recipe, tensors)
+            return tensors
+        except OSError as exc:
+            errors.append(f"{path.parent}: {exc.strerror or exc}")
+    warnings.warn(f"could not cache {name} ({'; '.join(errors)}); it was built for this run only; "
+                  f"set DA_CACHE_DIR to a writable folder", stacklevel=2)
     return tensors

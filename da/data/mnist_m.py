@@ -83,17 +83,14 @@ def build(mnist_train: Tensor, mnist_test: Tensor, seed: int = SEED) -> dict[str
 
 def load(root: Path, download: bool, seed: int = SEED) -> DomainData:
     """The domain, from its cache under ``root`` (built from MNIST under ``root`` on first use)."""
-    from torchvision.datasets import MNIST
+    from da.data.digits import mnist_uint8
 
-    from da.data.digits import _load
-
-    mnist = {train: _load(MNIST, "MNIST", root, download, "expected MNIST/raw/*-ubyte", train=train)
-             for train in (True, False)}
+    (x_train, y_train), (x_test, y_test) = (mnist_uint8(root, download, train) for train in (True, False))
     recipe = {"generator": "mnist_m", "version": VERSION, "seed": seed, "photos": list(PHOTOS), "short_side": SHORT_SIDE,
-              "train": len(mnist[True].data), "test": len(mnist[False].data)}
-    t = cached(Path(root), f"mnist_m-seed{seed}", recipe, lambda: build(mnist[True].data, mnist[False].data, seed))
-    return DomainData("mnist_m", Split(to_unit_range(t["x_train"]), mnist[True].targets.long()),
-                      Split(to_unit_range(t["x_test"]), mnist[False].targets.long()), num_classes=10)
+              "train": len(x_train), "test": len(x_test)}
+    t = cached(Path(root), f"mnist_m-seed{seed}", recipe, lambda: build(x_train, x_test, seed))
+    return DomainData("mnist_m", Split(to_unit_range(t["x_train"]), y_train),
+                      Split(to_unit_range(t["x_test"]), y_test), num_classes=10)
 
 
 @register_dataset("mnist_m")
