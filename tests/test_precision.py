@@ -92,3 +92,16 @@ def test_compiled_extractor_and_head_train_and_keep_their_checkpoint_keys(tmp_pa
     assert summary["compile"] is True
     keys = load_checkpoint(run_dir / "checkpoint.pt")["extractor"].keys()
     assert not any("_orig_mod" in k for k in keys)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_is_bf16_only_where_the_device_has_it_and_summary_says_which_ran(tmp_path, monkeypatch, native):
+    from da.train import precision
+
+    monkeypatch.setattr(precision, "native_bf16", lambda device: native)
+    run_dir = tmp_path / "r"
+    run_dir.mkdir()
+    summary = train(build_config(config_for("dann", "auto")), run_dir, show_progress=False)
+    assert summary["precision"] == ("bf16" if native else "fp32")
+    assert precision.Precision("auto", torch.device("cpu")).dtype == (torch.bfloat16 if native else None)
+    assert precision.resolve("fp16", torch.device("cpu")) == "fp16"  # an explicit choice is kept

@@ -105,7 +105,8 @@ class TrainConfig:
     source_weight: float = 1.0  # weight of the labelled-source cross-entropy (0: learn from target labels only)
     early_stopping: Optional[EarlyStoppingConfig] = None
     fit_samples: int = 10000  # per domain, for closed-form adapters' fit
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast of each step's forward (fp16: with a gradient scaler)
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"  # autocast of each step's forward (fp16: with a gradient
+    # scaler; auto: bf16 where the device has it in hardware, else fp32)
     compile: bool = False  # torch.compile the extractor and head (in place; checkpoints unchanged)
     sync_batch_norm: bool = False  # torch.distributed: batch statistics over every rank's batch (SyncBatchNorm)
     eval_every: int = 1000

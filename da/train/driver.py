@@ -69,7 +69,7 @@ def train(config: Config, run_dir: Path, show_progress: bool = True, resume: boo
         check_same_config(run_dir, config, state)
     if state is None and here.main:
         write_text_atomic(run_dir / "config.yaml", dump_yaml(config))
-    seed_everything(config.seed, config.deterministic)
+    seed_everything(config.seed, config.deterministic, config.train.compile)
     device = pick_device(config.device)
     if here.on and device.type == "cuda":
         device = torch.device("cuda", here.local_rank)

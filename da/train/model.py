@@ -138,23 +138,29 @@ class Model:
                 sub.training = mode
 
     def evaluate(self, domains: Domains, adapted: bool = True) -> dict[str, float]:
+        return self.evaluate_and_score(domains, adapted, scores=False)[0]
+
+    @torch.no_grad()
+    def evaluate_and_score(self, domains: Domains, adapted: bool = True,
+                           scores: bool = True) -> tuple[dict[str, float], dict[str, float]]:
+        """Accuracies on the labelled splits and, with ``scores``, the model-selection scores that
+        read no target label (``da.validators``; higher is better). Source validation is predicted
+        once for both."""
         with self.eval_mode():
-            return {
-                "source_val_acc": accuracy(self.predict("source", adapted), domains.source_val),
+            source_logits, source_y = predictions(self.predict("source", adapted), domains.source_val)
+            accs = {
+                "source_val_acc": (source_logits.argmax(1) == source_y.to(source_logits.device)).sum().item()
+                / max(len(domains.source_val), 1),
                 "source_test_acc": accuracy(self.predict("source", adapted), domains.source_test),
                 "target_test_acc": accuracy(self.predict("target", adapted), domains.target_test),
             }
-
-    @torch.no_grad()
-    def validation_scores(self, domains: Domains) -> dict[str, float]:
-        """Model-selection scores that read no target label (``da.validators``); higher is better."""
-        from da.validators import score
-
-        with self.eval_mode():
-            source_logits, source_y = predictions(self.predict("source", True), domains.source_val)
+            if not scores:
+                return accs, {}
             target_features, _ = predictions(lambda x: self.embed(x, "target"), domains.target_probe)
             target_logits = batched(self.head, target_features)
-        return score(source_logits, source_y.to(source_logits.device), target_logits, target_features)
+        from da.validators import score
+
+        return accs, score(source_logits, source_y.to(source_logits.device), target_logits, target_features)
 
     def load(self, state: dict[str, Any]) -> None:
         """Weights of a checkpoint; a closed-form adapter's head takes its fitted shape first."""

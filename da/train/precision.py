@@ -1,5 +1,7 @@
 """Mixed precision for a stage's steps: autocast of the forward (``train.precision``: bf16 or fp16)
 and, for fp16, a gradient scaler (Micikevicius et al. 2018, "Mixed Precision Training").
+``auto`` is bf16 where the device computes it natively (a GPU that supports it; a CPU with
+AVX-512 BF16 or AMX, through oneDNN) and fp32 elsewhere, where emulated bf16 would be slower.
 
 Adapters whose losses need float32 (kernels, covariances, log-softmax) get float32 inputs: the
 adaptation stage computes ``adapter.loss`` outside autocast.
@@ -17,7 +19,8 @@ class Precision:
     """``autocast()`` for the forward; ``backward`` and ``step`` that scale fp16 losses."""
 
     def __init__(self, name: str, device: torch.device) -> None:
-        self.name = name
+        self.name = resolve(name, device)
+        name = self.name
         self.device_type = device.type
         self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(name)
         self.scaler = torch.amp.GradScaler(device.type) if name == "fp16" else None
@@ -47,6 +50,22 @@ class Precision:
     def load_state_dict(self, state: dict) -> None:
         if self.scaler is not None and state:
             self.scaler.load_state_dict(state)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 in hardware (so that autocast to bf16 is faster than fp32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return False
+
+
+def resolve(name: str, device: torch.device) -> str:
+    """``train.precision`` as run on ``device``: ``auto`` becomes bf16 or fp32."""
+    if name != "auto":
+        return name
+    return "bf16" if native_bf16(device) else "fp32"
 
 
 def float32_outside_autocast(device_type: str) -> ContextManager:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 from typing import Any
 
 import numpy as np
@@ -19,14 +20,17 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def seed_everything(seed: int, deterministic: bool) -> None:
+def seed_everything(seed: int, deterministic: bool, compiling: bool = False) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
     if deterministic:  # GPU kernels: cuBLAS needs a fixed workspace to be deterministic
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cudnn.benchmark = False
-    torch.use_deterministic_algorithms(deterministic)
+    if compiling or "torch._inductor" in sys.modules:  # compiled code: inductor keeps its own flag
+        torch.use_deterministic_algorithms(deterministic)
+    else:  # the same switch without importing inductor, which costs seconds at the start of every run
+        torch._C._set_deterministic_algorithms(deterministic)
 
 
 def rng_state() -> dict[str, Any]:

@@ -22,8 +22,7 @@ ACCURACIES = ("source_val_acc", "source_test_acc", "target_test_acc")
 def record_evaluation(run: "Run", stage: str, step: int, global_step: int) -> None:
     """Accuracies and validator scores at ``step``: logged, and kept in the history selection reads."""
     m = run.model
-    accs = m.evaluate(run.domains)
-    scores = m.validation_scores(run.domains)
+    accs, scores = m.evaluate_and_score(run.domains)
     run.log.scalars({f"acc/{k.removesuffix('_acc')}": v for k, v in accs.items()}, global_step)
     run.log.scalars({f"validator/{k}": v for k, v in scores.items()}, global_step)
     run.log.metrics_row({"stage": stage, "step": step, **accs, "scores": scores})

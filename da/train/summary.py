@@ -52,7 +52,7 @@ def make_summary(run: "Run") -> dict[str, Any]:
         "train_imgs_per_s": round(s.get("images_trained", 0) * run.dist.world_size / max(run.train_seconds, 1e-9), 1),
         "device": str(run.device), "torch": torch.__version__,
         "world_size": run.dist.world_size, "global_batch_size": config.train.batch_size * run.dist.world_size,
-        "precision": config.train.precision, "compile": config.train.compile,
+        "precision": run.precision.name, "compile": config.train.compile,
         "hparams": config.adapter.kwargs,
         **({"augment": asdict(config.data.augment)} if config.data.augment is not None else {}),
         **({"target_labels": target_labels_record(config, run.domains, indices=config.data.target_labels_per_class != "all")}
