@@ -170,6 +170,7 @@ def cmd_adapters(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    from da.bench.launch import PerRun
     from da.bench.plan import load_bench_config, narrow, parse_grid_flags, widen
     from da.bench.run import list_runs, run_bench
 
@@ -179,11 +180,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     whole = widen(whole, bench)
     if args.jobs < 1:
         raise DAError(f"--jobs must be at least 1, got {args.jobs}")
+    per_run = PerRun(args.nproc_per_run, args.gpus_per_run)
+    per_run.check(args.launcher, args.jobs)
     out = Path(args.out) if args.out else Path(bench.out_root) / bench.name
     if args.dry_run:
         list_runs(bench, out, echo=lambda line: print(line, flush=True), whole=whole)
         return 0
-    run_bench(bench, out, args.launcher, args.jobs, args.address, echo=lambda line: print(line, flush=True), whole=whole)
+    run_bench(bench, out, args.launcher, args.jobs, args.address, echo=lambda line: print(line, flush=True), whole=whole,
+              per_run=per_run)
     return 0
 
 
@@ -225,6 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--launcher", choices=("local", "ray"), default="local", help="where runs execute")
     p.add_argument("--jobs", type=int, default=1, help="runs at once (local processes, or local Ray CPUs)")
     p.add_argument("--address", help="Ray cluster address for --launcher ray (default: start a local Ray)")
+    p.add_argument("--nproc-per-run", type=int, default=1, metavar="N",
+                   help="processes per run: each run is one DDP run of N ranks under torchrun (default 1)")
+    p.add_argument("--gpus-per-run", type=int, default=0, metavar="G",
+                   help="with --launcher ray: GPUs Ray reserves for each run, one rank per GPU (default 0)")
     p.add_argument("--dry-run", action="store_true",
                    help="check the benchmark and list its runs, each done, to resume or to run; run nothing")
     p.set_defaults(func=cmd_bench)

@@ -1,7 +1,7 @@
 """Time the `da` loop against a bare hand-written PyTorch loop over the same model, adapter and batches.
 
     python experiments/bench_loop.py --adapter dann [--steps 400] [--repeats 3] [--batch-size 64]
-        [--compile] [--device cuda] [--nproc N]
+        [--compile] [--precision bf16] [--device cuda] [--nproc N]
 
 Both run in this process, alternately (da, bare, da, bare, ...), on MNIST -> USPS when
 $DA_DATA_ROOT holds the data (else the synthetic pair); each figure is the median over repeats,
@@ -27,16 +27,17 @@ from da.domains import load_domains
 from da.models import linear_head
 from da.registry import BACKBONES
 from da.train import build_adapter, lr_factor, pick_device, train
+from da.train.precision import Precision
 
 
 def config_for(adapter: str, steps: int, batch_size: int, synthetic: bool, compile_: bool = False,
-               device: str = "auto"):
+               device: str = "auto", precision: str = "fp32"):
     data = {"source": "synthetic", "target": "synthetic", "source_val_size": 64} if synthetic else {}
     return build_config({
         "name": "bench", "seed": 0, "device": device, "data": data, "adapter": {"name": adapter},
         "pretrain": {"steps": 0},
         "train": {"steps": steps, "batch_size": batch_size, "eval_every": steps, "checkpoint_every": steps,
-                  "log_every": 50, "compile": compile_},
+                  "log_every": 50, "compile": compile_, "precision": precision},
     })
 
 
@@ -56,6 +57,7 @@ def bare_loop(config, steps: int) -> float:
     opt = torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay, nesterov=t.nesterov)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(t.lr_schedule, s / steps))
     b = t.batch_size
+    precision = Precision(t.precision, device)
     xs, ys, xt = d.source_train.x, d.source_train.y, d.target_train.x
     perm_s, perm_t = torch.randperm(len(xs), device=device), torch.randperm(len(xt), device=device)
     ps = pt = 0
@@ -67,10 +69,14 @@ def bare_loop(config, steps: int) -> float:
             perm_t, pt = torch.randperm(len(xt), device=device), 0
         i_s, i_t = perm_s[ps : ps + b], perm_t[pt : pt + b]
         ps, pt = ps + b, pt + b
-        f_s, f_t = extractor(torch.cat([xs[i_s], xt[i_t]])).split([b, b])
-        logits_s, logits_t = head(torch.cat([f_s, f_t])).split([b, b])
-        align, _ = adapter.loss(f_s, f_t, logits_s=logits_s, logits_t=logits_t, y_s=ys[i_s], progress=step / steps)
-        loss = F.cross_entropy(logits_s, ys[i_s]) + align
+        with precision.autocast():
+            f_s, f_t = extractor(torch.cat([xs[i_s], xt[i_t]])).split([b, b])
+            logits_s, logits_t = head(torch.cat([f_s, f_t])).split([b, b])
+            task = F.cross_entropy(logits_s, ys[i_s])
+        with torch.autocast(device.type, enabled=False):  # as the da loop: adapter losses on float32 inputs
+            align, _ = adapter.loss(f_s.float(), f_t.float(), logits_s=logits_s.float(), logits_t=logits_t.float(),
+                                    y_s=ys[i_s], progress=step / steps)
+        loss = task + align
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -87,13 +93,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--compile", action="store_true", help="train.compile in both loops (torch.compile)")
+    parser.add_argument("--precision", default="fp32", help="train.precision in both loops: fp32, bf16, fp16, auto")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--nproc", type=int, default=0,
                         help="also time `da train --nproc N` (DDP; its global images/s against one process's)")
     args = parser.parse_args()
     root = os.environ.get("DA_DATA_ROOT")
     synthetic = not (root and (Path(root) / "MNIST").is_dir())
-    config = config_for(args.adapter, args.steps, args.batch_size, synthetic, args.compile, args.device)
+    config = config_for(args.adapter, args.steps, args.batch_size, synthetic, args.compile, args.device, args.precision)
     print(f"data: {'synthetic pair' if synthetic else 'MNIST -> USPS'}; adapter {args.adapter}; "
           f"{args.steps} steps of {args.batch_size} + {args.batch_size} images; torch threads {torch.get_num_threads()}")
     bare_loop(config, 20)  # warm-up: oneDNN primitive caches, allocator

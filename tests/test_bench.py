@@ -239,6 +239,29 @@ def test_ray_launcher_gives_the_same_results_as_the_local_one(cli, bench_file, t
         return os.nice(0)
 
     assert ray.get(ray.remote(niceness).remote()) == os.nice(0)
+    # Runs that ask for GPUs this Ray does not have would never start: one line instead of a wait.
+    code, _, err = cli("bench", "-c", bench, "--adapters", "dann", "--out", tmp_path / "gpus",
+                       "--launcher", "ray", "--gpus-per-run", "1")
+    assert code == 2 and one_line_error(err) and "has 0 GPUs" in err
+
+
+def test_each_run_of_a_sweep_can_be_one_ddp_run_over_several_processes(cli, bench_file, tmp_path):
+    bench = bench_file(seeds=(0,), set={"pretrain": {"steps": 0}})
+    out = tmp_path / "out"
+    code, stdout, err = cli("bench", "-c", bench, "--adapters", "dann", "--out", out, "--nproc-per-run", "2")
+    assert code == 0, err
+    (run_dir,) = [p.parent for p in out.glob("*/summary.json")]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["global_batch_size"] == 2 * summary["batch_size"]
+    assert (run_dir / "done").exists() and len(read_rows(out)) > 0
+    # Rerun: rank 0 finds the run done and tells the other rank; nothing trains again.
+    code, stdout, err = cli("bench", "-c", bench, "--adapters", "dann", "--out", out, "--nproc-per-run", "2")
+    assert code == 0 and "skipped" in stdout, err
+
+
+def test_gpus_per_run_outside_ray_is_one_line(cli, bench_file, tmp_path):
+    code, _, err = cli("bench", "-c", bench_file(), "--out", tmp_path / "o", "--gpus-per-run", "2")
+    assert code == 2 and one_line_error(err) and "--launcher ray" in err
 
 
 def test_a_narrowed_benchmark_plans_each_run_as_the_whole_one_does(bench_file):

@@ -4,6 +4,9 @@ processes) or ``ray``.
 With ``--jobs`` above 1 and with Ray, each run is ``python -m da.bench.worker`` in its own
 process, and every launcher calls the same ``worker.execute``; Ray only decides where and when
 (Moritz et al., "Ray", OSDI 2018). Pretraining runs go first: the adapter runs start from them.
+A run may span several processes (``--nproc-per-run``: the worker under torchrun, one DDP run)
+and, with Ray, several GPUs (``--gpus-per-run``: Ray reserves them and sets the run's
+``CUDA_VISIBLE_DEVICES``; one rank per GPU).
 """
 from __future__ import annotations
 
@@ -28,6 +31,36 @@ class Outcome:
     key: str
     status: str  # finished, resumed, skipped, failed, stopped (by a signal to da bench; resumes on a rerun)
     error: str = ""
+
+
+@dataclass(frozen=True)
+class PerRun:
+    """What each run of a sweep gets: processes (torchrun ranks of one DDP run) and, with Ray, GPUs."""
+
+    nproc: int = 1
+    gpus: int = 0
+
+    def check(self, launcher: str, jobs: int) -> None:
+        if self.nproc < 1 or self.gpus < 0:
+            raise DAError(f"--nproc-per-run must be at least 1 and --gpus-per-run at least 0, got {self.nproc} and {self.gpus}")
+        if self.gpus and launcher != "ray":
+            raise DAError("--gpus-per-run needs --launcher ray, which places each run on free GPUs; on one machine "
+                          "use --jobs 1 --nproc-per-run N (the run's ranks take GPUs 0..N-1)")
+        if self.gpus and self.nproc not in (1, self.gpus):
+            raise DAError(f"--nproc-per-run {self.nproc} with --gpus-per-run {self.gpus}: a run has one rank per GPU; "
+                          "drop --nproc-per-run")
+
+    @property
+    def ranks(self) -> int:
+        return self.gpus or self.nproc
+
+
+def worker_command(out: str, spec_json: str, ranks: int) -> list[str]:
+    """The command of one run: the worker, under torchrun (``--standalone``: a free port) for several ranks."""
+    worker = ["-m", "da.bench.worker", out, spec_json]
+    if ranks == 1:
+        return [sys.executable, *worker]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(ranks), *worker]
 
 
 def worker_env(threads: int | None) -> dict[str, str]:
@@ -60,13 +93,18 @@ class _Workers:
 WORKERS = _Workers()
 
 
-def run_process(spec_json: str, out: str, env: dict[str, str], cwd: str) -> tuple[str, int, str]:
-    """Run one spec in a fresh interpreter; (key, exit code, last line of output)."""
+def run_process(spec_json: str, out: str, env: dict[str, str], cwd: str, ranks: int = 1) -> tuple[str, int, str]:
+    """Run one spec in a fresh interpreter (``ranks`` of them under torchrun); (key, exit code, the
+    run's error line or else the last line of its output)."""
     spec = RunSpec.from_json(spec_json)
+    if "CUDA_VISIBLE_DEVICES" in os.environ:  # inside a Ray task: the GPUs Ray gave this run
+        env = {**env, "CUDA_VISIBLE_DEVICES": os.environ["CUDA_VISIBLE_DEVICES"]}
+    if ranks > 1:
+        env = {**env, "TORCH_CPP_LOG_LEVEL": env.get("TORCH_CPP_LOG_LEVEL", "ERROR")}
     with WORKERS.lock:
         if WORKERS.stopped:
             return spec.key, 2, f"not started: da bench received {WORKERS.stopped}"
-        proc = subprocess.Popen([sys.executable, "-m", "da.bench.worker", out, spec_json], env=env,
+        proc = subprocess.Popen(worker_command(out, spec_json, ranks), env=env,
                                 cwd=cwd if os.path.isdir(cwd) else None, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
         WORKERS.live.add(proc)
@@ -76,7 +114,9 @@ def run_process(spec_json: str, out: str, env: dict[str, str], cwd: str) -> tupl
         with WORKERS.lock:
             WORKERS.live.discard(proc)
     lines = [line for line in (stderr if proc.returncode else stdout).splitlines() if line.strip()]
-    return spec.key, proc.returncode, lines[-1] if lines else f"exit code {proc.returncode}"
+    errors = [line for line in lines if line.startswith("da: error")]  # under torchrun, its report comes after
+    last = errors[0] if errors else lines[-1] if lines else f"exit code {proc.returncode}"
+    return spec.key, proc.returncode, last
 
 
 def waves(specs: list[RunSpec]) -> list[list[RunSpec]]:
@@ -95,11 +135,12 @@ def images_to_train(spec: RunSpec) -> int:
 
 
 def launch(specs: list[RunSpec], out: Path, launcher: str, jobs: int, address: str | None,
-           report: Callable[[RunSpec, Outcome], None]) -> list[Outcome]:
+           report: Callable[[RunSpec, Outcome], None], per_run: PerRun = PerRun()) -> list[Outcome]:
     """Execute ``specs`` wave by wave; a run whose pretraining failed fails without starting."""
     if launcher not in LAUNCHERS:
         raise DAError(f"unknown launcher {launcher!r}; valid: {', '.join(LAUNCHERS)}")
-    submit = _ray_pool(jobs, address) if launcher == "ray" else _local_pool(jobs)
+    per_run.check(launcher, jobs)
+    submit = _ray_pool(jobs, address, per_run) if launcher == "ray" else _local_pool(jobs, per_run)
     outcomes: dict[str, Outcome] = {}
     by_key = {s.key: s for s in specs}
     for wave in waves(specs):
@@ -138,10 +179,10 @@ def _in_process(specs: list[RunSpec], out: str) -> Iterable[tuple[str, int, str]
             yield spec.key, 1, f"{type(exc).__name__}: {exc}"
 
 
-def _local_pool(jobs: int) -> Submit:
-    if jobs == 1:
+def _local_pool(jobs: int, per_run: PerRun = PerRun()) -> Submit:
+    if jobs == 1 and per_run.ranks == 1:
         return _in_process
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    threads = max(1, (os.cpu_count() or 1) // (jobs * per_run.ranks))
 
     def submit(specs: list[RunSpec], out: str) -> Iterable[tuple[str, int, str]]:
         env, cwd = worker_env(threads), os.getcwd()
@@ -150,7 +191,7 @@ def _local_pool(jobs: int) -> Submit:
         previous = {s: signal.signal(s, WORKERS.stop) for s in (signal.SIGTERM, signal.SIGINT)} if in_main else {}
         try:
             with ThreadPoolExecutor(max_workers=jobs) as pool:
-                futures = [pool.submit(run_process, s.to_json(), out, env, cwd) for s in specs]
+                futures = [pool.submit(run_process, s.to_json(), out, env, cwd, per_run.ranks) for s in specs]
                 for future in as_completed(futures):
                     yield future.result()
         finally:
@@ -163,7 +204,7 @@ def _local_pool(jobs: int) -> Submit:
     return submit
 
 
-def _ray_pool(jobs: int, address: str | None) -> Submit:
+def _ray_pool(jobs: int, address: str | None, per_run: PerRun = PerRun()) -> Submit:
     try:
         import ray
     except ImportError:
@@ -179,11 +220,16 @@ def _ray_pool(jobs: int, address: str | None) -> Submit:
             ray.init(**options, include_dashboard=False, log_to_driver=False, configure_logging=False)
         except (ConnectionError, ValueError, RuntimeError) as exc:
             raise DAError(f"cannot start or reach Ray at {address or 'a local instance'}: {str(exc).splitlines()[0]}") from None
-    remote = ray.remote(num_cpus=1)(run_process)
+    gpus = ray.cluster_resources().get("GPU", 0)
+    if per_run.gpus > gpus:
+        raise DAError(f"--gpus-per-run {per_run.gpus}, but the Ray cluster at {address or 'this machine'} has {gpus:g} "
+                      "GPUs: no run could start; lower --gpus-per-run or join machines with GPUs")
+    # A run's ranks each take a CPU; with GPUs, Ray sets CUDA_VISIBLE_DEVICES in the task (run_process passes it on).
+    remote = ray.remote(num_cpus=per_run.ranks, num_gpus=per_run.gpus)(run_process)
 
     def submit(specs: list[RunSpec], out: str) -> Iterable[tuple[str, int, str]]:
         env, cwd = worker_env(1), os.getcwd()
-        pending = [remote.remote(s.to_json(), out, env, cwd) for s in specs]
+        pending = [remote.remote(s.to_json(), out, env, cwd, per_run.ranks) for s in specs]
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
             yield ray.get(done[0])

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from da.bench.launch import Outcome, launch
+from da.bench.launch import Outcome, PerRun, launch
 from da.bench.plan import BenchConfig, RunSpec, plan_runs
 from da.bench.worker import DONE
 from da.errors import DAError
@@ -18,7 +18,8 @@ ANCHORS = Path(__file__).with_name("anchors.yaml")
 
 
 def run_bench(bench: BenchConfig, out: Path, launcher: str = "local", jobs: int = 1,
-              address: str | None = None, echo=print, whole: BenchConfig | None = None) -> list[dict[str, Any]]:
+              address: str | None = None, echo=print, whole: BenchConfig | None = None,
+              per_run: PerRun = PerRun()) -> list[dict[str, Any]]:
     """Run every missing run of ``bench`` into ``out`` and write the reports; returns the result rows.
 
     ``whole`` is the benchmark before ``--seeds``/``--adapters``/``--directions`` narrowed it: the
@@ -38,7 +39,7 @@ def run_bench(bench: BenchConfig, out: Path, launcher: str = "local", jobs: int 
         what = prefix + outcome.error if prefix else outcome.status + _headline(out / spec.key)
         echo(_run_line(next(counter), todo, spec, what))
 
-    outcomes = launch(specs, out, launcher, jobs, address, report)
+    outcomes = launch(specs, out, launcher, jobs, address, report, per_run)
     everything = plan_runs(whole) if whole is not None and whole is not bench else specs
     rows = collect_rows(everything, out, {label: e.get("family", label) for label, e in (whole or bench).adapters.items()})
     write_reports(whole or bench, rows, everything, out)

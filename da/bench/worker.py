@@ -39,21 +39,28 @@ def execute_run(run_dir: Path, config: Any, after: str | None = None) -> str:
     to the folder above ``run_dir``'s when comparing configs. Shared by ``da bench`` and the
     transfer experiments (experiments/transfer_runs.py)."""
     from da.train import train  # heavy imports only when a run really starts
+    from da.train.distributed import init_from_env
 
-    state = _state(run_dir, config, after)
+    here = init_from_env()  # under torchrun (--nproc-per-run): rank 0 looks at the folder and tells the others
+    try:
+        state, error = _state(run_dir, config, after) if here.main else None, None
+    except DAError as exc:
+        state, error = None, str(exc)
+    state, error = here.broadcast((state, error))
+    if error:
+        raise DAError(error)
     if state == "done":
-        if not (run_dir / DONE).exists():  # killed between summary.json and the marker
+        if here.main and not (run_dir / DONE).exists():  # killed between summary.json and the marker
             (run_dir / DONE).write_text("")
         return "skipped"
-    if state == "to resume":
-        train(config, run_dir, show_progress=False, resume=True)
+    if state == "to run" and here.main:
+        shutil.rmtree(run_dir, ignore_errors=True)  # cut off before its first checkpoint: nothing to keep
+        run_dir.mkdir(parents=True)
+    here.broadcast(None)  # the folder is ready before any rank starts
+    train(config, run_dir, show_progress=False, resume=state == "to resume")
+    if here.main:
         (run_dir / DONE).write_text("")
-        return "resumed"
-    shutil.rmtree(run_dir, ignore_errors=True)  # cut off before its first checkpoint: nothing to keep
-    run_dir.mkdir(parents=True)
-    train(config, run_dir, show_progress=False)
-    (run_dir / DONE).write_text("")
-    return "finished"
+    return "resumed" if state == "to resume" else "finished"
 
 
 def status(spec: RunSpec, out: Path) -> str:
@@ -124,12 +131,16 @@ def _summary_complete(run_dir: Path) -> bool:
 
 
 def main(argv: list[str]) -> int:
+    from da.train.distributed import shutdown
+
     out, spec = Path(argv[0]), RunSpec.from_json(argv[1])
     try:
         print(execute(spec, out))
     except DAError as exc:
         print(f"da: error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        shutdown()
     return 0
 
 
