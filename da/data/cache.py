@@ -1,15 +1,16 @@
 """Generated and decoded domains cached on disk: built once, then loaded.
 
-A cache file (``<root>/generated/<name>.pt``, or ``<user cache>/<name>.pt`` when the data root
-cannot be written to or ``$DA_CACHE_DIR`` is set: ``$DA_CACHE_DIR``, else ``$XDG_CACHE_HOME/da``,
-else ``~/.cache/da``; caches decoded from files the user keeps, such as USPS, go there always) holds the generated tensors (images as uint8), the
-recipe they were made from (generator name, version, seed, sizes) and a SHA-1 of their bytes. It
-is written to a temporary file beside it and renamed into place, so a run killed while writing
-leaves no half-written file under the final name, and two runs that build the same domain at once
-each rename a whole file. A file that does not load, was made from another recipe, or whose bytes
-do not match its digest is rebuilt, not read. A read-only data root (a shared copy of the data
-sets) is not fatal: the cache goes to the user cache folder; only when neither can be written is
-the domain built in memory for this run alone, with a warning.
+A cache file holds the tensors (images as uint8), the recipe they were made from (generator name,
+version, seed, sizes) and a SHA-1 of their bytes. It lives in ``<root>/generated/<name>.pt``, or
+in the user cache folder (``$DA_CACHE_DIR``, else ``$XDG_CACHE_HOME/da``, else ``~/.cache/da``)
+when the data root cannot be written to or ``$DA_CACHE_DIR`` is set; caches decoded from files
+the user keeps, such as USPS, always go to the user cache folder. It is written to a temporary
+file beside it and renamed into place, so a run killed while writing leaves no half-written file
+under the final name, and two runs that build the same domain at once each rename a whole file.
+A file that does not load, was made from another recipe, or whose bytes do not match its digest
+is rebuilt, not read. A read-only data root (a shared copy of the data sets) is not fatal: the
+cache goes to the user cache folder; only when neither can be written is the domain built in
+memory for this run alone, with a warning.
 """
 from __future__ import annotations
 
