@@ -20,10 +20,9 @@ class Precision:
 
     def __init__(self, name: str, device: torch.device) -> None:
         self.name = resolve(name, device)
-        name = self.name
         self.device_type = device.type
-        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(name)
-        self.scaler = torch.amp.GradScaler(device.type) if name == "fp16" else None
+        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.name)
+        self.scaler = torch.amp.GradScaler(device.type) if self.name == "fp16" else None
 
     def autocast(self) -> ContextManager:
         if self.dtype is None:
