@@ -70,6 +70,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             if here.main:
                 (run_dir / FAILED).write_text(one_line(str(exc)) + "\n")
             raise
+        here.barrier()  # every rank leaves the group together, once rank 0 has written summary.json
     finally:
         shutdown()
     if here.main:

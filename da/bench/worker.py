@@ -60,6 +60,7 @@ def execute_run(run_dir: Path, config: Any, after: str | None = None) -> str:
     train(config, run_dir, show_progress=False, resume=state == "to resume")
     if here.main:
         (run_dir / DONE).write_text("")
+    here.barrier()  # every rank leaves the group together, once rank 0 has marked the run done
     return "resumed" if state == "to resume" else "finished"
 
 

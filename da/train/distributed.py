@@ -10,6 +10,7 @@ the pattern is nanoGPT's train.py.
 """
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -50,6 +51,11 @@ class Dist:
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item())
 
+    def barrier(self) -> None:
+        """Wait until every rank gets here (e.g. rank 0 has written the run's last files)."""
+        if self.on:
+            dist.barrier()
+
     def broadcast(self, value: Any) -> Any:
         """Rank 0's ``value`` on every rank (a picklable object)."""
         if not self.on:
@@ -86,8 +92,13 @@ def init_from_env() -> Dist:
 
 
 def shutdown() -> None:
+    """Leave the process group. Objects that hold it (a DDP reducer in a reference cycle, pending
+    work) are collected first: freed later, during interpreter shutdown, gloo's threads can abort
+    the process ("terminate called without an active exception") after a run that succeeded."""
     if dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
+        gc.collect()
 
 
 class _Parts(nn.Module):
