@@ -74,10 +74,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     finally:
         shutdown()
     if here.main:
-        print(f"{summary['adapter']}: target_test_acc={summary['target_test_acc']:.4f} "
+        print(f"{run_label(summary)}: target_test_acc={summary['target_test_acc']:.4f} "
               f"source_test_acc={summary['source_test_acc']:.4f} wall_s={summary['wall_s']:.0f} "
               f"train_imgs_per_s={summary['train_imgs_per_s']:.0f} -> {run_dir}")
     return 0
+
+
+def run_label(summary: dict) -> str:
+    """What the closing line calls the run: the adapter, and the stages after pretraining when they
+    are not the joint adaptation alone (best.yaml: "source_only + shot, self_train")."""
+    later = [s["name"] for s in summary.get("stages", []) if s["name"] not in ("pretrain", "fit")]
+    return summary["adapter"] if later in ([], ["adapt"]) else f"{summary['adapter']} + {', '.join(later)}"
 
 
 def dry_run_data_check(config, world_size: int) -> str:

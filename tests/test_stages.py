@@ -185,3 +185,13 @@ def test_inv_step_is_transfer_learning_librarys_schedule_per_iteration_whatever_
     assert lr_factor("inv_step", 0.5, 1000) == pytest.approx(2 ** -0.75)
     assert lr_factor("inv_step", 0.1, 1000) == lr_factor("inv_step", 0.9, 1000)  # the run's length plays no part
     assert lr_factor("inv", 0.5, 1000) == pytest.approx(6 ** -0.75)
+
+
+def test_the_closing_line_names_the_stages_that_replace_joint_adaptation():
+    from da.cli import run_label
+
+    stages = lambda *names: [{"name": n, "steps": 10} for n in names]
+    assert run_label({"adapter": "dann", "stages": stages("pretrain", "adapt")}) == "dann"
+    assert run_label({"adapter": "subspace", "stages": stages("pretrain", "fit", "adapt")}) == "subspace"
+    assert run_label({"adapter": "source_only", "stages": stages("pretrain", "shot", "self_train")}) == \
+        "source_only + shot, self_train"
