@@ -87,3 +87,30 @@ def test_a_bad_self_training_setting_is_one_line(cli, write_config):
     code, _, err = cli("train", "-c", path, "--out", path.parent / "run")
     assert code == 2
     assert "teacher" in one_line_error(err)
+
+
+def test_final_model_teacher_makes_the_mean_teacher_the_runs_model(tmp_path):
+    from da.checkpoint import load_checkpoint
+    from da.config import build_config
+    from da.train import train
+
+    def run(final_model: str) -> dict:
+        stage = {"name": "self_train", "steps": 6, "batch_size": 16, "threshold": 0.5, "final_model": final_model}
+        (tmp_path / final_model).mkdir()
+        train(build_config({**SELF_TRAIN, "stages": ["pretrain", stage]}), tmp_path / final_model, show_progress=False)
+        return load_checkpoint(tmp_path / final_model / "checkpoint.pt")
+
+    teacher, student = run("teacher"), run("student")
+    ema = teacher["stage_state"]["teacher"]
+    for key, value in teacher["extractor"].items():
+        assert torch.equal(value, ema[f"parts.extractor.{key}"]), key
+        assert torch.equal(student["stage_state"]["teacher"][f"parts.extractor.{key}"], value), "same path until the end"
+    assert not torch.equal(teacher["head"]["weight"], student["head"]["weight"]), "the student is not the teacher"
+
+
+def test_final_model_teacher_needs_an_ema_teacher(cli, write_config):
+    path = write_config({**SELF_TRAIN, "stages": ["pretrain", {"name": "self_train", "teacher": "source",
+                                                               "final_model": "teacher"}]})
+    code, _, err = cli("train", "-c", path, "--out", path.parent / "run")
+    assert code == 2
+    assert "final_model" in one_line_error(err)

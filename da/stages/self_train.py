@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from da.train.run import Run, StageContext
 
 TEACHERS = ("ema", "source")
+FINAL_MODELS = ("student", "teacher")
 THRESHOLDS = ("fixed", "adaptive")
 
 
@@ -53,18 +54,23 @@ class SelfTrain(Stage):
                  pseudo_weight: float = 1.0, consistency_weight: float = 0.0, source_weight: float = 1.0,
                  weak_translate: float = 0.0625, strong_rotate: float = 20.0,
                  strong_scale: Sequence[float] = (0.8, 1.2), strong_translate: float = 0.1,
-                 cutout: float = 0.35) -> None:
+                 cutout: float = 0.35, final_model: str = "student") -> None:
         if teacher not in TEACHERS:
             raise DAError(f"stage self_train: teacher must be one of {', '.join(TEACHERS)}, got {teacher!r}")
         if thresholds not in THRESHOLDS:
             raise DAError(f"stage self_train: thresholds must be one of {', '.join(THRESHOLDS)}, got {thresholds!r}")
+        if final_model not in FINAL_MODELS:
+            raise DAError(f"stage self_train: final_model must be one of {', '.join(FINAL_MODELS)}, got {final_model!r}")
+        if final_model == "teacher" and teacher != "ema":
+            raise DAError("stage self_train: final_model: teacher needs teacher: ema (a frozen source teacher is the "
+                          "model the stage started from); drop final_model or set teacher: ema")
         if not 0.0 <= decay <= 1.0:
             raise DAError(f"stage self_train: decay must be in [0, 1], got {decay}")
         if not 0.0 <= threshold <= 1.0:
             raise DAError(f"stage self_train: threshold must be in [0, 1], got {threshold}")
         self.n_steps, self.batch_size = steps, batch_size
         self.optim = OptimSettings(lr, momentum, weight_decay, True, lr_schedule)
-        self.teacher_kind, self.decay = teacher, decay
+        self.teacher_kind, self.decay, self.final_model = teacher, decay, final_model
         self.threshold, self.thresholds, self.threshold_momentum = threshold, thresholds, threshold_momentum
         self.pseudo_weight, self.consistency_weight, self.source_weight = pseudo_weight, consistency_weight, source_weight
         self.weak_translate = weak_translate
@@ -175,6 +181,12 @@ class SelfTrain(Stage):
     def after_step(self, ctx: "StageContext", step: int) -> None:
         m = ctx.run.model
         self.teacher.update({"extractor": m.extractor, "head": m.head})
+        if step == ctx.steps and self.final_model == "teacher":
+            # The mean teacher is the stage's result (Tarvainen & Valpola evaluate it): copied into the
+            # model before the last evaluation and checkpoint, so everything after the stage reads it.
+            with torch.no_grad():
+                for name, part in (("extractor", m.extractor), ("head", m.head)):
+                    part.load_state_dict(self.teacher.parts[name].state_dict())
 
     def end(self, ctx: "StageContext", last: int) -> None:
         ctx.run.summary["steps_done"] = last
