@@ -195,3 +195,23 @@ def test_the_closing_line_names_the_stages_that_replace_joint_adaptation():
     assert run_label({"adapter": "subspace", "stages": stages("pretrain", "fit", "adapt")}) == "subspace"
     assert run_label({"adapter": "source_only", "stages": stages("pretrain", "shot", "self_train")}) == \
         "source_only + shot, self_train"
+
+
+def test_train_optimizer_adam_steps_by_the_learning_rate_whatever_the_gradient_scale():
+    """Adam's first step moves every parameter by about lr (its update is normalised), SGD's by lr x
+    gradient; pretraining keeps SGD when the adaptation stage uses Adam."""
+    from da.stages.pretrain import Pretrain
+    from da.train.skeleton import make_optimizer
+
+    config = build_config({**tiny_config(), "train": {"optimizer": "adam", "betas": [0.5, 0.999], "lr": 0.01}})
+    run = type("FakeRun", (), {"config": config})()
+    moved = {}
+    for stage in (STAGES.get("adapt")(), Pretrain()):
+        layer = torch.nn.Linear(3, 1, bias=False)
+        before = layer.weight.detach().clone()
+        optimizer, _ = make_optimizer([ParamGroup("layer", layer)], 0.01, stage.settings(run))
+        (1000.0 * layer(torch.ones(1, 3))).sum().backward()  # gradient 1000 on each weight
+        optimizer.step()
+        moved[stage.name] = (before - layer.weight.detach()).abs()
+    assert torch.allclose(moved["adapt"], torch.full((1, 3), 0.01), rtol=1e-3)
+    assert (moved["pretrain"] > 1.0).all()  # SGD: lr x 1000

@@ -90,6 +90,10 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     nesterov: bool = True
+    #: The adaptation stage's optimizer: sgd (lr, momentum, nesterov, weight_decay) or adam (lr, betas,
+    #: weight_decay as L2), e.g. ADDA's Adam(2e-4, betas 0.5 / 0.999). Pretraining stays SGD.
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     #: inv: lr (1 + 10 p)^-0.75 over the run's progress p (Ganin 2016); inv_step: lr (1 + 0.001 i)^-0.75
     #: per iteration i, Transfer-Learning-Library's schedule; cosine; constant
     lr_schedule: Literal["constant", "inv", "inv_step", "cosine"] = "inv"

@@ -25,13 +25,15 @@ __all__ = ["OptimSettings", "ParamGroup", "Stage", "Update"]
 
 @dataclass
 class OptimSettings:
-    """SGD settings of a stage and its learning-rate schedule (``da.train.skeleton.lr_factor``)."""
+    """Optimizer settings of a stage (SGD unless ``optimizer`` says adam) and its learning-rate schedule (``da.train.skeleton.lr_factor``)."""
 
     lr: float
     momentum: float = 0.9
     weight_decay: float = 5e-4
     nesterov: bool = True
     schedule: str = "inv"
+    optimizer: str = "sgd"   # or "adam" (momentum and nesterov unused; betas)
+    betas: tuple[float, float] = (0.9, 0.999)
 
 
 class Stage:
@@ -67,7 +69,7 @@ class Stage:
 
     def settings(self, run: "Run") -> OptimSettings:
         t = run.config.train
-        return OptimSettings(t.lr, t.momentum, t.weight_decay, t.nesterov, t.lr_schedule)
+        return OptimSettings(t.lr, t.momentum, t.weight_decay, t.nesterov, t.lr_schedule, t.optimizer, tuple(t.betas))
 
     def optimizers(self, run: "Run", done: int) -> dict[str, list[ParamGroup]]:
         """Named optimizers, each over parameter groups, for a stage that has trained ``done`` steps."""

@@ -36,7 +36,7 @@ def lr_factor(schedule: str, progress: float, step: int = 0) -> float:
 
 
 def make_optimizer(groups: list[ParamGroup], lr: float, settings: Any) -> tuple[torch.optim.Optimizer, list[str]]:
-    """SGD over the groups' trainable parameters, each at ``lr`` times its multiplier."""
+    """SGD (or Adam, ``settings.optimizer``) over the groups' trainable parameters, each at ``lr`` times its multiplier."""
     param_groups, names = [], []
     for group in groups:
         params = [p for p in group.module.parameters() if p.requires_grad]
@@ -45,8 +45,12 @@ def make_optimizer(groups: list[ParamGroup], lr: float, settings: Any) -> tuple[
             names.append(group.name)
     if not param_groups:  # nothing trains (a 0-step stage): an empty group keeps SGD valid
         param_groups, names = [{"params": [], "lr": lr}], ["none"]
-    optimizer = torch.optim.SGD(param_groups, lr=lr, momentum=settings.momentum, weight_decay=settings.weight_decay,
-                                nesterov=settings.nesterov and settings.momentum > 0)
+    if settings.optimizer == "adam":
+        optimizer: torch.optim.Optimizer = torch.optim.Adam(param_groups, lr=lr, betas=tuple(settings.betas),
+                                                            weight_decay=settings.weight_decay)
+    else:
+        optimizer = torch.optim.SGD(param_groups, lr=lr, momentum=settings.momentum, weight_decay=settings.weight_decay,
+                                    nesterov=settings.nesterov and settings.momentum > 0)
     return optimizer, names
 
 
