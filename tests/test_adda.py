@@ -47,3 +47,14 @@ def test_the_head_stays_the_source_classifier(tmp_path):
 
 def test_adda_resumes_exactly_mid_stage(tmp_path, monkeypatch):
     resumed_equals_uninterrupted(ADDA, tmp_path, monkeypatch, "adapt", 3)
+
+
+def test_the_encoder_step_sees_where_the_target_batch_lies():
+    """The encoder step scores a target batch alone: a discriminator with batch norm would centre it on
+    its own mean, so shifting every target feature would not change the score the encoder learns from."""
+    from da.adapters.adda import ADDA
+
+    torch.manual_seed(0)
+    adda = ADDA(feature_dim=8, hidden=16).train()
+    f_t = torch.randn(32, 8)
+    assert not torch.allclose(adda.discriminator(f_t), adda.discriminator(f_t + 3.0), atol=1e-3)

@@ -39,7 +39,7 @@ class ADDA(Adapter):
 
     def __init__(self, feature_dim: int, hidden: int = 500, discriminator_lr_mult: float = 1.0) -> None:
         super().__init__()
-        self.discriminator = domain_discriminator(feature_dim, hidden)
+        self.discriminator = domain_discriminator(feature_dim, hidden, batch_norm=False)  # the paper's: no batch norm
         self.discriminator_lr_mult = discriminator_lr_mult
         self.target_encoder: nn.Module | None = None
         self._pending: dict[str, Tensor] = {}  # target-encoder weights loaded before the encoder exists

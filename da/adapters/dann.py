@@ -19,14 +19,19 @@ def dann_schedule(progress: float, gamma: float = 10.0) -> float:
     return 2.0 / (1.0 + math.exp(-gamma * progress)) - 1.0
 
 
-def domain_discriminator(feature_dim: int, hidden: int) -> nn.Sequential:
-    """A two-hidden-layer MLP that scores 'is source' (one logit per sample); 500-500 as in ADDA (Tzeng 2017)."""
+def domain_discriminator(feature_dim: int, hidden: int, batch_norm: bool = True) -> nn.Sequential:
+    """A two-hidden-layer MLP that scores 'is source' (one logit per sample); 500-500 as in ADDA (Tzeng 2017).
+
+    ``batch_norm`` (Transfer-Learning-Library's DomainDiscriminator) suits a discriminator that always
+    sees both domains in one batch, as DANN's does; ADDA's, which scores target batches alone in its
+    encoder step, has none (a batch norm would centre the target features on their own mean there)."""
+    norm = (lambda: nn.BatchNorm1d(hidden)) if batch_norm else nn.Identity
     return nn.Sequential(
         nn.Linear(feature_dim, hidden),
-        nn.BatchNorm1d(hidden),
+        norm(),
         nn.ReLU(),
         nn.Linear(hidden, hidden),
-        nn.BatchNorm1d(hidden),
+        norm(),
         nn.ReLU(),
         nn.Linear(hidden, 1),
     )
