@@ -215,3 +215,23 @@ def test_train_optimizer_adam_steps_by_the_learning_rate_whatever_the_gradient_s
         moved[stage.name] = (before - layer.weight.detach()).abs()
     assert torch.allclose(moved["adapt"], torch.full((1, 3), 0.01), rtol=1e-3)
     assert (moved["pretrain"] > 1.0).all()  # SGD: lr x 1000
+
+
+def test_pretrain_label_smoothing_keeps_the_source_model_from_full_confidence(tmp_path):
+    """With smoothing 0.5 the cross-entropy is smallest at a softmax that is not one-hot, so the
+    trained source model is less confident than one trained without smoothing."""
+    from da.evaluate import load_run
+    from da.train.model import predictions
+
+    confidences = {}
+    for smoothing in (0.0, 0.5):
+        cfg = {**tiny_config(pretrain={"steps": 60, "batch_size": 16, "lr": 0.05, "label_smoothing": smoothing},
+                             train={"steps": 0}), "adapter": {"name": "source_only"}}
+        run_dir = tmp_path / str(smoothing)
+        run_dir.mkdir()
+        train(build_config(cfg), run_dir, show_progress=False)
+        model, domains, _ = load_run(run_dir)
+        with model.eval_mode():
+            logits, _ = predictions(model.predict("source", adapted=False), domains.source_test)
+        confidences[smoothing] = logits.softmax(1).max(1).values.mean().item()
+    assert confidences[0.5] < confidences[0.0] - 0.05, confidences

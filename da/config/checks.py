@@ -36,6 +36,8 @@ def _check_ranges(config: Config) -> None:
     for key, value in non_negative.items():
         if value < 0:
             raise DAError(f"config key {key} must not be negative, got {value}")
+    if not 0 <= config.pretrain.label_smoothing < 1:
+        raise DAError(f"config key pretrain.label_smoothing must be in [0, 1), e.g. 0.1; got {config.pretrain.label_smoothing}")
     betas = config.train.betas
     if len(betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas):
         raise DAError(f"config key train.betas must be two numbers in [0, 1) (Adam's beta1, beta2), e.g. [0.5, 0.999]; "

@@ -62,6 +62,9 @@ class PretrainConfig:
     batch_size: int = 64
     checkpoint: Optional[str] = None  # load from a run's checkpoint.pt instead of training
     load: Literal["all", "extractor"] = "all"  # extractor: keep only the checkpoint's extractor, train a new head
+    #: Label smoothing of the source cross-entropy (Szegedy et al. 2016); SHOT trains its source
+    #: model with 0.1 (Liang et al. 2020), which spreads its target predictions less over-confidently.
+    label_smoothing: float = 0.0
 
 
 @dataclass

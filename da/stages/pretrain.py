@@ -54,7 +54,7 @@ class Pretrain(Stage):
     def step(self, ctx: "StageContext", step: int, batch: dict[str, tuple[Tensor, Tensor]], log: bool) -> Iterator[Update]:
         m = ctx.run.model
         x, y = batch["source"]
-        loss = F.cross_entropy(m.head(m.extractor(x)), y)
+        loss = F.cross_entropy(m.head(m.extractor(x)), y, label_smoothing=ctx.run.config.pretrain.label_smoothing)
         yield Update(loss, scalars={"pretrain/loss": loss.detach()} if log else {})
 
     def end(self, ctx: "StageContext", last: int) -> None:
