@@ -16,8 +16,7 @@ from pathlib import Path
 
 from da.errors import DAError
 from da.evaluate import load_run
-
-PREFIX = "parts."
+from da.stages.teacher import EMATeacher
 
 
 def teacher_accuracies(run_dir: Path) -> dict[str, float]:
@@ -26,9 +25,10 @@ def teacher_accuracies(run_dir: Path) -> dict[str, float]:
     teacher = (state.get("stage_state") or {}).get("teacher")
     if state["stage"] != "self_train" or teacher is None:
         raise DAError(f"{run_dir}: its last checkpoint is not from a self_train stage with a teacher")
-    for part in ("extractor", "head"):
-        key = f"{PREFIX}{part}."
-        getattr(model, part).load_state_dict({k[len(key):]: v for k, v in teacher.items() if k.startswith(key)})
+    students = {"extractor": model.extractor, "head": model.head}
+    ema = EMATeacher(students)
+    ema.load_state_dict(teacher)
+    ema.copy_to(students)
     return model.evaluate(domains, adapted=True)
 
 

@@ -180,13 +180,12 @@ class SelfTrain(Stage):
 
     def after_step(self, ctx: "StageContext", step: int) -> None:
         m = ctx.run.model
-        self.teacher.update({"extractor": m.extractor, "head": m.head})
+        students = {"extractor": m.extractor, "head": m.head}
+        self.teacher.update(students)
         if step == ctx.steps and self.final_model == "teacher":
             # The mean teacher is the stage's result (Tarvainen & Valpola evaluate it): copied into the
             # model before the last evaluation and checkpoint, so everything after the stage reads it.
-            with torch.no_grad():
-                for name, part in (("extractor", m.extractor), ("head", m.head)):
-                    part.load_state_dict(self.teacher.parts[name].state_dict())
+            self.teacher.copy_to(students)
 
     def end(self, ctx: "StageContext", last: int) -> None:
         ctx.run.summary["steps_done"] = last

@@ -55,6 +55,12 @@ class EMATeacher(nn.Module):
             for b_t, b_s in zip(teacher.buffers(), student.buffers()):
                 b_t.copy_(b_s)
 
+    @torch.no_grad()
+    def copy_to(self, students: dict[str, nn.Module]) -> None:
+        """student <- teacher, part by part (the teacher becomes the model's result)."""
+        for name, student in students.items():
+            student.load_state_dict(self.parts[name].state_dict())
+
     def forward(self, x: Tensor) -> Tensor:
         """Logits of the teacher's modules applied in order (extractor, then head)."""
         for module in self.parts.values():

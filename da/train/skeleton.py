@@ -46,7 +46,7 @@ def make_optimizer(groups: list[ParamGroup], lr: float, settings: Any) -> tuple[
     if not param_groups:  # nothing trains (a 0-step stage): an empty group keeps SGD valid
         param_groups, names = [{"params": [], "lr": lr}], ["none"]
     if settings.optimizer == "adam":
-        optimizer: torch.optim.Optimizer = torch.optim.Adam(param_groups, lr=lr, betas=tuple(settings.betas),
+        optimizer: torch.optim.Optimizer = torch.optim.Adam(param_groups, lr=lr, betas=settings.betas,
                                                             weight_decay=settings.weight_decay)
     else:
         optimizer = torch.optim.SGD(param_groups, lr=lr, momentum=settings.momentum, weight_decay=settings.weight_decay,
