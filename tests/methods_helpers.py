@@ -29,8 +29,9 @@ def resumed_equals_uninterrupted(config: dict, tmp_path: Path, monkeypatch, stag
     drop = lambda s: {k: v for k, v in s.items() if k not in TIMING_FIELDS}
     assert drop(resumed) == drop(whole)
     a, b = load_checkpoint(tmp_path / "whole" / "checkpoint.pt"), load_checkpoint(stopped / "checkpoint.pt")
-    for part in ("extractor", "head", "adapter"):
-        for key, value in a[part].items():
+    for part in ("extractor", "head", "adapter", "encoder.target", "transform", "head_2"):
+        assert (part in a) == (part in b), f"{part} is in one checkpoint only"
+        for key, value in a.get(part, {}).items():
             assert torch.equal(value, b[part][key]), f"{part}.{key} differs after resume"
 
 

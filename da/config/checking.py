@@ -13,6 +13,7 @@ import types
 import typing
 from typing import Any, Literal
 
+from da.adapters.base import check_adapter_class, trained_by_stage
 from da.config.schema import LOOP_PROVIDED, AdapterConfig, Config
 from da.errors import DAError
 
@@ -50,6 +51,13 @@ def _build_adapter(raw: Any) -> AdapterConfig:
     if not isinstance(name, str):
         raise DAError(f"config key adapter.name must be a string, got {_show(name)}")
     cls = ADAPTERS.get(name)
+    check_adapter_class(name, cls)
+    stage = trained_by_stage(cls)
+    if stage is not None:  # its keys are its stage's settings
+        from da.registry import STAGES
+        import da.stages  # noqa: F401  (registers the built-in stages)
+
+        return AdapterConfig(name, check_kwargs(STAGES.get(stage), raw, f"adapter {name!r} (stage {stage!r})", "adapter."))
     return AdapterConfig(name, check_kwargs(cls, raw, f"adapter {name!r}", "adapter."))
 
 
@@ -81,9 +89,10 @@ def _build_adapter_list(raw: list) -> AdapterConfig:
             cls = ADAPTERS.get(name)
         except DAError as exc:
             raise DAError(f"config key {path}.name: {exc}") from None
-        if cls.needs_fit:
-            raise DAError(f"config key {path}: adapter {name!r} is closed-form (fitted on features) and cannot be "
-                          f"combined with others; use it alone")
+        check_adapter_class(name, cls)
+        if trained_by_stage(cls):
+            raise DAError(f"config key {path}: adapter {name!r} is trained by stage {trained_by_stage(cls)!r}, not a loss, "
+                          f"so it cannot join an adapter list; use it alone (adapter: {{name: {name}}}), or list only losses")
         params = settable_params(cls)
         takes = ["weight", *(n for n in params if n != "weight")]
         for key in item:

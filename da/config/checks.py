@@ -36,6 +36,8 @@ def _check_ranges(config: Config) -> None:
     for key, value in non_negative.items():
         if value < 0:
             raise DAError(f"config key {key} must not be negative, got {value}")
+    if not 0 <= config.model.head_dropout < 1:
+        raise DAError(f"config key model.head_dropout must be in [0, 1), e.g. 0.5; got {config.model.head_dropout}")
     if not 0 <= config.pretrain.label_smoothing < 1:
         raise DAError(f"config key pretrain.label_smoothing must be in [0, 1), e.g. 0.1; got {config.pretrain.label_smoothing}")
     betas = config.train.betas

@@ -51,6 +51,7 @@ class ModelConfig:
     pretrained: bool = False  # ImageNet weights (torchvision backbones only), downloaded into torch's cache
     weights: Optional[str] = None  # a local state dict (a torchvision .pth) to load into the backbone, offline
     bottleneck: Optional[int] = None  # width of a linear + batch-norm + ReLU layer after the backbone (TLlib: 256)
+    head_dropout: float = 0.0  # dropout on the features the task head reads, in training (SAFN's, Xu et al. 2019)
 
 
 @dataclass

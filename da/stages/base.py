@@ -9,18 +9,41 @@ config's ``stages`` list (``{name: shot, epochs: 15}``), as an adapter's are fro
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Iterator
 
-from torch import Tensor
-
-from da.adapters.base import ParamGroup, Update
+from torch import Tensor, nn
 
 if TYPE_CHECKING:
     from da.data import Sampler
     from da.train.run import Run, StageContext
 
 __all__ = ["OptimSettings", "ParamGroup", "Stage", "Update"]
+
+
+@dataclass
+class Update:
+    """One optimisation sub-step: the loop checks ``loss`` is finite, zeroes the gradients of the
+    optimizer named ``optimizer`` (or of each of several names: one loss that steps two optimizers,
+    as MCD's step A does), back-propagates ``loss`` and steps the optimizer(s)."""
+
+    loss: Tensor
+    optimizer: str | tuple[str, ...] = "main"
+    #: Scalars for TensorBoard (tag -> value), filled only on logging steps.
+    scalars: dict[str, Any] = field(default_factory=dict)
+
+    def optimizer_names(self) -> tuple[str, ...]:
+        return (self.optimizer,) if isinstance(self.optimizer, str) else tuple(self.optimizer)
+
+
+@dataclass
+class ParamGroup:
+    """Parameters an optimizer trains, under a name (for ``lr/<name>`` on TensorBoard), at
+    ``lr_mult`` times the stage's learning rate."""
+
+    name: str
+    module: nn.Module
+    lr_mult: float = 1.0
 
 
 @dataclass
@@ -62,6 +85,11 @@ class Stage:
     logs_lr: ClassVar[bool] = True
     #: Progress-bar postfix: shown name -> scalar tag.
     shown: ClassVar[dict[str, str]] = {"loss": "loss/total"}
+    #: Named slots of the model (``da.train.model.SLOTS``) this stage fills (ADDA: a target encoder)
+    #: and those it needs an earlier stage to have filled; a config that lists it before the stage
+    #: that fills them is refused.
+    fills_slots: ClassVar[tuple[str, ...]] = ()
+    needs_slots: ClassVar[tuple[str, ...]] = ()
 
     def steps(self, run: "Run") -> int:
         """Optimisation steps of this stage (0: it only does its ``begin`` and ``end``)."""
@@ -77,6 +105,21 @@ class Stage:
 
     def samplers(self, run: "Run") -> dict[str, "Sampler"]:
         """Training batches each step draws, by key, in the order they are drawn (``run.generator``)."""
+        return {}
+
+    def check(self, config: Any) -> None:
+        """Cross-field checks of the run's config this stage needs (a ``DAError`` naming the key to
+        change), run before a run folder exists."""
+
+    def fill_slots(self, run: "Run", fresh: bool) -> None:
+        """Fill the model's slots this stage declares in ``fills_slots``. ``fresh``: the stage starts,
+        before its optimizers are made: with their starting weights (a copy of the extractor, a fitted
+        map, new heads). Not ``fresh``: a run resumes at or after this stage: their shapes only, the
+        checkpoint's weights load next."""
+
+    def owned(self) -> dict[str, nn.Module]:
+        """Trainable modules the stage owns beyond the model's (ADDA's discriminator), by name: their
+        gradients are averaged across ranks like the model's; their weights are in ``state_dict``."""
         return {}
 
     def begin(self, ctx: "StageContext") -> None:

@@ -73,10 +73,6 @@ class Shot(Stage):
 
     def optimizers(self, run: "Run", done: int) -> dict[str, list[ParamGroup]]:
         m = run.model
-        if m.adapter.needs_fit or m.adapter.optimizers(m) is not None:
-            raise DAError(f"stage shot adapts the extractor under the source head alone, but adapter "
-                          f"{run.config.adapter.name!r} changes what the head reads or owns its update; "
-                          f"use adapter: source_only with stage shot")
         m.head.requires_grad_(False)  # the source hypothesis stays fixed
         return {"main": [ParamGroup("extractor", m.extractor)]}
 

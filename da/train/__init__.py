@@ -7,7 +7,6 @@ stage computes. ``Run`` (``da.train.run``) is what the stages share; ``Model``
 (``da.train.model``) the extractor, adapter and head; ``da.train.selection`` the evaluations and
 the checkpoint each selection rule picks; ``da.train.summary`` the summary.json contract.
 """
-from da.stages.fit import fit_draw
 from da.train.driver import train
 from da.train.model import Model, accuracy, batched, build_adapter, build_model, predictions
 from da.train.run import Run, StageContext
@@ -17,4 +16,4 @@ from da.train.skeleton import lr_factor
 from da.train.summary import TIMING_FIELDS
 
 __all__ = ["TIMING_FIELDS", "Model", "Run", "StageContext", "accuracy", "batched", "best_evaluation", "build_adapter",
-           "build_model", "fit_draw", "lr_factor", "pick_device", "predictions", "seed_everything", "selections", "train"]
+           "build_model", "lr_factor", "pick_device", "predictions", "seed_everything", "selections", "train"]

@@ -66,10 +66,7 @@ def restore_best(run: "Run") -> None:
     if state["step"] != best["step"]:
         raise DAError(f"{run.best_path} holds step {state['step']} but the best evaluation by {rule.validator} is at "
                       f"step {best['step']}; rerun from scratch")
-    m = run.model  # the head already has its adapted shape: load the weights as they are
-    m.extractor.load_state_dict(state["extractor"])
-    m.adapter.load_state_dict(state["adapter"])
-    m.head.load_state_dict(state["head"])
+    run.model.load_state_dict(state)  # the slots already have their shape: load the weights as they are
     replace_atomically(run.checkpoint_path, lambda tmp: tmp.write_bytes(run.best_path.read_bytes()))
     run.summary.update({k: best[k] for k in ACCURACIES})
     run.summary["early_stopping"] = {
