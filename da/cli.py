@@ -82,9 +82,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def run_label(summary: dict) -> str:
     """What the closing line calls the run: the adapter, and the stages after pretraining when they
-    are not the joint adaptation alone (shot_self_training.yaml: "source_only + shot, self_train")."""
-    later = [s["name"] for s in summary.get("stages", []) if s["name"] not in ("pretrain", "fit")]
-    return summary["adapter"] if later in ([], ["adapt"]) else f"{summary['adapter']} + {', '.join(later)}"
+    are not the adapter's own stage alone (shot_self_training.yaml: "source_only + shot, self_train"; adda.yaml: "adda")."""
+    later = [s["name"] for s in summary.get("stages", []) if s["name"] != "pretrain"]
+    return summary["adapter"] if later in ([], ["adapt"], [summary["adapter"]]) else f"{summary['adapter']} + {', '.join(later)}"
 
 
 def dry_run_data_check(config, world_size: int) -> str:
