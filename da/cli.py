@@ -1,4 +1,4 @@
-"""The ``da`` command: ``da train``, ``da eval``, ``da bench``, ``da data``, ``da adapters``."""
+"""The ``da`` command: ``da train``, ``da eval``, ``da bench``, ``da data``, ``da adapters``, ``da stages``."""
 from __future__ import annotations
 
 import argparse
@@ -165,14 +165,28 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_adapters(args: argparse.Namespace) -> int:
     import da.adapters  # noqa: F401  (registers the built-in adapters)
-    from da.adapters.base import summary_line
+    from da.adapters.base import summary_line, trained_by_stage
     from da.registry import ADAPTERS
 
-    entries = list(ADAPTERS.items())
+    entries = [(name, summary_line(cls) + (f" [stage {cls.stage}]" if trained_by_stage(cls) else ""))
+               for name, cls in ADAPTERS.items()]
+    return print_entries(entries, ADAPTERS.plugin_errors)
+
+
+def cmd_stages(args: argparse.Namespace) -> int:
+    import da.stages  # noqa: F401  (registers the built-in stages; imported here for start-up time)
+    from da.adapters.base import summary_line
+    from da.registry import STAGES
+
+    return print_entries([(name, summary_line(cls)) for name, cls in STAGES.items()], STAGES.plugin_errors)
+
+
+def print_entries(entries: list[tuple[str, str]], plugin_errors: list[str]) -> int:
+    """One line per registry entry (name, description), then any plugin that failed to load."""
     width = max(len(name) for name, _ in entries)
-    for name, cls in entries:
-        print(f"{name:<{width}}  {summary_line(cls)}")
-    for message in ADAPTERS.plugin_errors:
+    for name, line in entries:
+        print(f"{name:<{width}}  {line}")
+    for message in plugin_errors:
         print(f"warning: {message}", file=sys.stderr)
     return 0
 
@@ -248,8 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", metavar="PATH", help="a folder (DIR/<class>/<image>, or a folder of such domains), "
                                                 "a 'path label' list file, or a config file")
     p.set_defaults(func=cmd_data)
-    p = sub.add_parser("adapters", help="list the registered adapters")
+    p = sub.add_parser("adapters", help="list the registered adapters (losses, and methods trained by a stage)")
     p.set_defaults(func=cmd_adapters)
+    p = sub.add_parser("stages", help="list the registered stages (ways of training)")
+    p.set_defaults(func=cmd_stages)
     return parser
 
 

@@ -14,10 +14,11 @@ from da.registry import ADAPTERS
 from da.train import TIMING_FIELDS, train
 
 import da.adapters  # noqa: F401
+from da.adapters.base import trained_by_stage
 
 
 def adapter_names() -> list[str]:
-    return [name for name, cls in ADAPTERS.items() if not cls.needs_fit]
+    return [name for name, cls in ADAPTERS.items() if not trained_by_stage(cls)]
 
 
 def config_for(name: str, precision: str, **train_kw) -> dict:

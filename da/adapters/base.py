@@ -68,7 +68,11 @@ class TrainedByStage:
 
     description: ClassVar[str] = ""
     stage: ClassVar[str] = ""
-    #: Images per domain the joint stages' zero loss needs (its stage checks its own batches).
+    #: The metadata of an adapter, for a method with no loss: none reaches the features; its stage
+    #: checks its own batches.
+    aligns_by_gradient: ClassVar[bool] = False
+    gradient_domains: ClassVar[tuple[Domain, ...]] = ()
+    global_batch: ClassVar[bool] = False
     min_batch_size: ClassVar[int] = 1
 
 

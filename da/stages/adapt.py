@@ -36,6 +36,7 @@ class Adapt(Stage):
     """The ``train:`` section's adaptation stage, for every adapter."""
 
     label = "adaptation"
+    description = "joint adaptation: task loss + the adapter's loss, one optimizer (train: section)"
     shown = {"loss": "loss/total", "src_acc": "acc/source_batch"}
 
     def __init__(self) -> None:

@@ -57,6 +57,7 @@ class ADDA(Adapt):
     """Separate target encoder, initialised from the source one, trained against a discriminator (Tzeng 2017)."""
 
     label = "ADDA"
+    description = "ADDA: own target encoder vs a discriminator, alternating (Tzeng 2017)"
     fills_slots = ("encoders",)
     shown = {"loss": "loss/total"}
 

@@ -64,6 +64,8 @@ class Stage:
 
     #: The registered name (set by the registry's decorator); also the ``stage`` of metrics rows.
     name: ClassVar[str] = ""
+    #: One line, shown by ``da stages`` (else the docstring's first line).
+    description: ClassVar[str] = ""
     #: How messages name it ("pretraining step 40").
     label: ClassVar[str] = "stage"
     #: Evaluated every ``train.eval_every`` steps with the adapted model (history, selection).

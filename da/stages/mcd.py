@@ -53,6 +53,7 @@ class MCD(Adapt):
     """Maximum classifier discrepancy: two three-layer heads, three sub-steps per step (Saito et al. 2018)."""
 
     label = "MCD"
+    description = "MCD: two three-layer heads, steps A / B / C (Saito 2018)"
     fills_slots = ("head_2",)
 
     def __init__(self, num_k: int = 4, hidden: int = 100, dropout: float = 0.5) -> None:

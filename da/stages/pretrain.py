@@ -23,6 +23,7 @@ class Pretrain(Stage):
     """Source-only training of extractor and head (``pretrain:`` section), or ``pretrain.checkpoint``'s weights."""
 
     label = "pretraining"
+    description = "source-only training of extractor and head, or pretrain.checkpoint's weights"
     evaluates = False
     timed = False
     trains_on_source = True

@@ -45,6 +45,7 @@ class SelfTrain(Stage):
     """FixMatch-style self-training: teacher (EMA or frozen source) labels weak views, student learns strong views."""
 
     label = "self-training"
+    description = "self-training: a teacher (EMA or source) labels weak views, the student learns strong ones (FixMatch)"
     needs_source_model = True
     shown = {"loss": "loss/total", "mask": "self_train/mask_rate"}
 

@@ -40,6 +40,7 @@ class Shot(Stage):
     """Source-free SHOT: frozen head, extractor adapted by information maximisation + clustering pseudo-labels."""
 
     label = "source-free adaptation"
+    description = "SHOT, source-free: frozen head, information maximisation + clustering pseudo-labels (Liang 2020)"
     needs_source_model = True
     shown = {"loss": "loss/total"}
 

@@ -152,6 +152,7 @@ class Subspace(Adapt):
     linear``) train the head on the aligned features for ``train.steps`` steps."""
 
     label = "subspace alignment"
+    description = "subspace alignment: closed-form map between PCA bases, then the head (Fernando 2013)"
     fills_slots = ("transform",)
 
     def __init__(self, dims: int = 64, classifier: str = "nn", standardize: bool = False,

@@ -48,7 +48,7 @@ def build_adapter(config: Config, feature_dim: int, num_classes: int) -> Adapter
     from da.adapters.per_source import per_source
 
     spec = config.adapter
-    if trained_by_stage(ADAPTERS.get(spec.name)):
+    if not spec.parts and trained_by_stage(ADAPTERS.get(spec.name)):
         return SourceOnly()
     if not spec.parts:
         return per_source(config.data.source, config.train.multi_source, lambda: one(spec, f"adapter {spec.name!r}"))
