@@ -110,12 +110,10 @@ def test_own_weight_is_applied_once_and_keeps_its_default(test_adapters):
         assert loss.item() == pytest.approx(weight * raw)
 
 
-def test_closed_form_part_is_refused():
-    with pytest.raises(DAError, match=r"adapter\[1\]: adapter 'subspace' is closed-form"):
-        composite_config([{"name": "dann"}, {"name": "subspace"}])
-    subspace = ADAPTERS.get("subspace")(feature_dim=DIM)
-    with pytest.raises(DAError, match="closed-form"):
-        Composite([("subspace", subspace, 1.0)])
+@pytest.mark.parametrize("name", ["subspace", "adda", "mcd"])
+def test_a_part_trained_by_a_stage_of_its_own_is_refused(name):
+    with pytest.raises(DAError, match=rf"adapter\[1\]: adapter '{name}' is trained by stage '{name}', not a loss"):
+        composite_config([{"name": "dann"}, {"name": name}])
 
 
 BAD = [
@@ -129,7 +127,7 @@ BAD = [
     ("weight not a number", [{"name": "source_only", "weight": "x"}], "adapter[0].weight must be a number"),
     ("negative weight", [{"name": "dann", "weight": -1}], "adapter[0].weight must not be negative"),
     ("loop-provided", [{"name": "cdan", "num_classes": 3}], "adapter[0].num_classes is set by the loop"),
-    ("closed-form", [{"name": "subspace"}], "adapter[0]: adapter 'subspace' is closed-form"),
+    ("stage-trained", [{"name": "subspace"}], "adapter[0]: adapter 'subspace' is trained by stage 'subspace', not a loss"),
 ]
 
 

@@ -17,6 +17,7 @@ from da.errors import DAError
 from da import Adapter, register_adapter
 from da.registry import ADAPTERS, STAGES, register_stage
 from da.stages.base import ParamGroup, Stage, Update
+from da.config.stages import stage_specs
 from da.train import TIMING_FIELDS, train
 
 
@@ -225,7 +226,7 @@ def test_the_stage_written_in_docs_stages_md_registers_and_runs(tmp_path):
     from conftest import ROOT
 
     text = (ROOT / "docs" / "stages.md").read_text()
-    (block,) = re.findall(r"```python\n(.*?)```", text, re.S)
+    block, _ = re.findall(r"```python\n(.*?)```", text, re.S)
     if "head_entropy" not in STAGES:
         exec(compile(block, "docs/stages.md", "exec"), {"__name__": "docs_stages"})
     config = build_config(tiny_config(stages=["pretrain", "adapt", {"name": "head_entropy", "steps": 3, "batch_size": 8}]))
@@ -234,6 +235,27 @@ def test_the_stage_written_in_docs_stages_md_registers_and_runs(tmp_path):
     assert summary["stages"][-1] == {"name": "head_entropy", "steps": 3}
     with pytest.raises(DAError, match="needs a model trained on the source first"):
         build_config(tiny_config(stages=["head_entropy"]))
+
+
+def test_the_stage_trained_method_written_in_docs_stages_md_fills_its_slot_and_resumes(tmp_path, monkeypatch):
+    import re
+
+    from conftest import ROOT
+    from methods_helpers import resumed_equals_uninterrupted
+
+    text = (ROOT / "docs" / "stages.md").read_text()
+    _, block = re.findall(r"```python\n(.*?)```", text, re.S)
+    exec(compile(block, "docs/stages.md", "exec"), {"__name__": "docs_stages"})
+    try:
+        config = tiny_config(train={"steps": 4, "eval_every": 2, "extractor": "freeze"})
+        config["adapter"] = {"name": "centre", "samples": 40}
+        assert [name for name, _ in stage_specs(build_config(config))] == ["pretrain", "centre"]
+        resumed_equals_uninterrupted(config, tmp_path, monkeypatch, "centre", 2)
+        state = load_checkpoint(tmp_path / "whole" / "checkpoint.pt")
+        assert state["transform"]["means"].abs().sum() > 0
+    finally:
+        STAGES._entries.pop("centre", None)
+        ADAPTERS._entries.pop("centre", None)
 
 
 def test_inv_step_is_transfer_learning_librarys_schedule_per_iteration_whatever_the_run_length():
