@@ -5,8 +5,7 @@ import torch
 
 from conftest import tiny_config
 from da.checkpoint import load_checkpoint
-from da.config import build_config
-from da.train import train
+from da.composition import build_config, train
 from methods_helpers import resumed_equals_uninterrupted
 
 ADDA = {**tiny_config(), "adapter": {"name": "adda", "hidden": 16}}

@@ -4,14 +4,22 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from torch.utils.tensorboard import SummaryWriter
+
 from da.bench.launch import Outcome, PerRun, launch
+from da.bench.matrix_plot import matrix_plot, wants_matrix
 from da.bench.plan import BenchConfig, RunSpec, plan_runs
-from da.bench.worker import DONE
+from da.bench.report import accuracy_plot, augmentation_note, load_anchors, markdown, write_csv
+from da.bench.tsne import add_to_projector, subsample, tsne_plot
+from da.bench.worker import DONE, status
 from da.errors import DAError
+from da.evaluate import load_run
 from da.run_files import write_text_atomic
+from da.train import batched
 
 #: The literature's MNIST <-> USPS figures (package data, so an installed da has them too).
 ANCHORS = Path(__file__).with_name("anchors.yaml")
@@ -57,7 +65,6 @@ def list_runs(bench: BenchConfig, out: Path, echo=print, whole: BenchConfig | No
     to resume, to run, or holding another config), and the counts; nothing runs, no folder is made."""
     from collections import Counter
 
-    from da.bench.worker import status
 
     specs = plan_runs(bench, within=whole)
     states = [status(spec, out) for spec in specs]
@@ -108,9 +115,6 @@ def collect_rows(specs: list[RunSpec], out: Path, families: dict[str, str] | Non
 
 
 def write_reports(bench: BenchConfig, rows: list[dict[str, Any]], specs: list[RunSpec], out: Path) -> None:
-    from da.bench.matrix_plot import matrix_plot, wants_matrix
-    from da.bench.report import accuracy_plot, augmentation_note, load_anchors, markdown, write_csv
-
     write_csv(out / "results.csv", rows)
     if not rows:
         return
@@ -145,9 +149,6 @@ def write_tsne(before_run: Path, after_run: Path, out: Path, per_domain: int = 1
     """Source and target test features before adaptation (the pretrained model) and after it."""
     from torch.utils.tensorboard import SummaryWriter
 
-    from da.bench.tsne import add_to_projector, subsample, tsne_plot
-    from da.evaluate import load_run
-    from da.train import batched
 
     features, labels = {}, {}
     for when, run_dir in (("before", before_run), ("after", after_run)):

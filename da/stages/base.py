@@ -10,15 +10,13 @@ config's ``stages`` list (``{name: shot, epochs: 15}``), as an adapter's are fro
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Iterator
+from typing import Any, ClassVar, Iterator
 
 from torch import Tensor
 
 from da.adapters.base import ParamGroup, Update
-
-if TYPE_CHECKING:
-    from da.data import Sampler
-    from da.train.run import Run, StageContext
+from da.data import Sampler
+from da.train.run import Run, StageContext
 
 __all__ = ["OptimSettings", "ParamGroup", "Stage", "Update"]
 

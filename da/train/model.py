@@ -1,7 +1,7 @@
-"""The model a run trains (extractor, adapter, head), how it is built from a config, and its evaluation."""
+"""The model a run trains (extractor, adapter, head) and its evaluation; ``da.composition.model``
+builds it from a config."""
 from __future__ import annotations
 
-import inspect
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
@@ -9,46 +9,12 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import Tensor, nn
 
-import da.adapters  # noqa: F401  (registers the built-in adapters)
-import da.models  # noqa: F401  (registers the backbones)
 from da.adapters.base import Adapter
-from da.config import LOOP_PROVIDED, Config
 from da.data import DataSplit
 from da.domains import Domains
-from da.errors import DAError
-from da.models import linear_head
-from da.models.backbones import BlockOutputs, WithBottleneck
-from da.models.domain_norm import DomainBatchNorm, per_domain, routed
-from da.registry import ADAPTERS, BACKBONES
+from da.models.domain_norm import DomainBatchNorm, routed
 
 EVAL_BATCH = 2000
-
-
-def build_adapter(config: Config, feature_dim: int, num_classes: int) -> Adapter:
-    """Instantiate the configured adapter, passing ``feature_dim``/``num_classes`` if it takes them.
-
-    An adapter list becomes a ``Composite`` of its parts, each built the same way.
-    """
-    from da.adapters.compose import Composite
-    from da.config import AdapterConfig
-
-    def one(spec: AdapterConfig, label: str) -> Adapter:
-        cls = ADAPTERS.get(spec.name)
-        takes = inspect.signature(cls).parameters
-        provided = {"feature_dim": feature_dim, "num_classes": num_classes}
-        kwargs = {k: v for k, v in provided.items() if k in takes and k in LOOP_PROVIDED}
-        try:
-            return cls(**kwargs, **spec.kwargs)
-        except (TypeError, ValueError) as exc:  # a value of the right type that the adapter still refuses
-            raise DAError(f"{label} rejected its arguments {spec.kwargs}: {exc}") from None
-
-    from da.adapters.per_source import per_source
-
-    spec = config.adapter
-    if not spec.parts:
-        return per_source(config.data.source, config.train.multi_source, lambda: one(spec, f"adapter {spec.name!r}"))
-    return per_source(config.data.source, config.train.multi_source, lambda: Composite(
-        [(p.name, one(p, f"adapter[{i}] ({p.name!r})"), p.weight) for i, p in enumerate(spec.parts)]))
 
 
 @torch.no_grad()
@@ -169,31 +135,3 @@ class Model:
         if self.adapter.needs_fit and state.get("head_fitted", state["stage"] == "adapt"):
             self.head = self.adapter.init_head(self.head)
         self.head.load_state_dict(state["head"])
-
-
-def build_model(config: Config, domains: Domains, device: torch.device) -> Model:
-    shape = domains.source_train.input_shape
-    extractor = BACKBONES.get(config.model.backbone)(pretrained=config.model.pretrained, in_channels=shape[0])
-    if config.model.weights:  # a local state dict, e.g. torchvision's resnet50-11ad3fa6.pth (offline)
-        from da.models.pretrained import load_weights
-
-        load_weights(extractor, config.model.weights)
-    if config.model.bottleneck:
-        extractor = WithBottleneck(extractor, config.model.bottleneck)
-    norms = per_domain(extractor) if config.train.batch_norm == "per_domain" else []
-    if config.train.batch_norm == "per_domain" and not norms:
-        raise DAError(f"train.batch_norm: per_domain needs batch-norm layers, and backbone {config.model.backbone} "
-                      "has none; add one with model.bottleneck (e.g. 256) or set train.batch_norm: shared")
-    # Channels-last convolution weights run LeNet's training step ~1.7x faster on CPU (oneDNN).
-    extractor = extractor.to(device).to(memory_format=torch.channels_last)
-    head = linear_head(extractor.out_features, domains.num_classes).to(device)
-    blocks = config.adapter.blocks()
-    if not blocks:
-        return Model(extractor, head, build_adapter(config, extractor.out_features, domains.num_classes).to(device),
-                     domain_norms=norms)
-    lower = BlockOutputs(extractor, blocks)
-    was_training = extractor.training
-    with torch.no_grad():  # the blocks' output width, from two images in eval mode (batch norm needs no batch)
-        width = lower.eval()(domains.source_train.images(torch.arange(2)).to(device)).shape[1]
-    extractor.train(was_training)
-    return Model(extractor, head, build_adapter(config, width, domains.num_classes).to(device), lower, norms)
