@@ -63,9 +63,6 @@ def run_bench(bench: BenchConfig, out: Path, launcher: str = "local", jobs: int 
 def list_runs(bench: BenchConfig, out: Path, echo=print, whole: BenchConfig | None = None) -> dict[str, int]:
     """``da bench --dry-run``: each run of ``bench`` and what the command would do with it (done,
     to resume, to run, or holding another config), and the counts; nothing runs, no folder is made."""
-    from collections import Counter
-
-
     specs = plan_runs(bench, within=whole)
     states = [status(spec, out) for spec in specs]
     for i, (spec, state) in enumerate(zip(specs, states), 1):
@@ -147,9 +144,6 @@ def _tsne_runs(bench: BenchConfig, specs: list[RunSpec], out: Path) -> tuple[Pat
 
 def write_tsne(before_run: Path, after_run: Path, out: Path, per_domain: int = 1000) -> None:
     """Source and target test features before adaptation (the pretrained model) and after it."""
-    from torch.utils.tensorboard import SummaryWriter
-
-
     features, labels = {}, {}
     for when, run_dir in (("before", before_run), ("after", after_run)):
         model, domains, _ = load_run(run_dir)
