@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import NoReturn, Sequence
 
 from da.errors import DAError, Interrupted
+from da.run_dir import create_run_dir
 
 #: Written into a run folder that stopped on an error (its message); removed when it resumes.
 FAILED = "failed"
@@ -25,8 +27,13 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from da.config import load_config
+    """``da train``: check the config, then run it (or resume a run) into a new run folder."""
+    # Imported here, not at the top, for start-up time: each command loads only the modules it uses.
+    import torch
+
+    from da.composition import load_config, preflight, train
     from da.train.distributed import init_from_env, launched, shutdown
+    from da.train.seeding import pick_device
 
     if args.nproc is not None and not launched() and not args.dry_run:
         return launch_ranks(args)
@@ -46,12 +53,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     here = init_from_env()
     try:
-        import torch
-
-        from da.train import train
-        from da.train.preflight import preflight
-        from da.train.seeding import pick_device
-
         device = pick_device(config.device)
         if here.on and device.type == "cuda":
             device = torch.device("cuda", here.local_rank)
@@ -89,10 +90,10 @@ def run_label(summary: dict) -> str:
 
 def dry_run_data_check(config, world_size: int) -> str:
     """What ``--dry-run`` adds about the data: its sizes checked, or why they could not be."""
+    # Imported here, not at the top, for start-up time: each command loads only the modules it uses.
     import torch
 
-    from da.train.preflight import preflight
-
+    from da.composition import preflight
     from da.registry import DATASETS
 
     names = [n for n in (*([config.data.source] if not isinstance(config.data.source, list) else config.data.source),
@@ -111,8 +112,6 @@ def dry_run_data_check(config, world_size: int) -> str:
 
 def _shared_run_dir(here, args: argparse.Namespace, config) -> Path:
     """The new run folder, created by rank 0 and told to the other ranks (or rank 0's error)."""
-    from da.run_dir import create_run_dir
-
     outcome: Path | DAError | None = None
     if here.main:
         try:
@@ -127,7 +126,8 @@ def _shared_run_dir(here, args: argparse.Namespace, config) -> Path:
 
 def launch_ranks(args: argparse.Namespace) -> int:
     """``da train --nproc N``: the config checked here, then the same command under torchrun."""
-    from da.config import load_config
+    # Imported here, not at the top, for start-up time: each command loads only the modules it uses.
+    from da.composition import load_config
     from da.train.launch import launch_ranks as launch
 
     if args.nproc < 1:
@@ -141,8 +141,8 @@ def launch_ranks(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    import json
-
+    """``da eval``: a run's accuracies recomputed from a checkpoint, compared with its summary.json."""
+    # Imported here, not at the top, for start-up time: each command loads only the modules it uses.
     from da.evaluate import evaluate_run
 
     run_dir = Path(args.run_dir)
@@ -164,6 +164,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_adapters(args: argparse.Namespace) -> int:
+    """``da adapters``: the registered adapters, one line each (plugins' load errors as warnings)."""
+    # Imported here, not at the top, for start-up time: each command loads only the modules it uses.
     import da.adapters  # noqa: F401  (registers the built-in adapters)
     from da.adapters.base import summary_line, trained_by_stage
     from da.registry import ADAPTERS
@@ -192,6 +194,8 @@ def print_entries(entries: list[tuple[str, str]], plugin_errors: list[str]) -> i
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    """``da bench``: plan a benchmark's runs, run them (locally or on Ray) and write its report."""
+    # Imported here, not at the top, for start-up time: each command loads only the modules it uses.
     from da.bench.launch import PerRun
     from da.bench.plan import load_bench_config, narrow, parse_grid_flags, widen
     from da.bench.run import list_runs, run_bench
@@ -214,9 +218,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
+    """``da data``: what an image folder, an image list or a config's domains hold."""
+    # Imported here, not at the top, for start-up time: each command loads only the modules it uses.
+    from da.composition import load_config
     from da.data.describe import describe_path
 
-    bad = describe_path(Path(args.path), echo=lambda line: print(line, flush=True))
+    path = Path(args.path)
+    if path.is_file() and path.suffix in (".yaml", ".yml"):
+        load_config(path)  # a config's names and settings checked against the registries, as da train checks them
+    bad = describe_path(path, echo=lambda line: print(line, flush=True))
     return 1 if bad else 0
 
 

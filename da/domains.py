@@ -15,9 +15,13 @@ import torch
 from da.config import DataConfig
 from da.data import DataSplit, DomainData
 from da.data.channels import match_channels
+from da.data.image_datasets import image_spec
+from da.data.image_domain import ImageDomainData, ImageOptions, default_workers, load_image_domain
+from da.data.image_folders import check_same_classes
 from da.data.multi_source import pool
 from da.errors import DAError
-from da.registry import DATASETS
+from da.models.pretrained import IMAGENET, pretrained_cfg
+from da.registry import BACKBONES, DATASETS
 
 
 @dataclass
@@ -75,16 +79,10 @@ def draw_per_class(labels: torch.Tensor, k: int | str, seed: int, num_classes: i
 def load_domain(config: DataConfig, role: str, backbone: str | None, name: str | None = None) -> DomainData:
     """``data.source`` or ``data.target`` (or ``name``, one of several sources): an in-memory data
     set, or an image folder / list."""
-    from da.data.image_datasets import image_spec
-
     name, root = getattr(config, role) if name is None else name, data_root(config)
     spec = image_spec(name)
     if spec is None:
         return DATASETS.get(name)(root, config.download, role)
-    from da.data.image_domain import ImageOptions, default_workers, load_image_domain
-    from da.models.pretrained import IMAGENET, pretrained_cfg
-    from da.registry import BACKBONES
-
     cfg = pretrained_cfg(BACKBONES.get(backbone)) if backbone else IMAGENET
     workers = default_workers() if config.num_workers is None else config.num_workers
     options = ImageOptions(config.transforms or {}, config.cache, config.skip_bad_images, workers, config.split_seed)
@@ -93,8 +91,6 @@ def load_domain(config: DataConfig, role: str, backbone: str | None, name: str |
 
 def image_record(source: DomainData, target: DomainData) -> dict[str, dict] | None:
     """What summary.json records of file-backed domains (None when both are in memory)."""
-    from da.data.image_domain import ImageDomainData
-
     out = {}
     for role, d in (("source", source), ("target", target)):
         if isinstance(d, ImageDomainData):
@@ -106,9 +102,6 @@ def image_record(source: DomainData, target: DomainData) -> dict[str, dict] | No
 
 def load_domains(config: DataConfig, device: torch.device, backbone: str | None = None) -> Domains:
     """The run's splits; ``backbone`` (a registered name) gives image folders their input size and normalisation."""
-    from da.data.image_domain import ImageDomainData
-    from da.data.image_folders import check_same_classes
-
     source = (pool([load_domain(config, "source", backbone, name) for name in config.source])  # multi-source
               if isinstance(config.source, list) else load_domain(config, "source", backbone))
     target = load_domain(config, "target", backbone)

@@ -5,11 +5,11 @@ from pathlib import Path
 from typing import Any
 
 from da.checkpoint import load_checkpoint
-from da.config import load_config
+from da.composition import load_config
+from da.composition.driver import restored_model
 from da.domains import Domains, load_domains
 from da.errors import DAError
 from da.train import Model, pick_device, seed_everything
-from da.train.driver import restored_model
 
 
 def load_run(run_dir: Path, checkpoint: Path | None = None) -> tuple[Model, Domains, dict[str, Any]]:

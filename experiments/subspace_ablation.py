@@ -27,13 +27,13 @@ from pathlib import Path
 import torch
 
 from da.checkpoint import load_checkpoint
-from da.config import load_config
+from da.composition import build_model, load_config
 from da.domains import load_domains
 from da.errors import DAError
 from da.models.backbones import BlockOutputs
 from da.models.head import NearestNeighbourHead
 from da.stages.subspace import SubspaceAlignment, fit_draw
-from da.train import batched, build_model
+from da.train import batched
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from transfer_runs import main_guard  # noqa: E402

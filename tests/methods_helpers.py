@@ -12,9 +12,9 @@ from conftest import stop_at
 def resumed_equals_uninterrupted(config: dict, tmp_path: Path, monkeypatch, stage: str, step: int) -> None:
     """A run stopped after ``stage``'s step ``step`` and resumed ends exactly as an uninterrupted one."""
     from da.checkpoint import load_checkpoint
-    from da.config import build_config
+    from da.composition import build_config, train
     from da.errors import Interrupted
-    from da.train import TIMING_FIELDS, train
+    from da.train import TIMING_FIELDS
 
     cfg = build_config(config)
     whole = train(cfg, _fresh(tmp_path / "whole"), show_progress=False)

@@ -9,11 +9,11 @@ from torch import nn
 
 import da.adapters  # noqa: F401
 from da.adapters.dann import dann_schedule
+from da.composition import build_adapter
 from da.config import Config, AdapterConfig
 from da.adapters.base import trained_by_stage
 from da.registry import ADAPTERS
 from da.stages.subspace import SubspaceAlignment
-from da.train import build_adapter
 
 DIM, CLASSES, N = 64, 4, 32
 
@@ -224,8 +224,8 @@ def test_class_weighted_mmd_resumes_its_class_frequencies_exactly(tmp_path, monk
     """The running class frequencies are checkpointed: a run stopped midway and resumed ends as
     one that never stopped (they would restart from uniform otherwise)."""
     from conftest import stopped_then_resumed, tiny_config
-    from da.config import build_config
-    from da.train import TIMING_FIELDS, train
+    from da.composition import build_config, train
+    from da.train import TIMING_FIELDS
 
     cfg = tiny_config(train={"steps": 10, "eval_every": 5, "checkpoint_every": 5})
     cfg["adapter"] = {"name": "mmd", "class_weights": "target", "prior_momentum": 0.5}

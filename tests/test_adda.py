@@ -5,9 +5,8 @@ import torch
 
 from conftest import tiny_config
 from da.checkpoint import load_checkpoint
-from da.config import build_config
+from da.composition import build_config, train
 from da.stages.adda import ADDA, frozen_statistics
-from da.train import train
 from methods_helpers import resumed_equals_uninterrupted
 
 CONFIG = {**tiny_config(), "adapter": {"name": "adda", "hidden": 16}}

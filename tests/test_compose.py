@@ -11,11 +11,11 @@ from conftest import one_line_error, tb_tags, tiny_config
 from da import Adapter, register_adapter
 from da.adapters.compose import Composite, part_keys
 from da.checkpoint import load_checkpoint
-from da.config import AdapterConfig, Config, build_config, dump_yaml, load_config, to_dict
+from da.composition import build_adapter, build_config, load_config
+from da.config import AdapterConfig, Config, dump_yaml, to_dict
 from da.data.synthetic import NUM_CLASSES
 from da.errors import DAError
 from da.registry import ADAPTERS
-from da.train import build_adapter
 
 DIM, CLASSES, N = 64, 4, 32
 

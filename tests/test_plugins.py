@@ -19,9 +19,9 @@ from torch import nn
 import yaml
 
 from conftest import ROOT, one_line_error, tiny_config
+from da.composition import build_adapter
 from da.config import AdapterConfig, Config
 from da.registry import ADAPTERS
-from da.train import build_adapter
 
 PLUGINS = ("mcc", "bnm", "entropy", "im", "afn")
 INSTALL = "pip install -e third_party/da-plugins"

@@ -9,10 +9,9 @@ import torch
 from conftest import one_line_error, tb_tags, tiny_config
 from da import Adapter, register_adapter
 from da.checkpoint import load_checkpoint
-from da.config import build_config
 from da.adapters.base import trained_by_stage
+from da.composition import build_config, train
 from da.registry import ADAPTERS
-from da.train import train
 
 CONTRACT = ["config.yaml", "summary.json", "metrics.jsonl", "tb", "checkpoint.pt"]
 SUMMARY_KEYS = {"adapter", "seed", "steps", "source_test_acc", "target_test_acc", "wall_s", "train_imgs_per_s"}

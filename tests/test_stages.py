@@ -12,13 +12,13 @@ import torch.nn.functional as F
 
 from conftest import one_line_error, stop_at, tiny_config
 from da.checkpoint import load_checkpoint
-from da.config import build_config
+from da.composition import build_config, train
 from da.errors import DAError
 from da import Adapter, register_adapter
 from da.registry import ADAPTERS, STAGES, register_stage
 from da.stages.base import ParamGroup, Stage, Update
-from da.config.stages import stage_specs
-from da.train import TIMING_FIELDS, train
+from da.composition.stages import stage_specs
+from da.train import TIMING_FIELDS
 
 
 class HeadOnTarget(Stage):

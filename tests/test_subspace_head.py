@@ -5,11 +5,10 @@ import pytest
 import torch
 
 from da.cli import main
-from da.config import build_config
+from da.composition import build_config, train
 from da.errors import DAError
 from da.models.head import NearestNeighbourHead
 from da.stages.subspace import SubspaceAlignment
-from da.train import train
 from conftest import one_line_error, tiny_config
 
 

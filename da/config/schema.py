@@ -1,7 +1,7 @@
 """The config schema: one dataclass per section of a run's YAML file (``data``, ``model``, ``adapter``,
 ``pretrain``, ``train`` and their nested sections), with each field's default and a comment on its
 meaning. These are plain records; reading them from files lives in ``da.config.files``, type
-checking in ``da.config.checking`` and the cross-field and registry checks in ``da.config.checks``.
+checking in ``da.config.types`` and the cross-field and registry checks in ``da.composition.checks``.
 """
 from __future__ import annotations
 

@@ -9,7 +9,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable
 
+from da.config import read_config
+from da.data.image_datasets import image_spec
+from da.data.image_domain import _files
 from da.data.image_folders import EXTENSIONS, ImageFiles, check_image, list_file, list_folder, read_classes
+from da.domains import data_root
 from da.errors import DAError
 
 
@@ -58,8 +62,6 @@ def describe_files(label: str, files: ImageFiles, echo: Callable[[str], None]) -
 
 
 def describe_spec(label: str, spec: dict, root: Path, echo: Callable[[str], None]) -> int:
-    from da.data.image_domain import _files
-
     classes = read_classes(spec.get("classes"), root)
     train = _files(spec, "folder", "list", root, classes)
     bad = describe_files(f"{label} train", train, echo)
@@ -94,11 +96,7 @@ def describe_path(path: Path, echo: Callable[[str], None] = print) -> int:
 
 
 def _describe_config(path: Path, echo: Callable[[str], None]) -> int:
-    from da.config import load_config
-    from da.data.image_datasets import image_spec
-    from da.domains import data_root
-
-    config = load_config(path)
+    config = read_config(path)
     root = data_root(config.data)
     bad = 0
     for role in ("source", "target"):

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from da.errors import DAError
-from da.registry import register_dataset
+from da.registry import DATASETS, register_dataset
 
 OFFICE31 = {"amazon": "office31/amazon", "dslr": "office31/dslr", "webcam": "office31/webcam"}
 OFFICE_HOME = {"art": "office_home/Art", "clipart": "office_home/Clipart", "product": "office_home/Product",
@@ -37,8 +37,6 @@ def register_image_folder(name: str, folder: str, **spec: Any) -> None:
 def image_spec(name: Any) -> dict | None:
     """The image-folder spec of ``data.source`` / ``data.target``: the mapping itself, a registered
     folder name's spec, or None for an in-memory data set (mnist, usps, ...)."""
-    from da.registry import DATASETS
-
     if isinstance(name, dict):
         return name
     if isinstance(name, str) and name in DATASETS:

@@ -17,10 +17,12 @@ from typing import Any, Optional
 
 import torch
 
+from da.data.decoded_cache import open_cache
 from da.data.domain import DomainData
+from da.data.image_datasets import image_spec
 from da.data.image_folders import ImageFiles, check_same_classes, list_file, list_folder, read_classes, scan
 from da.data.image_split import ImageSplit
-from da.data.transforms import build_transform
+from da.data.transforms import build_transform, check_transform_spec
 from da.errors import DAError
 from da.models.pretrained import PretrainedCfg
 
@@ -160,8 +162,6 @@ def _check_output(split: ImageSplit, files: ImageFiles) -> None:
 
 
 def _cached(split: ImageSplit, train_t, test_t, options: ImageOptions, root: Path) -> ImageSplit:
-    from da.data.decoded_cache import open_cache
-
     size = train_t.cached_resize
     if size is None or size != test_t.cached_resize or repr(train_t.steps[0]) != repr(test_t.steps[0]):
         raise DAError("data.cache stores images after a leading fixed-size Resize shared by both transforms "
@@ -175,9 +175,6 @@ def _cached(split: ImageSplit, train_t, test_t, options: ImageOptions, root: Pat
 
 def check_data_options(config) -> None:
     """The ``data`` keys of image data sets and ``model.weights`` (a ``da.config.Config``; one-line DAErrors)."""
-    from da.data.image_datasets import image_spec
-    from da.data.transforms import check_transform_spec
-
     data = config.data
     files = [image_spec(name) is not None for name in (data.source, data.target)]
     if data.transforms is not None:

@@ -9,41 +9,16 @@ config's ``stages`` list (``{name: shot, epochs: 15}``), as an adapter's are fro
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar, Iterator
 
 from torch import Tensor, nn
 
-if TYPE_CHECKING:
-    from da.data import Sampler
-    from da.train.run import Run, StageContext
+from da.data import Sampler
+from da.train.run import Run, StageContext
+from da.train.stage import ParamGroup, Update
 
 __all__ = ["OptimSettings", "ParamGroup", "Stage", "Update"]
-
-
-@dataclass
-class Update:
-    """One optimisation sub-step: the loop checks ``loss`` is finite, zeroes the gradients of the
-    optimizer named ``optimizer`` (or of each of several names: one loss that steps two optimizers,
-    as MCD's step A does), back-propagates ``loss`` and steps the optimizer(s)."""
-
-    loss: Tensor
-    optimizer: str | tuple[str, ...] = "main"
-    #: Scalars for TensorBoard (tag -> value), filled only on logging steps.
-    scalars: dict[str, Any] = field(default_factory=dict)
-
-    def optimizer_names(self) -> tuple[str, ...]:
-        return (self.optimizer,) if isinstance(self.optimizer, str) else tuple(self.optimizer)
-
-
-@dataclass
-class ParamGroup:
-    """Parameters an optimizer trains, under a name (for ``lr/<name>`` on TensorBoard), at
-    ``lr_mult`` times the stage's learning rate."""
-
-    name: str
-    module: nn.Module
-    lr_mult: float = 1.0
 
 
 @dataclass

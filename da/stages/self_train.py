@@ -16,12 +16,13 @@ source and strongly augmented target features, as the adaptation stage does.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from da.data import Sampler
 from da.data.augment import RandomAffine
 from da.data.strong_augment import StrongAugment
 from da.errors import DAError
@@ -30,10 +31,7 @@ from da.stages.augmentation import augmentation
 from da.stages.base import OptimSettings, ParamGroup, Stage, Update
 from da.stages.joint import alignment, joint_forward
 from da.stages.teacher import EMATeacher
-
-if TYPE_CHECKING:
-    from da.data import Sampler
-    from da.train.run import Run, StageContext
+from da.train.run import Run, StageContext
 
 TEACHERS = ("ema", "source")
 FINAL_MODELS = ("student", "teacher")

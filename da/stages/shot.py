@@ -17,7 +17,7 @@ its own seeded permutation of the target train split, whose indices address the 
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -27,9 +27,7 @@ from da.errors import DAError
 from da.registry import register_stage
 from da.stages.base import OptimSettings, ParamGroup, Stage, Update
 from da.stages.shot_labels import cluster_pseudo_labels, information_maximisation
-
-if TYPE_CHECKING:
-    from da.train.run import Run, StageContext
+from da.train.run import Run, StageContext
 
 #: Added to the run's seed for the stage's own permutation generator.
 SEED_OFFSET = 2020

@@ -11,7 +11,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any, Iterator
 
 import torch
 from torch import Tensor
@@ -27,9 +27,7 @@ from da.train.distributed import Dist
 from da.train.model import Model
 from da.train.precision import Precision
 from da.train.seeding import rng_state, set_rng_state
-
-if TYPE_CHECKING:
-    from da.stages.base import Stage
+from da.train.stage import Stage
 
 
 @dataclass

@@ -18,10 +18,11 @@ from typing import Any
 
 import torch
 
-from da.stages.base import ParamGroup, Stage
+from da.train.stage import ParamGroup
 from da.train.distributed import gradient_sync
 from da.train.run import Run, StageContext
 from da.train.selection import record_evaluation
+from da.train.stage import Stage
 
 
 def lr_factor(schedule: str, progress: float, step: int = 0) -> float:

@@ -9,17 +9,19 @@ import torch
 import yaml
 
 from da.checkpoint import load_checkpoint
-from da.config import Config, dump_yaml
+from da.composition.config import build_config
+from da.composition.model import build_model
+from da.composition.preflight import preflight
+from da.config import Config, dump_yaml, flat_keys, to_dict
 from da.domains import Domains
 from da.errors import DAError
-from da.config.stages import build_stage, stage_specs
+from da.composition.stages import build_stage, stage_specs
 from da.run_files import write_json, write_text_atomic
 from da.run_log import NullLog, ResumePoint, RunLog
 from da.stages.base import Stage
 from da.train.distributed import Dist, init_from_env
-from da.train.model import Model, build_model
+from da.train.model import Model
 from da.train.precision import Precision
-from da.train.preflight import preflight
 from da.train.run import Run, stop_on_signals
 from da.train.seeding import pick_device, seed_everything
 from da.train.skeleton import run_stage
@@ -123,8 +125,6 @@ def train(config: Config, run_dir: Path, show_progress: bool = True, resume: boo
 def check_same_config(run_dir: Path, config: Config, state: dict[str, Any]) -> None:
     """A run resumes with the config its checkpoint was taken with (an edited config.yaml, or a
     checkpoint copied from another run, would silently mix two experiments)."""
-    from da.config import build_config, flat_keys, to_dict
-
     try:
         saved = to_dict(build_config(yaml.safe_load(state["config"])))
     except (DAError, yaml.YAMLError, KeyError, TypeError):

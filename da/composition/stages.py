@@ -1,49 +1,36 @@
 """The ``stages`` list: each item a registered stage's name or ``{name: ..., setting: value}``,
-checked against the stage's constructor like an adapter's kwargs, and its order checked."""
+checked against the stage's constructor like an adapter's kwargs, and its order checked. ``da.config``
+read the list's shape; the names and settings are checked here, against ``da.registry.STAGES``."""
 from __future__ import annotations
 
 from typing import Any
 
-from da.config.checking import _show, check_kwargs
+import da.stages  # noqa: F401  (registers the built-in stages)
+from da.adapters.base import trained_by_stage
 from da.config.schema import Config, StageConfig
+from da.config.types import check_kwargs
 from da.errors import DAError
+from da.registry import ADAPTERS, STAGES
 
 
-def build_stages(raw: Any) -> list[StageConfig] | None:
-    """``stages:`` from the file as ``StageConfig``s (None when the key is absent)."""
-    from da.registry import STAGES
-    import da.stages  # noqa: F401  (registers the built-in stages)
-
-    if raw is None:
+def check_stages(stages: list[StageConfig] | None) -> list[StageConfig] | None:
+    """``stages`` (as ``da.config`` parsed them) with each name registered and its settings checked."""
+    if stages is None:
         return None
-    if not isinstance(raw, list) or not raw:
-        raise DAError(f"config key stages must be a non-empty list of stage names or {{name: ...}} sections, "
-                      f"e.g. stages: [pretrain, adapt]; got {_show(raw)}")
     out = []
-    for i, item in enumerate(raw):
+    for i, spec in enumerate(stages):
         path = f"stages[{i}]"
-        item = {"name": item} if isinstance(item, str) else item
-        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
-            raise DAError(f"config key {path} must be a stage name or a section with a name, e.g. {{name: shot}}; "
-                          f"got {_show(item)}")
-        item = dict(item)
-        name = item.pop("name")
+        name, item = spec.name, spec.kwargs
         try:
             cls = STAGES.get(name)
         except DAError as exc:
             raise DAError(f"config key {path}.name: {exc}") from None
         out.append(StageConfig(name, check_kwargs(cls, item, f"stage {name!r}", f"{path}.")))
-    names = [s.name for s in out]
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:
-        raise DAError(f"config key stages lists {', '.join(repeated)} more than once; list each stage once")
     return out
 
 
 def build_stage(name: str, kwargs: dict[str, Any]) -> Any:
     """The registered stage ``name`` with its settings (a value it refuses: one line naming it)."""
-    from da.registry import STAGES
-
     try:
         return STAGES.get(name)(**kwargs)
     except (TypeError, ValueError) as exc:
@@ -53,9 +40,6 @@ def build_stage(name: str, kwargs: dict[str, Any]) -> Any:
 def method_stage(config: Config) -> str | None:
     """The stage that trains the configured adapter entry when it is a ``TrainedByStage`` one (adda,
     mcd, subspace), else None (a loss, or a list of losses, trained by ``adapt``)."""
-    from da.adapters.base import trained_by_stage
-    from da.registry import ADAPTERS
-
     return None if config.adapter.parts else trained_by_stage(ADAPTERS.get(config.adapter.name))
 
 
@@ -89,8 +73,6 @@ def check_stage_order(config: Config) -> None:
     """The stages the run will have: a stage that needs a source-trained model comes after one that
     trains on the source (or the run loads one, ``pretrain.checkpoint``); a stage that needs a slot of
     the model comes after one that fills it; each stage's own cross-field checks pass."""
-    from da.registry import STAGES
-
     specs = stage_specs(config)
     stages = [build_stage(name, kwargs) for name, kwargs in specs]
     if config.stages is not None and not any(stage.evaluates for stage in stages):
