@@ -176,7 +176,9 @@ def cmd_adapters(args: argparse.Namespace) -> int:
 
 
 def cmd_stages(args: argparse.Namespace) -> int:
-    import da.stages  # noqa: F401  (registers the built-in stages; imported here for start-up time)
+    """``da stages``: the registered stages, one line each (plugins' load errors as warnings)."""
+    # Imported here, not at the top, for start-up time: each command loads only the modules it uses.
+    import da.stages  # noqa: F401  (registers the built-in stages)
     from da.adapters.base import summary_line
     from da.registry import STAGES
 
