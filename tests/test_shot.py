@@ -107,3 +107,38 @@ def test_source_free_from_a_received_checkpoint(tmp_path):
     (tmp_path / "user").mkdir()
     summary = train(build_config(received), tmp_path / "user", show_progress=False)
     assert "pretrain_target_test_acc" in summary and summary["history"], summary.keys()
+
+
+# SHOT, then self-training (configs/mnist_usps/shot_self_training.yaml): SHOT freezes the head for its
+# own stage only; the self_train stage after it trains the head again.
+SHOT_THEN_SELF_TRAIN = {**SHOT, "stages": ["pretrain", {"name": "shot", "epochs": 1, "batch_size": 32},
+                                           {"name": "self_train", "steps": 6, "batch_size": 16, "threshold": 0.0,
+                                            "source_weight": 0.0}]}
+
+
+def test_the_head_trains_in_self_training_after_shot(tmp_path, monkeypatch):
+    from da.checkpoint import load_checkpoint
+    from da.config import build_config
+    from da.stages.self_train import SelfTrain
+    from da.train import train
+
+    heads = {}
+    real_begin = SelfTrain.begin
+
+    def begin(self, ctx):
+        real_begin(self, ctx)
+        heads["start"] = {k: v.clone() for k, v in ctx.run.model.head.state_dict().items()}
+        heads["in_optimizer"] = "head" in ctx.group_names["main"]
+
+    monkeypatch.setattr(SelfTrain, "begin", begin)
+    (tmp_path / "run").mkdir()
+    train(build_config(SHOT_THEN_SELF_TRAIN), tmp_path / "run", show_progress=False)
+    after = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert after["stage"] == "self_train" and heads["in_optimizer"], "the self_train optimizer must hold the head"
+    assert any(not torch.equal(after["head"][k], v) for k, v in heads["start"].items()), "the head must train"
+
+
+def test_shot_then_self_training_resumes_exactly_inside_self_training(tmp_path, monkeypatch):
+    from methods_helpers import resumed_equals_uninterrupted
+
+    resumed_equals_uninterrupted(SHOT_THEN_SELF_TRAIN, tmp_path, monkeypatch, "self_train", 3)

@@ -77,7 +77,7 @@ class Shot(Stage):
             raise DAError(f"stage shot adapts the extractor under the source head alone, but adapter "
                           f"{run.config.adapter.name!r} changes what the head reads or owns its update; "
                           f"use adapter: source_only with stage shot")
-        m.head.requires_grad_(False)  # the source hypothesis stays fixed
+        m.head.requires_grad_(False)  # the source hypothesis stays fixed in this stage (the next one trains it again)
         return {"main": [ParamGroup("extractor", m.extractor)]}
 
     def begin(self, ctx: "StageContext") -> None:

@@ -55,10 +55,16 @@ def make_optimizer(groups: list[ParamGroup], lr: float, settings: Any) -> tuple[
 
 
 def make_context(run: Run, index: int, done: int) -> StageContext:
-    """The optimizers, schedules and samplers of stage ``index`` after ``done`` of its steps."""
+    """The optimizers, schedules and samplers of stage ``index`` after ``done`` of its steps.
+
+    Every parameter of the model is trainable when a stage builds its optimizers, as in a model just
+    built: what a stage freezes (SHOT's head) stays frozen in that stage alone, and its optimizer is the
+    same whether the run started the stage or resumed inside it."""
     stage = run.stages[index]
     steps = stage.steps(run)
     settings = stage.settings(run)
+    for module in run.model.modules():
+        module.requires_grad_(True)
     optimizers, schedulers, names = {}, {}, {}
     for key, groups in stage.optimizers(run, done).items():
         optimizers[key], names[key] = make_optimizer(groups, settings.lr, settings)
