@@ -46,15 +46,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     here = init_from_env()
     try:
-        import torch
-
         from da.train import train
         from da.train.preflight import preflight
         from da.train.seeding import pick_device
 
-        device = pick_device(config.device)
-        if here.on and device.type == "cuda":
-            device = torch.device("cuda", here.local_rank)
+        device = pick_device(config.device, here)
         domains = preflight(config, device, here.world_size)  # before a run folder exists
         if not args.resume:
             run_dir = _shared_run_dir(here, args, config)

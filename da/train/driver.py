@@ -70,9 +70,7 @@ def train(config: Config, run_dir: Path, show_progress: bool = True, resume: boo
     if state is None and here.main:
         write_text_atomic(run_dir / "config.yaml", dump_yaml(config))
     seed_everything(config.seed, config.deterministic, config.train.compile)
-    device = pick_device(config.device)
-    if here.on and device.type == "cuda":
-        device = torch.device("cuda", here.local_rank)
+    device = pick_device(config.device, here)
     if here.on and config.train.unfreeze is not None:
         raise DAError("config key train.unfreeze is not supported with several processes (DDP fixes the trained "
                       "parameters when it starts); drop train.unfreeze or run one process")
