@@ -21,7 +21,7 @@ def load_run(run_dir: Path, checkpoint: Path | None = None) -> tuple[Model, Doma
     device = pick_device(config.device)
     domains = load_domains(config.data, device, config.model.backbone)
     model = build_model(config, domains, device)
-    model.load(state)
+    model.load_state_dict(state["model"])
     return model, domains, state
 
 

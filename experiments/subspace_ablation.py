@@ -53,9 +53,9 @@ def main() -> None:
     domains = load_domains(config.data, device)
     model = build_model(config, domains, device)
     state = load_checkpoint(args.run_dir / "checkpoint.pt", device)
-    model.extractor.load_state_dict(state["extractor"])
+    model.extractor.load_state_dict(state["model"]["extractor"])
     if state["stage"] == "pretrain" or not model.adapter.needs_fit:
-        model.head.load_state_dict(state["head"])
+        model.head.load_state_dict(state["model"]["head"])
     model.extractor.eval()
     features = model.extractor if args.blocks is None else BlockOutputs(model.extractor, args.blocks.split(","))
     source, target = fit_draw(domains, args.fit_samples, config.seed)  # the images the loop fits on

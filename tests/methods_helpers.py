@@ -30,8 +30,8 @@ def resumed_equals_uninterrupted(config: dict, tmp_path: Path, monkeypatch, stag
     assert drop(resumed) == drop(whole)
     a, b = load_checkpoint(tmp_path / "whole" / "checkpoint.pt"), load_checkpoint(stopped / "checkpoint.pt")
     for part in ("extractor", "head", "adapter"):
-        for key, value in a[part].items():
-            assert torch.equal(value, b[part][key]), f"{part}.{key} differs after resume"
+        for key, value in a["model"][part].items():
+            assert torch.equal(value, b["model"][part][key]), f"{part}.{key} differs after resume"
 
 
 def _fresh(path: Path) -> Path:

@@ -76,7 +76,7 @@ def test_shot_reads_no_source_image_and_keeps_the_head(tmp_path, monkeypatch):
     summary = train(build_config(SHOT), tmp_path / "run", show_progress=False)
     after = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
     for key, value in heads["source"].items():
-        assert torch.equal(after["head"][key], value), "the source head must stay frozen"
+        assert torch.equal(after["model"]["head"][key], value), "the source head must stay frozen"
     assert "pretrain_target_test_acc" in summary and "target_test_acc" in summary
 
 
@@ -135,7 +135,7 @@ def test_the_head_trains_in_self_training_after_shot(tmp_path, monkeypatch):
     train(build_config(SHOT_THEN_SELF_TRAIN), tmp_path / "run", show_progress=False)
     after = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
     assert after["stage"] == "self_train" and heads["in_optimizer"], "the self_train optimizer must hold the head"
-    assert any(not torch.equal(after["head"][k], v) for k, v in heads["start"].items()), "the head must train"
+    assert any(not torch.equal(after["model"]["head"][k], v) for k, v in heads["start"].items()), "the head must train"
 
 
 def test_shot_then_self_training_resumes_exactly_inside_self_training(tmp_path, monkeypatch):

@@ -92,9 +92,9 @@ def test_the_new_stage_trains_the_head_and_nothing_else(tmp_path):
     train(build_config(two), tmp_path / "a", show_progress=False)
     train(build_config(STAGE_CONFIG), tmp_path / "b", show_progress=False)
     a, b = load_checkpoint(tmp_path / "a" / "checkpoint.pt"), load_checkpoint(tmp_path / "b" / "checkpoint.pt")
-    for key, value in a["extractor"].items():
-        assert torch.equal(value, b["extractor"][key]), key  # the stage's optimizer holds the head alone
-    assert not torch.equal(a["head"]["weight"], b["head"]["weight"])
+    for key, value in a["model"]["extractor"].items():
+        assert torch.equal(value, b["model"]["extractor"][key]), key  # the stage's optimizer holds the head alone
+    assert not torch.equal(a["model"]["head"]["weight"], b["model"]["head"]["weight"])
 
 
 def test_resume_in_the_middle_of_a_later_stage_is_exact(tmp_path, monkeypatch):

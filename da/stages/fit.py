@@ -47,4 +47,4 @@ class Fit(Stage):
                           y_s=d.source_train.y[source.to(d.source_train.y.device)])
         m.extractor.train(was_training)
         m.head = m.adapter.init_head(m.head)
-        run.head_fitted = True
+        m.head_fitted = True

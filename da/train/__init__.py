@@ -3,8 +3,10 @@
 ``train`` (``da.train.driver``) builds the data, the model and the stage list from a config, then runs
 each stage through ``da.train.skeleton.run_stage``: stop signal, non-finite check, backward,
 optimizers and schedules, logging, evaluation and checkpoints are written once there, whatever the
-stage computes. ``Run`` (``da.train.run``) is what the stages share; ``Model``
-(``da.train.model``) the extractor, adapter and head; ``da.train.selection`` the evaluations and
+stage computes. ``Run`` (``da.train.run``) is what the stages share, with what it carries between
+stages typed in ``da.train.run_state``; its stateful parts save themselves into checkpoints
+(``da.checkpoint``). ``Model`` (``da.train.model``) the extractor, adapter and head;
+``da.train.selection`` the evaluations and
 the checkpoint each selection rule picks; ``da.train.summary`` the summary.json contract.
 """
 from da.stages.fit import fit_draw

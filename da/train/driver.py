@@ -21,6 +21,7 @@ from da.train.model import Model, build_model
 from da.train.precision import Precision
 from da.train.preflight import preflight
 from da.train.run import Run, stop_on_signals
+from da.train.run_state import Throughput
 from da.train.seeding import pick_device, seed_everything
 from da.train.skeleton import run_stage
 from da.train.summary import flat_hparams, make_summary, target_labels_record
@@ -84,18 +85,14 @@ def train(config: Config, run_dir: Path, show_progress: bool = True, resume: boo
                       f"classifier: nn), so train.steps must be 0, not {config.train.steps}; set train.steps: 0")
     stages = build_stages(config, model.adapter.needs_fit)
     run = Run(config=config, run_dir=run_dir, device=device, domains=domains, model=model, log=NullLog(),
-              generator=torch.Generator().manual_seed(config.seed), stages=stages, started=started, dist=here,
-              precision=Precision(config.train.precision, device))
+              generator=torch.Generator().manual_seed(config.seed), stages=stages, throughput=Throughput(started=started),
+              dist=here, precision=Precision(config.train.precision, device))
     start, resume_at = 0, None
     if state is not None:
         start = resume_index(stages, state)
         resume_at = ResumePoint(state["stage"], state["step"], run.global_offset(start) + state["step"],
                                 {s.name: i for i, s in enumerate(stages)})
-        run.summary, run.train_seconds, run.earlier_wall_s = dict(state["summary"]), state["train_seconds"], state["wall_s"]
-        run.head_fitted = state.get("head_fitted", False)
-        run.target_norms_started = state.get("target_norms_started", True)
-        run.last_checkpoint = f"{stages[start].label} step {state['step']}"
-        model.load(state)
+        run.resume(state, start)
     total = sum(run.stage_steps())
     if here.main:
         run.log = RunLog(run_dir, flat_hparams(config), total, show_progress, resume_at)
@@ -104,7 +101,8 @@ def train(config: Config, run_dir: Path, show_progress: bool = True, resume: boo
             for index in range(start, len(stages)):
                 run_stage(run, index, state if index == start else None)
         if here.main:
-            run.log.scalars({f"hparam/{k}": run.summary[k] for k in ("target_test_acc", "source_test_acc", "source_val_acc")},
+            accuracies = run.evaluations.accuracies
+            run.log.scalars({f"hparam/{k}": accuracies[k] for k in ("target_test_acc", "source_test_acc", "source_val_acc")},
                             total)
     finally:
         run.log.close()

@@ -101,6 +101,9 @@ class Model:
     lower: nn.Module | None = None
     #: ``train.batch_norm: per_domain``: the extractor's batch-norm layers, one per domain each.
     domain_norms: list[DomainBatchNorm] = field(default_factory=list)
+    #: The head is the one a closed-form adapter built after its fit (``init_head``): a checkpoint's
+    #: weights then need that shape.
+    head_fitted: bool = False
 
     def features(self, x: Tensor) -> Tensor:
         """The features the adapter and the adaptation stage's head read."""
@@ -162,12 +165,17 @@ class Model:
 
         return accs, score(source_logits, source_y.to(source_logits.device), target_logits, target_features)
 
-    def load(self, state: dict[str, Any]) -> None:
-        """Weights of a checkpoint; a closed-form adapter's head takes its fitted shape first."""
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint keeps of the model: the weights of its parts, and whether the head is fitted."""
+        return {"extractor": self.extractor.state_dict(), "head": self.head.state_dict(),
+                "adapter": self.adapter.state_dict(), "head_fitted": self.head_fitted}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """The weights of ``state_dict()``; a closed-form adapter's head takes its fitted shape first."""
         self.extractor.load_state_dict(state["extractor"])
         self.adapter.load_state_dict(state["adapter"])
-        if self.adapter.needs_fit and state.get("head_fitted", state["stage"] == "adapt"):
-            self.head = self.adapter.init_head(self.head)
+        if self.adapter.needs_fit and state["head_fitted"] and not self.head_fitted:
+            self.head, self.head_fitted = self.adapter.init_head(self.head), True
         self.head.load_state_dict(state["head"])
 
 

@@ -95,7 +95,7 @@ def run_stage(run: Run, index: int, state: dict[str, Any] | None) -> None:
     for step in range(ctx.first_step, ctx.steps + 1):
         if run.stop_signal or run.dist.on:  # with several ranks, every rank learns of a signal to one
             if stage.timed:
-                run.train_seconds += time.perf_counter() - tick
+                run.throughput.train_seconds += time.perf_counter() - tick
             run.stop_if_asked(ctx, step - 1)
             tick = time.perf_counter()
         batch = {key: sampler.next() for key, sampler in ctx.samplers.items()}
@@ -121,7 +121,7 @@ def run_stage(run: Run, index: int, state: dict[str, Any] | None) -> None:
             scheduler.step()
         last = step
         if stage.timed:
-            run.summary["images_trained"] = run.summary.get("images_trained", 0) + stage.images_per_step(run)
+            run.throughput.images += stage.images_per_step(run)
         if log:
             values = {k: float(v) for k, v in values.items()}
             if stage.logs_lr:
@@ -138,7 +138,7 @@ def run_stage(run: Run, index: int, state: dict[str, Any] | None) -> None:
             if run.device.type == "cuda":
                 torch.cuda.synchronize()
             if stage.timed:
-                run.train_seconds += time.perf_counter() - tick
+                run.throughput.train_seconds += time.perf_counter() - tick
             if evaluate:  # rank 0 evaluates and decides; the others learn its decision
                 if run.dist.main:
                     record_evaluation(run, stage.name, eval_offset + step, offset + step)
