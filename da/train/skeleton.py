@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from typing import Any, Callable
 
 import torch
+from torch import Tensor
 
 from da.stages.base import ParamGroup, Stage
 from da.train.distributed import gradient_sync
@@ -74,8 +75,9 @@ def make_context(run: Run, index: int, done: int) -> StageContext:
     return StageContext(run, stage, index, steps, optimizers, schedulers, samplers, names)
 
 
-def run_stage(run: Run, index: int, state: dict[str, Any] | None) -> None:
-    """Stage ``index`` of the run, from its start or from the checkpoint ``state`` taken inside it."""
+def start_stage(run: Run, index: int, state: dict[str, Any] | None) -> StageContext:
+    """Stage ``index``'s context: begun afresh (and checkpointed at step 0 if the stage asks), or
+    loaded from the checkpoint ``state`` taken inside it."""
     stage: Stage = run.stages[index]
     ctx = make_context(run, index, state["step"] if state is not None else 0)
     if state is not None:
@@ -85,7 +87,53 @@ def run_stage(run: Run, index: int, state: dict[str, Any] | None) -> None:
         stage.begin(ctx)
         if stage.checkpoint_at_start:
             run.save(ctx, 0)
-    cfg = run.config.train
+    return ctx
+
+
+def apply_updates(ctx: StageContext, step: int, batch: dict[str, Any], log: bool,
+                  sync: Callable[[Tensor], Tensor]) -> dict[str, Any]:
+    """One step of the stage: each update it yields checked, backpropagated and stepped by its
+    optimizers, then the gradient scaler and every schedule; the updates' scalars."""
+    run = ctx.run
+    values: dict[str, Any] = {}
+    updates = ctx.stage.step(ctx, step, batch, log)
+    while True:
+        with run.precision.autocast():
+            update = next(updates, None)
+        if update is None:
+            break
+        loss = sync(update.loss)
+        run.check(loss, ctx, step)
+        optimizers = [ctx.optimizers[name] for name in update.optimizer_names()]
+        for optimizer in optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        run.precision.backward(loss)
+        for optimizer in optimizers:
+            run.precision.step(optimizer)
+        values.update(update.scalars)
+    run.precision.update()
+    for scheduler in ctx.schedulers.values():
+        scheduler.step()
+    return values
+
+
+def log_step(ctx: StageContext, global_step: int, values: dict[str, Any], log: bool) -> None:
+    """The step's scalars (and learning rates) to TensorBoard at a logging step; the progress bar always."""
+    run, stage = ctx.run, ctx.stage
+    if not log:
+        run.log.progress(1)
+        return
+    values = {k: float(v) for k, v in values.items()}
+    if stage.logs_lr:
+        values.update(ctx.lr_scalars())
+    run.log.scalars(values, global_step)
+    run.log.progress(1, **{shown: values[tag] for shown, tag in stage.shown.items() if tag in values})
+
+
+def run_stage(run: Run, index: int, state: dict[str, Any] | None) -> None:
+    """Stage ``index`` of the run, from its start or from the checkpoint ``state`` taken inside it."""
+    ctx = start_stage(run, index, state)
+    stage, cfg = ctx.stage, run.config.train
     offset, eval_offset = run.global_offset(index), run.eval_offset(index)
     run.log.describe(stage.name if stage.name != "adapt" else f"adapt:{run.config.adapter.name}")
     m = run.model
@@ -100,36 +148,11 @@ def run_stage(run: Run, index: int, state: dict[str, Any] | None) -> None:
             tick = time.perf_counter()
         batch = {key: sampler.next() for key, sampler in ctx.samplers.items()}
         log = step % cfg.log_every == 0 or step == ctx.steps
-        values: dict[str, Any] = {}
-        updates = stage.step(ctx, step, batch, log)
-        while True:
-            with run.precision.autocast():
-                update = next(updates, None)
-            if update is None:
-                break
-            loss = sync(update.loss)
-            run.check(loss, ctx, step)
-            optimizers = [ctx.optimizers[name] for name in update.optimizer_names()]
-            for optimizer in optimizers:
-                optimizer.zero_grad(set_to_none=True)
-            run.precision.backward(loss)
-            for optimizer in optimizers:
-                run.precision.step(optimizer)
-            values.update(update.scalars)
-        run.precision.update()
-        for scheduler in ctx.schedulers.values():
-            scheduler.step()
+        values = apply_updates(ctx, step, batch, log, sync)
         last = step
         if stage.timed:
             run.throughput.images += stage.images_per_step(run)
-        if log:
-            values = {k: float(v) for k, v in values.items()}
-            if stage.logs_lr:
-                values.update(ctx.lr_scalars())
-            run.log.scalars(values, offset + step)
-            run.log.progress(1, **{shown: values[tag] for shown, tag in stage.shown.items() if tag in values})
-        else:
-            run.log.progress(1)
+        log_step(ctx, offset + step, values, log)
         stage.after_step(ctx, step)
         evaluate = stage.evaluates and (step % cfg.eval_every == 0 or step == ctx.steps)
         checkpoint = (step % cfg.checkpoint_every == 0 and step < ctx.steps) or (step == ctx.steps and stage.checkpoint_at_end)
