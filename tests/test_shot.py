@@ -5,7 +5,12 @@ import torch
 import torch.nn.functional as F
 
 from conftest import one_line_error, tiny_config
+from da.checkpoint import load_checkpoint
+from da.config import build_config
+from da.stages.self_train import SelfTrain
 from da.stages.shot_labels import cluster_pseudo_labels, information_maximisation
+from da.train import train
+from methods_helpers import resumed_equals_uninterrupted
 
 
 def test_clustering_fixes_labels_the_head_gets_wrong_inside_tight_clusters():
@@ -117,11 +122,6 @@ SHOT_THEN_SELF_TRAIN = {**SHOT, "stages": ["pretrain", {"name": "shot", "epochs"
 
 
 def test_the_head_trains_in_self_training_after_shot(tmp_path, monkeypatch):
-    from da.checkpoint import load_checkpoint
-    from da.config import build_config
-    from da.stages.self_train import SelfTrain
-    from da.train import train
-
     heads = {}
     real_begin = SelfTrain.begin
 
@@ -139,6 +139,4 @@ def test_the_head_trains_in_self_training_after_shot(tmp_path, monkeypatch):
 
 
 def test_shot_then_self_training_resumes_exactly_inside_self_training(tmp_path, monkeypatch):
-    from methods_helpers import resumed_equals_uninterrupted
-
     resumed_equals_uninterrupted(SHOT_THEN_SELF_TRAIN, tmp_path, monkeypatch, "self_train", 3)

@@ -19,9 +19,11 @@ class Record:
     """A dataclass whose checkpoint state is its fields, by name."""
 
     def state_dict(self) -> dict[str, Any]:
+        """The fields' values by name."""
         return {f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Every field from ``state`` (as ``state_dict`` made it)."""
         for f in fields(self):  # type: ignore[arg-type]
             setattr(self, f.name, state[f.name])
 
@@ -67,6 +69,7 @@ class Throughput:
     started: float = field(default_factory=time.perf_counter)
 
     def wall_s(self) -> float:
+        """Wall time of the run so far, over every session."""
         return self.earlier_wall_s + time.perf_counter() - self.started
 
     def state_dict(self) -> dict[str, Any]:
@@ -84,6 +87,7 @@ class TargetNorms(Record):
     started: bool = False
 
     def start(self, model: Model, domains: Domains) -> None:
+        """The target copies' statistics from ``domains``' target train images, unless taken already."""
         if self.started:
             return
         self.started = True
