@@ -29,8 +29,6 @@ class OneLineParser(argparse.ArgumentParser):
 def cmd_train(args: argparse.Namespace) -> int:
     """``da train``: check the config, then run it (or resume a run) into a new run folder."""
     # Imported here, not at the top, for start-up time: each command loads only the modules it uses.
-    import torch
-
     from da.composition import load_config, preflight, train
     from da.train.distributed import init_from_env, launched, shutdown
     from da.train.seeding import pick_device
@@ -53,9 +51,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     here = init_from_env()
     try:
-        device = pick_device(config.device)
-        if here.on and device.type == "cuda":
-            device = torch.device("cuda", here.local_rank)
+        device = pick_device(config.device, here)
         domains = preflight(config, device, here.world_size)  # before a run folder exists
         if not args.resume:
             run_dir = _shared_run_dir(here, args, config)

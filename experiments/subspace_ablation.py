@@ -53,9 +53,9 @@ def main() -> None:
     domains = load_domains(config.data, device)
     model = build_model(config, domains, device)
     state = load_checkpoint(args.run_dir / "checkpoint.pt", device)
-    model.extractor.load_state_dict(state["extractor"])
-    if "transform" not in state:
-        model.head.load_state_dict(state["head"])
+    model.extractor.load_state_dict(state["model"]["extractor"])
+    if "transform" not in state["model"]:
+        model.head.load_state_dict(state["model"]["head"])
     model.extractor.eval()
     features = model.extractor if args.blocks is None else BlockOutputs(model.extractor, args.blocks.split(","))
     source, target = fit_draw(domains, args.fit_samples, config.seed)  # the images the loop fits on
@@ -68,7 +68,7 @@ def main() -> None:
         acc = lambda logits: (logits.argmax(1) == y_test).float().mean().item()
         nn1 = lambda bank, query: acc(NearestNeighbourHead(k, bank, y_s)(query))
         rows = []
-        if "transform" not in state:
+        if "transform" not in state["model"]:
             rows.append(("pretrained linear head, no adaptation",
                          acc(model.head(batched(model.extractor, domains.target_test.x)))))
         rows.append(("1-NN on raw features, no adaptation", nn1(f_s, f_test)))

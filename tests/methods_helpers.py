@@ -29,6 +29,7 @@ def resumed_equals_uninterrupted(config: dict, tmp_path: Path, monkeypatch, stag
     drop = lambda s: {k: v for k, v in s.items() if k not in TIMING_FIELDS}
     assert drop(resumed) == drop(whole)
     a, b = load_checkpoint(tmp_path / "whole" / "checkpoint.pt"), load_checkpoint(stopped / "checkpoint.pt")
+    a, b = a["model"], b["model"]
     for part in ("extractor", "head", "adapter", "encoder.target", "transform", "head_2"):
         assert (part in a) == (part in b), f"{part} is in one checkpoint only"
         for key, value in a.get(part, {}).items():

@@ -234,5 +234,5 @@ def test_class_weighted_mmd_resumes_its_class_frequencies_exactly(tmp_path, monk
     reference = train(config, tmp_path / "ref", show_progress=False)
     resumed = stopped_then_resumed(config, tmp_path / "cut", monkeypatch, 4)
     assert resumed == {k: v for k, v in reference.items() if k not in TIMING_FIELDS}
-    weights = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)["adapter"]
+    weights = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)["model"]["adapter"]
     assert not torch.allclose(weights["prior_t"], torch.full_like(weights["prior_t"], 1 / len(weights["prior_t"])))

@@ -33,15 +33,15 @@ def test_target_encoder_starts_as_the_source_encoder_which_stays_fixed(tmp_path,
     after = run(tmp_path, "adda", steps=6)
     for key, value in started["source"].items():
         assert torch.equal(started["target"][key], value), f"the target encoder must start as the source one ({key})"
-        assert torch.equal(after["extractor"][key], value), f"the source encoder must stay fixed ({key})"
-    moved = [k for k, v in started["target"].items() if not torch.equal(after["encoder.target"][k], v)]
+        assert torch.equal(after["model"]["extractor"][key], value), f"the source encoder must stay fixed ({key})"
+    moved = [k for k, v in started["target"].items() if not torch.equal(after["model"]["encoder.target"][k], v)]
     assert moved, "the target encoder must train"
 
 
 def test_the_head_stays_the_source_classifier(tmp_path):
     before, after = run(tmp_path, "zero", steps=0), run(tmp_path, "six", steps=6)
-    for key, value in before["head"].items():
-        assert torch.equal(after["head"][key], value)
+    for key, value in before["model"]["head"].items():
+        assert torch.equal(after["model"]["head"][key], value)
 
 
 def test_adda_resumes_exactly_mid_stage(tmp_path, monkeypatch):

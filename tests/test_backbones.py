@@ -52,7 +52,7 @@ def test_a_bottleneck_narrows_the_features_and_is_the_top_block(write_config, cl
     code, _, err = cli("train", "-c", write_config(cfg), "--out", str(tmp_path / "run"), "-q")
     assert code == 0, err
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
-    assert state["extractor"]["bottleneck.0.weight"].shape[0] == 8
+    assert state["model"]["extractor"]["bottleneck.0.weight"].shape[0] == 8
     code, _, err = cli("train", "-c", write_config(tiny_config(model={"bottleneck": 0})), "--dry-run")
     assert code == 2 and "model.bottleneck must be positive, got 0" in one_line_error(err)
 

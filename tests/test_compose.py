@@ -186,4 +186,4 @@ def test_composed_run_through_the_cli_logs_each_part_and_resumes_from_its_config
     reloaded = load_config(out / "config.yaml")
     assert to_dict(reloaded) == to_dict(load_config(write_config(cfg)))
     state = load_checkpoint(out / "checkpoint.pt")
-    build_adapter(reloaded, 500, NUM_CLASSES).load_state_dict(state["adapter"])
+    build_adapter(reloaded, 500, NUM_CLASSES).load_state_dict(state["model"]["adapter"])

@@ -44,9 +44,9 @@ def test_two_ranks_of_32_end_with_the_weights_of_one_process_of_64(tmp_path):
     one = train(single, tmp_path / "one", show_progress=False)
     two = load_checkpoint(tmp_path / "ranks" / "checkpoint.pt")
     ref = load_checkpoint(tmp_path / "one" / "checkpoint.pt")
-    for key in ref["head"]:
-        assert torch.allclose(two["head"][key], ref["head"][key], atol=1e-5), key
-    assert not torch.equal(ref["head"]["weight"], train_start_head(tmp_path))  # the head did train
+    for key in ref["model"]["head"]:
+        assert torch.allclose(two["model"]["head"][key], ref["model"]["head"][key], atol=1e-5), key
+    assert not torch.equal(ref["model"]["head"]["weight"], train_start_head(tmp_path))  # the head did train
     import json
 
     summary = json.loads((tmp_path / "ranks" / "summary.json").read_text())
@@ -63,7 +63,7 @@ def train_start_head(tmp_path):
     cfg = build_config({**EQUAL, "train": {**EQUAL["train"], "steps": 0}})
     (tmp_path / "zero").mkdir()
     train(cfg, tmp_path / "zero", show_progress=False)
-    head = load_checkpoint(tmp_path / "zero" / "checkpoint.pt")["head"]["weight"]
+    head = load_checkpoint(tmp_path / "zero" / "checkpoint.pt")["model"]["head"]["weight"]
     import shutil
 
     shutil.rmtree(tmp_path / "zero")

@@ -75,7 +75,7 @@ def test_multi_source_runs_with_one_adapter_per_source_or_one_pooled(cli, write_
     assert code == 0, err
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert 0 <= summary["target_test_acc"] <= 1
-    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["adapter"]
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["model"]["adapter"]
     copies = {key.split(".")[1] for key in state if key.startswith("copies.")}
     assert copies == ({"0", "1"} if mode == "per_source" else set())
 

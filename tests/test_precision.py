@@ -91,7 +91,7 @@ def test_compiled_extractor_and_head_train_and_keep_their_checkpoint_keys(tmp_pa
     run_dir.mkdir()
     summary = train(build_config(config_for("dann", "fp32", compile=True)), run_dir, show_progress=False)
     assert summary["compile"] is True
-    keys = load_checkpoint(run_dir / "checkpoint.pt")["extractor"].keys()
+    keys = load_checkpoint(run_dir / "checkpoint.pt")["model"]["extractor"].keys()
     assert not any("_orig_mod" in k for k in keys)
 
 

@@ -39,7 +39,7 @@ def test_smoke_run_writes_the_whole_run_contract(write_config, tmp_path, cli):
     assert expected <= tags, expected - tags
     assert has_hparams
     state = load_checkpoint(out / "checkpoint.pt")
-    assert state["step"] == 6 and {"extractor", "head", "adapter", "optimizers", "samplers"} <= set(state)
+    assert state["step"] == 6 and {"model", "optimizers", "samplers"} <= set(state)
     # The resolved config reruns as it is.
     code, _, err = cli("train", "-c", out / "config.yaml", "--dry-run")
     assert code == 0, err
@@ -126,9 +126,9 @@ def test_frozen_extractor_stays_bit_identical_and_head_learns(tmp_path):
     _, summary, run_dir = _run(tmp_path, "frozen", pretrain={"steps": 0, "checkpoint": str(pre_dir / "checkpoint.pt")},
                                train={"extractor": "freeze", "steps": 6})
     after = load_checkpoint(run_dir / "checkpoint.pt")
-    for key, value in before["extractor"].items():
-        assert torch.equal(value, after["extractor"][key]), key
-    assert not torch.equal(before["head"]["weight"], after["head"]["weight"])
+    for key, value in before["model"]["extractor"].items():
+        assert torch.equal(value, after["model"]["extractor"][key]), key
+    assert not torch.equal(before["model"]["head"]["weight"], after["model"]["head"]["weight"])
     assert [g for g in after["optimizers"]["main"]["param_groups"]] and len(after["optimizers"]["main"]["param_groups"]) == 2
 
 
@@ -170,7 +170,7 @@ def test_every_registered_adapter_changes_what_the_loop_trains(name, tmp_path, m
     def run(folder: str) -> tuple[dict, dict]:
         (tmp_path / folder).mkdir()
         summary = train(build_config(cfg), tmp_path / folder, show_progress=False)
-        return summary, load_checkpoint(tmp_path / folder / "checkpoint.pt")["extractor"]
+        return summary, load_checkpoint(tmp_path / folder / "checkpoint.pt")["model"]["extractor"]
 
     summary, extractor = run("with")
     assert summary["adapter"] == name and "pretrain_target_test_acc" in summary

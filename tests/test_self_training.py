@@ -101,10 +101,10 @@ def test_final_model_teacher_makes_the_mean_teacher_the_runs_model(tmp_path):
 
     teacher, student = run("teacher"), run("student")
     ema = teacher["stage_state"]["teacher"]
-    for key, value in teacher["extractor"].items():
+    for key, value in teacher["model"]["extractor"].items():
         assert torch.equal(value, ema[f"parts.extractor.{key}"]), key
         assert torch.equal(student["stage_state"]["teacher"][f"parts.extractor.{key}"], value), "same path until the end"
-    assert not torch.equal(teacher["head"]["weight"], student["head"]["weight"]), "the student is not the teacher"
+    assert not torch.equal(teacher["model"]["head"]["weight"], student["model"]["head"]["weight"]), "the student is not the teacher"
 
 
 def test_final_model_teacher_needs_an_ema_teacher(cli, write_config):

@@ -5,7 +5,12 @@ import torch
 import torch.nn.functional as F
 
 from conftest import one_line_error, tiny_config
+from da.checkpoint import load_checkpoint
+from da.config import build_config
+from da.stages.self_train import SelfTrain
 from da.stages.shot_labels import cluster_pseudo_labels, information_maximisation
+from da.train import train
+from methods_helpers import resumed_equals_uninterrupted
 
 
 def test_clustering_fixes_labels_the_head_gets_wrong_inside_tight_clusters():
@@ -75,7 +80,7 @@ def test_shot_reads_no_source_image_and_keeps_the_head(tmp_path, monkeypatch):
     summary = train(build_config(SHOT), tmp_path / "run", show_progress=False)
     after = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
     for key, value in heads["source"].items():
-        assert torch.equal(after["head"][key], value), "the source head must stay frozen"
+        assert torch.equal(after["model"]["head"][key], value), "the source head must stay frozen"
     assert "pretrain_target_test_acc" in summary and "target_test_acc" in summary
 
 
@@ -105,3 +110,31 @@ def test_source_free_from_a_received_checkpoint(tmp_path):
     (tmp_path / "user").mkdir()
     summary = train(build_config(received), tmp_path / "user", show_progress=False)
     assert "pretrain_target_test_acc" in summary and summary["history"], summary.keys()
+
+
+# SHOT, then self-training (configs/mnist_usps/shot_self_training.yaml): SHOT freezes the head for its
+# own stage only; the self_train stage after it trains the head again.
+SHOT_THEN_SELF_TRAIN = {**SHOT, "stages": ["pretrain", {"name": "shot", "epochs": 1, "batch_size": 32},
+                                           {"name": "self_train", "steps": 6, "batch_size": 16, "threshold": 0.0,
+                                            "source_weight": 0.0}]}
+
+
+def test_the_head_trains_in_self_training_after_shot(tmp_path, monkeypatch):
+    heads = {}
+    real_begin = SelfTrain.begin
+
+    def begin(self, ctx):
+        real_begin(self, ctx)
+        heads["start"] = {k: v.clone() for k, v in ctx.run.model.head.state_dict().items()}
+        heads["in_optimizer"] = "head" in ctx.group_names["main"]
+
+    monkeypatch.setattr(SelfTrain, "begin", begin)
+    (tmp_path / "run").mkdir()
+    train(build_config(SHOT_THEN_SELF_TRAIN), tmp_path / "run", show_progress=False)
+    after = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert after["stage"] == "self_train" and heads["in_optimizer"], "the self_train optimizer must hold the head"
+    assert any(not torch.equal(after["model"]["head"][k], v) for k, v in heads["start"].items()), "the head must train"
+
+
+def test_shot_then_self_training_resumes_exactly_inside_self_training(tmp_path, monkeypatch):
+    resumed_equals_uninterrupted(SHOT_THEN_SELF_TRAIN, tmp_path, monkeypatch, "self_train", 3)

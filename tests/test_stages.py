@@ -94,9 +94,9 @@ def test_the_new_stage_trains_the_head_and_nothing_else(tmp_path):
     train(build_config(two), tmp_path / "a", show_progress=False)
     train(build_config(STAGE_CONFIG), tmp_path / "b", show_progress=False)
     a, b = load_checkpoint(tmp_path / "a" / "checkpoint.pt"), load_checkpoint(tmp_path / "b" / "checkpoint.pt")
-    for key, value in a["extractor"].items():
-        assert torch.equal(value, b["extractor"][key]), key  # the stage's optimizer holds the head alone
-    assert not torch.equal(a["head"]["weight"], b["head"]["weight"])
+    for key, value in a["model"]["extractor"].items():
+        assert torch.equal(value, b["model"]["extractor"][key]), key  # the stage's optimizer holds the head alone
+    assert not torch.equal(a["model"]["head"]["weight"], b["model"]["head"]["weight"])
 
 
 def test_resume_in_the_middle_of_a_later_stage_is_exact(tmp_path, monkeypatch):
@@ -252,7 +252,7 @@ def test_the_stage_trained_method_written_in_docs_stages_md_fills_its_slot_and_r
         assert [name for name, _ in stage_specs(build_config(config))] == ["pretrain", "centre"]
         resumed_equals_uninterrupted(config, tmp_path, monkeypatch, "centre", 2)
         state = load_checkpoint(tmp_path / "whole" / "checkpoint.pt")
-        assert state["transform"]["means"].abs().sum() > 0
+        assert state["model"]["transform"]["means"].abs().sum() > 0
     finally:
         STAGES._entries.pop("centre", None)
         ADAPTERS._entries.pop("centre", None)

@@ -72,7 +72,7 @@ def test_subspace_on_named_blocks_fits_their_features_and_reloads(tmp_path, caps
     run_dir.mkdir()
     summary = train(build_config(cfg), run_dir, show_progress=False)
     state = torch.load(run_dir / "checkpoint.pt", weights_only=False)
-    assert state["transform"]["mean_s"].shape == (1300,) and state["transform"]["basis_s"].shape == (1300, 8)
+    assert state["model"]["transform"]["mean_s"].shape == (1300,) and state["model"]["transform"]["basis_s"].shape == (1300, 8)
     assert 0.0 <= summary["target_test_acc"] <= 1.0
     assert main(["eval", str(run_dir)]) == 0
     assert "matches summary.json" in capsys.readouterr().out

@@ -89,11 +89,11 @@ def test_fine_tuning_on_target_labels_only_reads_no_source_batch(tmp_path, monke
 
 def test_frozen_blocks_stay_bit_identical_and_leave_the_optimizer(tmp_path):
     pre, pre_dir = run(tmp_path, "pre", pretrain={"steps": 3}, train={"steps": 0})
-    before = load_checkpoint(pre_dir / "checkpoint.pt")["extractor"]
+    before = load_checkpoint(pre_dir / "checkpoint.pt")["model"]["extractor"]
     _, run_dir = run(tmp_path, "frozen", pretrain={"steps": 0, "checkpoint": str(pre_dir / "checkpoint.pt")},
                      train={"lr_mults": {"conv1": 0, "conv2": 0}, "steps": 5})
     state = load_checkpoint(run_dir / "checkpoint.pt")
-    after = state["extractor"]
+    after = state["model"]["extractor"]
     for key in ("0.weight", "0.bias", "3.weight", "3.bias"):  # conv1, conv2
         assert torch.equal(before[key], after[key]), key
     assert not torch.equal(before["8.weight"], after["8.weight"])  # fc trains
@@ -107,8 +107,8 @@ def test_frozen_resnet_blocks_keep_their_batch_norm_statistics(tmp_path):
     _, init_dir = run(tmp_path, "init", **small, train={"steps": 0, "batch_size": 4})
     _, run_dir = run(tmp_path, "frozen", **small, train={"steps": 2, "batch_size": 4, "eval_every": 2,
                                                          "lr_mults": {"stem": 0, "layer1": 0}})
-    before = load_checkpoint(init_dir / "checkpoint.pt")["extractor"]
-    after = load_checkpoint(run_dir / "checkpoint.pt")["extractor"]
+    before = load_checkpoint(init_dir / "checkpoint.pt")["model"]["extractor"]
+    after = load_checkpoint(run_dir / "checkpoint.pt")["model"]["extractor"]
     for key in before:
         frozen = key.startswith(("net.conv1.", "net.bn1.", "net.layer1."))
         assert torch.equal(before[key], after[key]) == frozen, key
@@ -137,12 +137,12 @@ def test_unfreezing_schedule_is_top_block_first():
 
 def test_gradual_unfreezing_trains_each_block_only_after_its_step(tmp_path):
     pre, pre_dir = run(tmp_path, "pre", pretrain={"steps": 3}, train={"steps": 0})
-    before = load_checkpoint(pre_dir / "checkpoint.pt")["extractor"]
+    before = load_checkpoint(pre_dir / "checkpoint.pt")["model"]["extractor"]
     changed = {}
     for steps in (2, 3, 5):
         _, run_dir = run(tmp_path, f"s{steps}", pretrain={"steps": 0, "checkpoint": str(pre_dir / "checkpoint.pt")},
                          train={"unfreeze": {"steps": [2, 4]}, "steps": steps, "eval_every": steps, "log_every": 1})
-        after = load_checkpoint(run_dir / "checkpoint.pt")["extractor"]
+        after = load_checkpoint(run_dir / "checkpoint.pt")["model"]["extractor"]
         changed[steps] = {block: not torch.equal(before[k], after[k])
                           for block, k in (("conv1", "0.weight"), ("conv2", "3.weight"), ("fc", "8.weight"))}
     assert changed[2] == {"conv1": False, "conv2": False, "fc": False}
@@ -171,7 +171,7 @@ def test_resume_across_unfreezing_boundaries_ends_exactly_like_an_uninterrupted_
     assert resumed == {k: v for k, v in reference.items() if k not in TIMING_FIELDS}
     for name in ("checkpoint.pt", "best.pt"):
         a, b = load_checkpoint(ref_dir / name), load_checkpoint(tmp_path / "cut" / name)
-        assert all(torch.equal(a["extractor"][k], b["extractor"][k]) for k in a["extractor"])
+        assert all(torch.equal(a["model"]["extractor"][k], b["model"]["extractor"][k]) for k in a["model"]["extractor"])
         assert a["optimizers"]["main"]["param_groups"] == b["optimizers"]["main"]["param_groups"]
 
 
@@ -231,8 +231,8 @@ def test_new_task_loads_only_the_pretrained_extractor(tmp_path, write_config, cl
     pretrain = {"steps": 0, "checkpoint": str(pre_dir / "checkpoint.pt"), "load": "extractor"}
     summary, run_dir = run(tmp_path, "new", data=shapes, pretrain=pretrain, train={"steps": 0})
     state = load_checkpoint(run_dir / "checkpoint.pt")
-    assert all(torch.equal(source["extractor"][k], state["extractor"][k]) for k in source["extractor"])
-    assert state["head"]["weight"].shape == (2, 500) and 0 <= summary["target_test_acc"] <= 1
+    assert all(torch.equal(source["model"]["extractor"][k], state["model"]["extractor"][k]) for k in source["model"]["extractor"])
+    assert state["model"]["head"]["weight"].shape == (2, 500) and 0 <= summary["target_test_acc"] <= 1
     cfg = tiny_config(data=shapes, pretrain={**pretrain, "load": "all"})
     code, _, err = cli("train", "-c", write_config(cfg), "--out", tmp_path / "all", "-q")
     assert code == 2 and "set pretrain.load: extractor" in one_line_error(err)

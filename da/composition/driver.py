@@ -23,6 +23,7 @@ from da.train.distributed import Dist, init_from_env
 from da.train.model import Model
 from da.train.precision import Precision
 from da.train.run import Run, stop_on_signals
+from da.train.run_state import Throughput
 from da.train.seeding import pick_device, seed_everything
 from da.train.skeleton import run_stage
 from da.train.summary import flat_hparams, make_summary, target_labels_record
@@ -48,7 +49,7 @@ def restored_model(config: Config, domains: Domains, device: torch.device, state
     run = Run(config=config, run_dir=Path("."), device=device, domains=domains, model=model, log=NullLog(),
               generator=torch.Generator(), stages=stages)
     fill_slots_for_resume(run, resume_index(stages, state))
-    model.load_state_dict(state)
+    model.load_state_dict(state["model"])
     return model
 
 
@@ -78,9 +79,7 @@ def train(config: Config, run_dir: Path, show_progress: bool = True, resume: boo
     if state is None and here.main:
         write_text_atomic(run_dir / "config.yaml", dump_yaml(config))
     seed_everything(config.seed, config.deterministic, config.train.compile)
-    device = pick_device(config.device)
-    if here.on and device.type == "cuda":
-        device = torch.device("cuda", here.local_rank)
+    device = pick_device(config.device, here)
     if here.on and config.train.unfreeze is not None:
         raise DAError("config key train.unfreeze is not supported with several processes (DDP fixes the trained "
                       "parameters when it starts); drop train.unfreeze or run one process")
@@ -91,18 +90,15 @@ def train(config: Config, run_dir: Path, show_progress: bool = True, resume: boo
     prepare_model(model, config, here)
     stages = build_stages(config)
     run = Run(config=config, run_dir=run_dir, device=device, domains=domains, model=model, log=NullLog(),
-              generator=torch.Generator().manual_seed(config.seed), stages=stages, started=started, dist=here,
-              precision=Precision(config.train.precision, device))
+              generator=torch.Generator().manual_seed(config.seed), stages=stages, throughput=Throughput(started=started),
+              dist=here, precision=Precision(config.train.precision, device))
     start, resume_at = 0, None
     if state is not None:
         start = resume_index(stages, state)
         resume_at = ResumePoint(state["stage"], state["step"], run.global_offset(start) + state["step"],
                                 {s.name: i for i, s in enumerate(stages)})
-        run.summary, run.train_seconds, run.earlier_wall_s = dict(state["summary"]), state["train_seconds"], state["wall_s"]
-        run.target_norms_started = state.get("target_norms_started", True)
-        run.last_checkpoint = f"{stages[start].label} step {state['step']}"
-        fill_slots_for_resume(run, start)
-        model.load_state_dict(state)
+        fill_slots_for_resume(run, start)  # the slots' shapes before the model, the first part, loads
+        run.resume(state, start)
     total = sum(run.stage_steps())
     if here.main:
         run.log = RunLog(run_dir, flat_hparams(config), total, show_progress, resume_at)
@@ -111,7 +107,8 @@ def train(config: Config, run_dir: Path, show_progress: bool = True, resume: boo
             for index in range(start, len(stages)):
                 run_stage(run, index, state if index == start else None)
         if here.main:
-            run.log.scalars({f"hparam/{k}": run.summary[k] for k in ("target_test_acc", "source_test_acc", "source_val_acc")},
+            accuracies = run.evaluations.accuracies
+            run.log.scalars({f"hparam/{k}": accuracies[k] for k in ("target_test_acc", "source_test_acc", "source_val_acc")},
                             total)
     finally:
         run.log.close()

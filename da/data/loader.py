@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from da.data.sampler import EpochPermutation
 from da.errors import DAError
 
 SEED_BOUND = 2**62
@@ -74,29 +75,23 @@ class ImageDataset(torch.utils.data.Dataset):
 
 
 class BatchPlan:
-    """Which images the next batches hold and their seeds: a permutation per epoch (the last
-    incomplete batch dropped, as ``BatchSampler``), and one seed per image, from ``generator``."""
+    """Which images the next batches hold and their seeds: an epoch permutation (``EpochPermutation``,
+    as every sampler walks), and one seed per image, from ``generator``."""
 
     def __init__(self, n: int, batch_size: int, generator: torch.Generator) -> None:
-        self.n, self.batch_size, self.generator = n, batch_size, generator
-        self.order = torch.empty(0, dtype=torch.long)
-        self.pos = 0
+        self.batch_size, self.generator = batch_size, generator
+        self.permutation = EpochPermutation(n, batch_size, generator)
 
     def draw(self) -> list[tuple[int, int]]:
-        if self.pos + self.batch_size > len(self.order):
-            self.order = torch.randperm(self.n, generator=self.generator)
-            self.pos = 0
-        index = self.order[self.pos : self.pos + self.batch_size]
-        self.pos += self.batch_size
+        index = self.permutation.next()
         seeds = torch.randint(0, SEED_BOUND, (self.batch_size,), generator=self.generator)
         return list(zip(index.tolist(), seeds.tolist()))
 
     def state_dict(self) -> dict:
-        return {"order": self.order, "pos": self.pos, "generator": self.generator.get_state()}
+        return self.permutation.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
-        self.order, self.pos = state["order"].cpu(), state["pos"]
-        self.generator.set_state(state["generator"])
+        self.permutation.load_state_dict(state)
 
 
 def loader_options(num_workers: int, device: torch.device) -> dict:

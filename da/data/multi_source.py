@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Optional
 
 import torch
@@ -21,6 +20,7 @@ from torch import Tensor
 
 from da.data.channels import channels
 from da.data.domain import DomainData, TensorSplit
+from da.data.sampler import EpochPermutation
 from da.errors import DAError
 
 
@@ -46,8 +46,8 @@ class MultiSourceSplit(TensorSplit):
 
 
 class PerSourceSampler:
-    """``batch_size`` images from each source per batch (source 0's first), each source shuffled
-    once per pass over it, drawn with one generator; the last incomplete batch of a pass is dropped.
+    """``batch_size`` images from each source per batch (source 0's first), each source walked in
+    epoch permutations of its own (``EpochPermutation``), all drawn with one generator.
 
     With ``shard=(rank, world_size)`` each source gives ``batch_size * world_size`` images a step,
     the same on every rank, and a rank keeps its slice of each (as ``BatchSampler`` does)."""
@@ -60,18 +60,12 @@ class PerSourceSampler:
         for name, members in zip(split.names, self.members):
             if len(members) < batch_size * self.world:
                 raise ValueError(f"batch size {batch_size * self.world} exceeds source {name}'s {len(members)} samples")
-        self._orders = [torch.empty(0, dtype=torch.long) for _ in self.members]
-        self._pos = [0] * len(self.members)
+        self.permutations = [EpochPermutation(len(members), batch_size * self.world, generator, members.device)
+                             for members in self.members]
 
     def next(self) -> tuple[Tensor, Tensor]:
-        picked, size = [], self.batch_size * self.world
-        for k, members in enumerate(self.members):
-            if self._pos[k] + size > len(self._orders[k]):
-                self._orders[k] = members[torch.randperm(len(members), generator=self.generator).to(members.device)]
-                self._pos[k] = 0
-            picked.append(self._orders[k][self._pos[k] : self._pos[k] + size])
-            self._pos[k] += size
-        index = torch.cat(picked)
+        size = self.batch_size * self.world
+        index = torch.cat([members[p.next()] for members, p in zip(self.members, self.permutations)])
         x, y = self.split.x[index], self.split.y[index]
         if self.transform is not None:
             x = self.transform(x)
@@ -82,12 +76,11 @@ class PerSourceSampler:
         return x, y
 
     def state_dict(self) -> dict:
-        return {"orders": [o.cpu() for o in self._orders], "pos": list(self._pos), "generator": self.generator.get_state()}
+        return {"sources": [p.state_dict() for p in self.permutations]}
 
     def load_state_dict(self, state: dict) -> None:
-        self._orders = [o.to(m.device) for o, m in zip(state["orders"], self.members)]
-        self._pos = list(state["pos"])
-        self.generator.set_state(state["generator"])
+        for p, own in zip(self.permutations, state["sources"]):
+            p.load_state_dict(own)
 
 
 def smallest_source(split: object) -> tuple[str, int]:

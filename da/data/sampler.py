@@ -1,4 +1,5 @@
-"""Infinite random mini-batches drawn by index from an in-memory split."""
+"""Training batches drawn by index: one epoch permutation that every sampler walks, and the sampler of
+an in-memory split."""
 from __future__ import annotations
 
 from typing import Callable, Optional, Protocol
@@ -18,8 +19,55 @@ class InMemorySplit(Protocol):
         """The number of images."""
 
 
+class ImageSource(Protocol):
+    """What ``IndexedBatches`` reads of a split (any ``da.data.domain.DataSplit``): its size and its
+    images by index."""
+
+    def __len__(self) -> int:
+        """The number of images."""
+
+    def images(self, index: Tensor) -> Tensor:
+        """The images at ``index``, as evaluation sees them."""
+
+
+class EpochPermutation:
+    """Indices into ``n`` items, ``batch_size`` at a time: each epoch a new permutation drawn from
+    ``generator``, walked in slices; the last incomplete slice of an epoch is dropped.
+
+    Every training batch of the loop is drawn through it (in-memory splits, file-backed splits,
+    several sources, SHOT's target batches), so one seed gives one order whichever sampler draws.
+    ``epoch_started`` says whether the last ``next()`` began a new epoch. ``device``: where the
+    indices live (an in-memory split's device, so that indexing never copies them per batch).
+    """
+
+    def __init__(self, n: int, batch_size: int, generator: torch.Generator,
+                 device: torch.device | str = "cpu") -> None:
+        self.n, self.batch_size, self.generator, self.device = n, batch_size, generator, device
+        self.order = torch.empty(0, dtype=torch.long, device=device)
+        self.pos = 0
+        self.epoch_started = False
+
+    def next(self) -> Tensor:
+        """The next ``batch_size`` indices (int64, on ``device``)."""
+        self.epoch_started = self.pos + self.batch_size > len(self.order)
+        if self.epoch_started:
+            self.order = torch.randperm(self.n, generator=self.generator).to(self.device)
+            self.pos = 0
+        index = self.order[self.pos : self.pos + self.batch_size]
+        self.pos += self.batch_size
+        return index
+
+    def state_dict(self) -> dict:
+        return {"order": self.order.cpu(), "pos": self.pos, "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.order = state["order"].to(self.device)
+        self.pos = state["pos"]
+        self.generator.set_state(state["generator"])
+
+
 class BatchSampler:
-    """Shuffles indices each epoch and yields (x, y) batches; drops the last incomplete batch.
+    """Infinite (x, y) batches of an in-memory split, in epoch permutations (``EpochPermutation``).
 
     ``transform`` (e.g. ``da.data.augment.RandomAffine``) maps each batch's images before they are
     returned. With ``shard=(rank, world_size)`` (torch.distributed), each step draws a global batch of
@@ -38,16 +86,10 @@ class BatchSampler:
         self.generator = generator
         self.transform = transform
         self.rank, self.world = rank, world
-        self._order = torch.empty(0, dtype=torch.long)
-        self._pos = 0
+        self.permutation = EpochPermutation(len(split), batch_size * world, generator, split.x.device)
 
     def next(self) -> tuple[Tensor, Tensor]:
-        size = self.batch_size * self.world
-        if self._pos + size > len(self._order):
-            self._order = torch.randperm(len(self.split), generator=self.generator).to(self.split.x.device)
-            self._pos = 0
-        index = self._order[self._pos : self._pos + size]
-        self._pos += size
+        index = self.permutation.next()
         x, y = self.split.x[index], self.split.y[index]
         if self.transform is not None:
             x = self.transform(x)
@@ -57,9 +99,32 @@ class BatchSampler:
         return x, y
 
     def state_dict(self) -> dict:
-        return {"order": self._order.cpu(), "pos": self._pos, "generator": self.generator.get_state()}
+        return self.permutation.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
-        self._order = state["order"].to(self.split.x.device)
-        self._pos = state["pos"]
-        self.generator.set_state(state["generator"])
+        self.permutation.load_state_dict(state)
+
+
+class IndexedBatches:
+    """Infinite (images, indices) batches of any split, in memory or file-backed, in epoch permutations:
+    for a stage that keeps state per image, addressed by index (SHOT's pseudo-labels). The images are
+    those evaluation sees (``DataSplit.images``), on ``device``; the indices stay on the CPU."""
+
+    def __init__(self, split: ImageSource, batch_size: int, generator: torch.Generator, device: torch.device) -> None:
+        self.split, self.batch_size, self.device = split, batch_size, device
+        self.permutation = EpochPermutation(len(split), batch_size, generator)
+
+    @property
+    def epoch_started(self) -> bool:
+        """Whether the last batch began a new epoch."""
+        return self.permutation.epoch_started
+
+    def next(self) -> tuple[Tensor, Tensor]:
+        index = self.permutation.next()
+        return self.split.images(index.to(self.device)), index
+
+    def state_dict(self) -> dict:
+        return self.permutation.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.permutation.load_state_dict(state)

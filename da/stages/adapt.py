@@ -70,7 +70,7 @@ class Adapt(Stage):
 
     def resumed(self, ctx: "StageContext") -> None:
         self._train_modes(ctx.run)
-        if ctx.run.summary.get("stopped_early_at"):  # stopped early and killed before it restored its best
+        if ctx.run.early_stopping.stopped_at is not None:  # stopped early and killed before it restored its best
             ctx.first_step = ctx.steps + 1
 
     def unlabelled(self, run: "Run") -> bool:
@@ -125,19 +125,18 @@ class Adapt(Stage):
             return False
         stop = track_best(ctx, step) and step < ctx.steps
         if stop:
-            ctx.run.summary["stopped_early_at"] = step
+            ctx.run.early_stopping.stopped_at = step
         return stop
 
     def end(self, ctx: "StageContext", last: int) -> None:
         run = ctx.run
-        run.summary["steps_done"] = last
         if not run.dist.main:  # rank 0 evaluates and restores
             return
         if ctx.steps == 0:
             record_evaluation(run, self.name, run.eval_offset(ctx.index), run.global_offset(ctx.index))
             if run.config.train.early_stopping is not None:  # the one evaluation is the best: best.pt holds it
                 track_best(ctx, 0)
-        if run.config.train.early_stopping is not None and run.summary.get("history"):
+        if run.config.train.early_stopping is not None and run.evaluations.history:
             restore_best(run)
 
 

@@ -66,7 +66,7 @@ class Pretrain(Stage):
         accs = run.model.evaluate(run.domains, adapted=False)
         run.log.scalars({f"pretrain/{k}": v for k, v in accs.items()}, cfg.steps)
         run.log.metrics_row({"stage": "pretrain", "step": cfg.steps, **accs})
-        run.summary.update({f"pretrain_{k}": v for k, v in accs.items()})
+        run.evaluations.pretrain = accs
 
 
 def source_augmentation(run: "Run") -> RandomAffine | None:
@@ -77,7 +77,7 @@ def source_augmentation(run: "Run") -> RandomAffine | None:
 def load_pretrained(run: "Run") -> None:
     """``pretrain.checkpoint``: another run's extractor (and head, with ``pretrain.load: all``)."""
     cfg, m = run.config.pretrain, run.model
-    loaded = load_checkpoint(cfg.checkpoint, run.device)
+    loaded = load_checkpoint(cfg.checkpoint, run.device)["model"]
     try:
         weights = loaded["extractor"] if m.domain_norms else shared_state(loaded["extractor"], m.extractor)
         m.extractor.load_state_dict(weights)

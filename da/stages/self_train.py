@@ -180,9 +180,6 @@ class SelfTrain(Stage):
             # model before the last evaluation and checkpoint, so everything after the stage reads it.
             self.teacher.copy_to(students)
 
-    def end(self, ctx: "StageContext", last: int) -> None:
-        ctx.run.summary["steps_done"] = last
-
     def state_dict(self) -> dict[str, Any]:
         return {"teacher": self.teacher.state_dict() if self.teacher is not None else None,
                 "global_conf": self.global_conf, "class_prob": self.class_prob}

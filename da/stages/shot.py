@@ -12,8 +12,9 @@ and adapt the feature extractor on unlabelled target images alone, with
   to pseudo-labels from a weighted k-means in feature space (``da.stages.shot_labels``),
   recomputed over the whole target train split at the start of every epoch.
 
-Nothing here reads a source image: the stage draws no source batch (it has no samplers; it walks
-its own seeded permutation of the target train split, whose indices address the pseudo-labels).
+Nothing here reads a source image: the stage draws no source batch. Its one sampler walks the target
+train split in epoch permutations seeded apart from the run's generator, and gives each batch's
+indices, which address the pseudo-labels.
 """
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from da.data import Sampler
+from da.data.sampler import IndexedBatches
 from da.errors import DAError
 from da.registry import register_stage
 from da.stages.base import OptimSettings, ParamGroup, Stage, Update
@@ -52,9 +55,6 @@ class Shot(Stage):
         self.entropy_weight, self.diversity_weight, self.cls_weight = entropy_weight, diversity_weight, cls_weight
         self.rounds = rounds
         self.max_steps = max_steps  # > 0: at most this many steps (a large target split: fewer, longer epochs)
-        self.generator = torch.Generator()
-        self.order = torch.empty(0, dtype=torch.long)
-        self.pos = 0
         self.labels = torch.empty(0, dtype=torch.long)
 
     def per_epoch(self, run: "Run") -> int:
@@ -72,11 +72,15 @@ class Shot(Stage):
 
     def optimizers(self, run: "Run", done: int) -> dict[str, list[ParamGroup]]:
         m = run.model
-        m.head.requires_grad_(False)  # the source hypothesis stays fixed
+        m.head.requires_grad_(False)  # the source hypothesis stays fixed in this stage (the next one trains it again)
         return {"main": [ParamGroup("extractor", m.extractor)]}
 
+    def samplers(self, run: "Run") -> dict[str, "Sampler"]:
+        """Target train images with their indices, in SHOT's own seeded order (new pseudo-labels each epoch)."""
+        generator = torch.Generator().manual_seed(run.config.seed + SEED_OFFSET)
+        return {"target": IndexedBatches(run.domains.target_train, self.batch_size, generator, run.device)}
+
     def begin(self, ctx: "StageContext") -> None:
-        self.generator.manual_seed(ctx.run.config.seed + SEED_OFFSET)
         self._modes(ctx.run)
 
     def resumed(self, ctx: "StageContext") -> None:
@@ -101,21 +105,11 @@ class Shot(Stage):
                 probs.append(m.head(f).softmax(1))
         self.labels = cluster_pseudo_labels(torch.cat(features), torch.cat(probs), self.rounds)
 
-    def next_index(self, run: "Run") -> Tensor:
-        """The next batch's indices into target train; at each epoch's start a new permutation and new labels."""
-        if self.pos + self.batch_size > len(self.order):
-            self.order = torch.randperm(len(run.domains.target_train), generator=self.generator)
-            self.pos = 0
-            if self.cls_weight > 0:
-                self.refresh_labels(run)
-        index = self.order[self.pos : self.pos + self.batch_size]
-        self.pos += self.batch_size
-        return index
-
     def step(self, ctx: "StageContext", step: int, batch: dict[str, tuple[Tensor, Tensor]], log: bool) -> Iterator[Update]:
         run, m = ctx.run, ctx.run.model
-        index = self.next_index(run)
-        x = run.domains.target_train.images(index.to(run.device))
+        x, index = batch["target"]
+        if self.cls_weight > 0 and ctx.samplers["target"].epoch_started:  # a new epoch: new pseudo-labels
+            self.refresh_labels(run)
         logits = m.head(m.embed(x, "target"))
         entropy, diversity = information_maximisation(logits)
         total = self.entropy_weight * entropy - self.diversity_weight * diversity
@@ -130,13 +124,8 @@ class Shot(Stage):
                 scalars["shot/pseudo_label_agreement"] = (logits.argmax(1).cpu() == self.labels[index]).float().mean()
         yield Update(total, scalars=scalars)
 
-    def end(self, ctx: "StageContext", last: int) -> None:
-        ctx.run.summary["steps_done"] = last
-
     def state_dict(self) -> dict[str, Any]:
-        return {"generator": self.generator.get_state(), "order": self.order, "pos": self.pos, "labels": self.labels}
+        return {"labels": self.labels}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state:
-            self.generator.set_state(state["generator"])
-            self.order, self.pos, self.labels = state["order"], state["pos"], state["labels"]
+        self.labels = state["labels"]

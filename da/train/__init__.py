@@ -3,10 +3,11 @@
 ``da.train.skeleton.run_stage`` runs a stage (anything with the members of ``da.train.stage.Stage``):
 stop signal, non-finite check, backward, optimizers and schedules, logging, evaluation and
 checkpoints are written once there, whatever the stage computes. ``Run`` (``da.train.run``) is what
-the stages share; ``Model`` (``da.train.model``) the extractor, adapter and head;
-``da.train.selection`` the evaluations and the checkpoint each selection rule picks;
-``da.train.summary`` the summary.json contract. ``da.composition.train`` builds a run from a config
-and drives its stages through the skeleton.
+the stages share, with what it carries between stages typed in ``da.train.run_state``; its stateful
+parts save themselves into checkpoints (``da.checkpoint``). ``Model`` (``da.train.model``) the
+extractor, head, adapter and the slots stages fill; ``da.train.selection`` the evaluations and the
+checkpoint each selection rule picks; ``da.train.summary`` the summary.json contract.
+``da.composition.train`` builds a run from a config and drives its stages through the skeleton.
 """
 from da.train.model import Model, accuracy, batched, predictions
 from da.train.run import Run, StageContext

@@ -1,13 +1,14 @@
 """What every stage of a run shares (``Run``) and one stage's moving parts (``StageContext``).
 
 A checkpoint holds everything a resumed run needs to end exactly as an uninterrupted one would (on
-CPU): the model, the current stage's optimizers, schedules, samplers and own state, and the random
-number generators.
+CPU): the ``saved()`` fields of both, each a stateful part whose ``state_dict()`` the checkpoint
+collects (``da.checkpoint``): the model, what the run carries between stages (``da.train.run_state``),
+the gradient scaler, and the current stage's optimizers, schedules, samplers, own state and the
+random number generators. A new stateful part is one more ``saved()`` field.
 """
 from __future__ import annotations
 
 import signal
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,33 +17,35 @@ from typing import Any, Iterator
 import torch
 from torch import Tensor
 
-from da.checkpoint import save_checkpoint
+from da.checkpoint import FORMAT, collect, restore, save_checkpoint, saved, saved_parts
 from da.config import Config, dump_yaml
 from da.data import DataSplit, Sampler
 from da.domains import Domains
 from da.errors import DAError, Interrupted
-from da.models.domain_norm import start_target
 from da.run_log import RunLog
 from da.train.distributed import Dist
 from da.train.model import Model
 from da.train.precision import Precision
-from da.train.seeding import rng_state, set_rng_state
+from da.train.run_state import EarlyStopping, Evaluations, TargetNorms, Throughput
+from da.train.seeding import GlobalRNG
 from da.train.stage import Stage
 
 
 @dataclass
 class StageContext:
-    """One stage's moving parts while it runs, saved in each of its checkpoints."""
+    """One stage's moving parts while it runs; its ``saved()`` fields are in each of its checkpoints
+    (loaded back in this order: the random number generators last)."""
 
     run: "Run"
-    stage: "Stage"
+    stage: "Stage" = saved(key="stage_state")
     index: int  # the stage's place in the run's list
     steps: int
-    optimizers: dict[str, torch.optim.Optimizer]
-    schedulers: dict[str, torch.optim.lr_scheduler.LambdaLR]
-    samplers: dict[str, Sampler]
+    optimizers: dict[str, torch.optim.Optimizer] = saved()
+    schedulers: dict[str, torch.optim.lr_scheduler.LambdaLR] = saved()
+    samplers: dict[str, Sampler] = saved()
     group_names: dict[str, list[str]]  # per optimizer, its parameter groups' names (lr/<name> tags)
     first_step: int = 1
+    rng: GlobalRNG = saved(GlobalRNG)
 
     @property
     def name(self) -> str:
@@ -59,28 +62,27 @@ class StageContext:
 
 @dataclass
 class Run:
-    """Everything the stages share."""
+    """Everything the stages share: the run's inputs, its model, and what it carries between stages,
+    typed (``da.train.run_state``); the ``saved()`` fields are its stateful parts."""
 
     config: Config
     run_dir: Path
     device: torch.device
     domains: Domains
-    model: Model
+    model: Model = saved()
     log: RunLog
     generator: torch.Generator
     stages: list["Stage"] = field(default_factory=list)
-    summary: dict[str, Any] = field(default_factory=dict)
-    last_checkpoint: str | None = None
-    train_seconds: float = 0.0
-    earlier_wall_s: float = 0.0  # wall time of the sessions before a resume
-    started: float = field(default_factory=time.perf_counter)
-    stop_signal: str | None = None
-    #: Per-domain batch norm: the target's statistics were estimated (once, before the first stage
-    #: that reads target images).
-    target_norms_started: bool = False
+    evaluations: Evaluations = saved(Evaluations)
+    early_stopping: EarlyStopping = saved(EarlyStopping)
+    throughput: Throughput = saved(Throughput)
+    target_norms: TargetNorms = saved(TargetNorms)
     #: torch.distributed: this process's rank and the number of ranks (one process: rank 0 of 1).
     dist: Dist = field(default_factory=Dist)
-    precision: Precision = field(default_factory=lambda: Precision("fp32", torch.device("cpu")))
+    precision: Precision = saved(lambda: Precision("fp32", torch.device("cpu")))
+    #: This session only: how messages name the last checkpoint, and the signal that asked to stop.
+    last_checkpoint: str | None = None
+    stop_signal: str | None = None
 
     @property
     def checkpoint_path(self) -> Path:
@@ -90,9 +92,6 @@ class Run:
     def best_path(self) -> Path:
         """Early stopping: the checkpoint of the best evaluation so far (a complete, resumable one)."""
         return self.run_dir / "best.pt"
-
-    def wall_s(self) -> float:
-        return self.earlier_wall_s + time.perf_counter() - self.started
 
     def stage_steps(self) -> list[int]:
         return [stage.steps(self) for stage in self.stages]
@@ -111,33 +110,29 @@ class Run:
         return split.sampler(batch_size, self.generator, augment, shard=self.dist.shard)
 
     def save(self, ctx: StageContext, step: int, path: Path | None = None) -> None:
-        """A checkpoint of the run at ``step`` of ``ctx``'s stage (rank 0 writes it)."""
+        """A checkpoint of the run at ``step`` of ``ctx``'s stage (rank 0 writes it): where it was
+        taken, the config, and the state of every stateful part of the run and of the stage."""
         if path is None:
             self.last_checkpoint = f"{ctx.stage.label} step {step}"
         if not self.dist.main:
             return
-        m = self.model
         save_checkpoint(path or self.checkpoint_path, {
             "stage": ctx.name, "stage_index": ctx.index, "step": step, "config": dump_yaml(self.config),
-            **m.state_dict(), "target_norms_started": self.target_norms_started,
-            "optimizers": {k: o.state_dict() for k, o in ctx.optimizers.items()},
-            "schedulers": {k: s.state_dict() for k, s in ctx.schedulers.items()},
-            "samplers": {k: s.state_dict() for k, s in ctx.samplers.items()},
-            "stage_state": ctx.stage.state_dict(), "grad_scaler": self.precision.state_dict(),
-            "rng": rng_state(), "summary": dict(self.summary),
-            "train_seconds": self.train_seconds, "wall_s": self.wall_s(),
+            **collect({**saved_parts(self), **saved_parts(ctx)}),
         })
 
+    def resume(self, state: dict[str, Any], index: int) -> None:
+        """The run's parts as checkpoint ``state`` (taken in stage ``index``) holds them; the stage's
+        own parts load when it starts (``resume_stage``)."""
+        if state["format"] != FORMAT:
+            raise DAError(f"the checkpoint in {self.run_dir} was written by an earlier version of da ({state['format']}): "
+                          f"its weights still load (pretrain.checkpoint, da eval) but the run cannot resume; start a new run")
+        restore(saved_parts(self), state)
+        self.last_checkpoint = f"{self.stages[index].label} step {state['step']}"
+
     def resume_stage(self, ctx: StageContext, state: dict[str, Any]) -> None:
-        for key, optimizer in ctx.optimizers.items():
-            optimizer.load_state_dict(state["optimizers"][key])
-        for key, scheduler in ctx.schedulers.items():
-            scheduler.load_state_dict(state["schedulers"][key])
-        for key, sampler in ctx.samplers.items():
-            sampler.load_state_dict(state["samplers"][key])
-        ctx.stage.load_state_dict(state.get("stage_state") or {})
-        self.precision.load_state_dict(state.get("grad_scaler") or {})
-        set_rng_state(state["rng"])
+        """The stage's parts as checkpoint ``state`` holds them; it continues after the checkpoint's step."""
+        restore(saved_parts(ctx), state)
         ctx.first_step = state["step"] + 1
 
     def check(self, loss: Tensor, ctx: StageContext, step: int) -> None:
@@ -157,14 +152,8 @@ class Run:
                               f"continue with: da train --resume {self.run_dir}")
 
     def start_target_norms(self) -> None:
-        """Per-domain batch norm: the target copies take the target train images' statistics (AdaBN),
-        once, before the first stage that reads target images."""
-        if self.target_norms_started:
-            return
-        self.target_norms_started = True
-        m = self.model
-        with m.eval_mode():
-            start_target(m.domain_norms, m.features, (x for x, _ in self.domains.target_train.batches(1000)))
+        """Per-domain batch norm: the target's statistics, once, before the first stage that reads target images."""
+        self.target_norms.start(self.model, self.domains)
 
 
 @contextmanager

@@ -10,14 +10,21 @@ import numpy as np
 import torch
 
 from da.errors import DAError
+from da.train.distributed import Dist
 
 
-def pick_device(name: str) -> torch.device:
+def pick_device(name: str, here: Dist | None = None) -> torch.device:
+    """The device config key ``device`` names (auto: CUDA when torch sees a GPU, else the CPU); under
+    torchrun (``here``: this process's place among several) a CUDA process takes its own GPU."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    elif name.startswith("cuda") and not torch.cuda.is_available():
         raise DAError(f"device {name!r} asked for, but torch sees no CUDA GPU; set device: auto or cpu")
-    return torch.device(name)
+    else:
+        device = torch.device(name)
+    if here is not None and here.on and device.type == "cuda":
+        return torch.device("cuda", here.local_rank)
+    return device
 
 
 def seed_everything(seed: int, deterministic: bool, compiling: bool = False) -> None:
@@ -46,6 +53,16 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(_tuples(state["python"]))
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class GlobalRNG:
+    """The process's random number generators (torch, numpy, Python's, CUDA's) as a stateful part of a checkpoint."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return rng_state()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        set_rng_state(state)
 
 
 def _tuples(value: Any) -> Any:

@@ -26,8 +26,7 @@ def record_evaluation(run: "Run", stage: str, step: int, global_step: int) -> No
     run.log.scalars({f"validator/{k}": v for k, v in scores.items()}, global_step)
     run.log.metrics_row({"stage": stage, "step": step, **accs, "scores": scores})
     run.log.progress(0, tgt_test=accs["target_test_acc"], src_val=accs["source_val_acc"])
-    run.summary.update(accs)
-    run.summary["history"] = [*run.summary.get("history", []), {"step": step, **accs, "scores": scores}]
+    run.evaluations.add(step, accs, scores)
 
 
 def best_evaluation(history: list[dict[str, Any]], validator: str) -> tuple[dict[str, Any], int]:
@@ -50,7 +49,7 @@ def track_best(ctx: "StageContext", step: int) -> bool:
     """After the evaluation at ``step``: save ``best.pt`` if it is the best so far; True to stop."""
     run = ctx.run
     rule = run.config.train.early_stopping
-    best, since = best_evaluation(run.summary["history"], rule.validator)
+    best, since = best_evaluation(run.evaluations.history, rule.validator)
     if best["step"] == step:
         run.save(ctx, step, run.best_path)
     return since >= rule.patience
@@ -60,17 +59,17 @@ def restore_best(run: "Run") -> None:
     """Early stopping's end: the model, ``checkpoint.pt`` and the summary's accuracies become those of
     the best evaluation (``best.pt``); the history keeps every evaluation."""
     rule = run.config.train.early_stopping
-    best, _ = best_evaluation(run.summary["history"], rule.validator)
+    best, _ = best_evaluation(run.evaluations.history, rule.validator)
     state = load_checkpoint(run.best_path, run.device)
     if state["step"] != best["step"]:
         raise DAError(f"{run.best_path} holds step {state['step']} but the best evaluation by {rule.validator} is at "
                       f"step {best['step']}; rerun from scratch")
-    run.model.load_state_dict(state)  # the slots already have their shape: load the weights as they are
+    run.model.load_state_dict(state["model"])  # the slots already have their shape: load the weights as they are
     replace_atomically(run.checkpoint_path, lambda tmp: tmp.write_bytes(run.best_path.read_bytes()))
-    run.summary.update({k: best[k] for k in ACCURACIES})
-    run.summary["early_stopping"] = {
+    run.evaluations.accuracies = {k: best[k] for k in ACCURACIES}
+    run.early_stopping.restored = {
         "validator": rule.validator, "patience": rule.patience, "restored_step": best["step"],
-        "score": best["scores"][rule.validator], "stopped_early_at": run.summary.get("stopped_early_at"),
+        "score": best["scores"][rule.validator], "stopped_early_at": run.early_stopping.stopped_at,
     }
 
 

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from typing import Any, Callable
 
 import torch
+from torch import Tensor
 
 from da.train.stage import ParamGroup
 from da.train.distributed import gradient_sync
@@ -56,10 +57,16 @@ def make_optimizer(groups: list[ParamGroup], lr: float, settings: Any) -> tuple[
 
 
 def make_context(run: Run, index: int, done: int) -> StageContext:
-    """The optimizers, schedules and samplers of stage ``index`` after ``done`` of its steps."""
+    """The optimizers, schedules and samplers of stage ``index`` after ``done`` of its steps.
+
+    Every parameter of the model is trainable when a stage builds its optimizers, as in a model just
+    built: what a stage freezes (SHOT's head) stays frozen in that stage alone, and its optimizer is the
+    same whether the run started the stage or resumed inside it."""
     stage = run.stages[index]
     steps = stage.steps(run)
     settings = stage.settings(run)
+    for module in run.model.modules():
+        module.requires_grad_(True)
     optimizers, schedulers, names = {}, {}, {}
     for key, groups in stage.optimizers(run, done).items():
         optimizers[key], names[key] = make_optimizer(groups, settings.lr, settings)
@@ -69,8 +76,9 @@ def make_context(run: Run, index: int, done: int) -> StageContext:
     return StageContext(run, stage, index, steps, optimizers, schedulers, samplers, names)
 
 
-def run_stage(run: Run, index: int, state: dict[str, Any] | None) -> None:
-    """Stage ``index`` of the run, from its start or from the checkpoint ``state`` taken inside it."""
+def start_stage(run: Run, index: int, state: dict[str, Any] | None) -> StageContext:
+    """Stage ``index``'s context: begun afresh (and checkpointed at step 0 if the stage asks), or
+    loaded from the checkpoint ``state`` taken inside it."""
     stage: Stage = run.stages[index]
     if state is None:
         stage.fill_slots(run, fresh=True)
@@ -82,7 +90,53 @@ def run_stage(run: Run, index: int, state: dict[str, Any] | None) -> None:
         stage.begin(ctx)
         if stage.checkpoint_at_start:
             run.save(ctx, 0)
-    cfg = run.config.train
+    return ctx
+
+
+def apply_updates(ctx: StageContext, step: int, batch: dict[str, Any], log: bool,
+                  sync: Callable[[Tensor], Tensor]) -> dict[str, Any]:
+    """One step of the stage: each update it yields checked, backpropagated and stepped by its
+    optimizers, then the gradient scaler and every schedule; the updates' scalars."""
+    run = ctx.run
+    values: dict[str, Any] = {}
+    updates = ctx.stage.step(ctx, step, batch, log)
+    while True:
+        with run.precision.autocast():
+            update = next(updates, None)
+        if update is None:
+            break
+        loss = sync(update.loss)
+        run.check(loss, ctx, step)
+        optimizers = [ctx.optimizers[name] for name in update.optimizer_names()]
+        for optimizer in optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        run.precision.backward(loss)
+        for optimizer in optimizers:
+            run.precision.step(optimizer)
+        values.update(update.scalars)
+    run.precision.update()
+    for scheduler in ctx.schedulers.values():
+        scheduler.step()
+    return values
+
+
+def log_step(ctx: StageContext, global_step: int, values: dict[str, Any], log: bool) -> None:
+    """The step's scalars (and learning rates) to TensorBoard at a logging step; the progress bar always."""
+    run, stage = ctx.run, ctx.stage
+    if not log:
+        run.log.progress(1)
+        return
+    values = {k: float(v) for k, v in values.items()}
+    if stage.logs_lr:
+        values.update(ctx.lr_scalars())
+    run.log.scalars(values, global_step)
+    run.log.progress(1, **{shown: values[tag] for shown, tag in stage.shown.items() if tag in values})
+
+
+def run_stage(run: Run, index: int, state: dict[str, Any] | None) -> None:
+    """Stage ``index`` of the run, from its start or from the checkpoint ``state`` taken inside it."""
+    ctx = start_stage(run, index, state)
+    stage, cfg = ctx.stage, run.config.train
     offset, eval_offset = run.global_offset(index), run.eval_offset(index)
     run.log.describe(stage.name if stage.name != "adapt" else f"adapt:{run.config.adapter.name}")
     m = run.model
@@ -92,41 +146,16 @@ def run_stage(run: Run, index: int, state: dict[str, Any] | None) -> None:
     for step in range(ctx.first_step, ctx.steps + 1):
         if run.stop_signal or run.dist.on:  # with several ranks, every rank learns of a signal to one
             if stage.timed:
-                run.train_seconds += time.perf_counter() - tick
+                run.throughput.train_seconds += time.perf_counter() - tick
             run.stop_if_asked(ctx, step - 1)
             tick = time.perf_counter()
         batch = {key: sampler.next() for key, sampler in ctx.samplers.items()}
         log = step % cfg.log_every == 0 or step == ctx.steps
-        values: dict[str, Any] = {}
-        updates = stage.step(ctx, step, batch, log)
-        while True:
-            with run.precision.autocast():
-                update = next(updates, None)
-            if update is None:
-                break
-            loss = sync(update.loss)
-            run.check(loss, ctx, step)
-            optimizers = [ctx.optimizers[name] for name in update.optimizer_names()]
-            for optimizer in optimizers:
-                optimizer.zero_grad(set_to_none=True)
-            run.precision.backward(loss)
-            for optimizer in optimizers:
-                run.precision.step(optimizer)
-            values.update(update.scalars)
-        run.precision.update()
-        for scheduler in ctx.schedulers.values():
-            scheduler.step()
+        values = apply_updates(ctx, step, batch, log, sync)
         last = step
         if stage.timed:
-            run.summary["images_trained"] = run.summary.get("images_trained", 0) + stage.images_per_step(run)
-        if log:
-            values = {k: float(v) for k, v in values.items()}
-            if stage.logs_lr:
-                values.update(ctx.lr_scalars())
-            run.log.scalars(values, offset + step)
-            run.log.progress(1, **{shown: values[tag] for shown, tag in stage.shown.items() if tag in values})
-        else:
-            run.log.progress(1)
+            run.throughput.images += stage.images_per_step(run)
+        log_step(ctx, offset + step, values, log)
         stage.after_step(ctx, step)
         evaluate = stage.evaluates and (step % cfg.eval_every == 0 or step == ctx.steps)
         checkpoint = (step % cfg.checkpoint_every == 0 and step < ctx.steps) or (step == ctx.steps and stage.checkpoint_at_end)
@@ -135,7 +164,7 @@ def run_stage(run: Run, index: int, state: dict[str, Any] | None) -> None:
             if run.device.type == "cuda":
                 torch.cuda.synchronize()
             if stage.timed:
-                run.train_seconds += time.perf_counter() - tick
+                run.throughput.train_seconds += time.perf_counter() - tick
             if evaluate:  # rank 0 evaluates and decides; the others learn its decision
                 if run.dist.main:
                     record_evaluation(run, stage.name, eval_offset + step, offset + step)

@@ -32,7 +32,8 @@ def target_labels_record(config: Config, domains: Domains, indices: bool) -> dic
 
 
 def make_summary(run: "Run") -> dict[str, Any]:
-    config, s = run.config, run.summary
+    """summary.json's fields, from the config and what the run carried to its end."""
+    config, found, throughput = run.config, run.evaluations, run.throughput
     with run.model.eval_mode():
         confusion = confusion_matrix(run.model.predict("target", True), run.domains.target_test, run.domains.num_classes)
     return {
@@ -40,14 +41,14 @@ def make_summary(run: "Run") -> dict[str, Any]:
         "source": config.data.source, "target": config.data.target, "backbone": config.model.backbone,
         "stages": [{"name": stage.name, "steps": n} for stage, n in zip(run.stages, run.stage_steps())],
         "pretrain_steps": config.pretrain.steps, "steps": config.train.steps, "batch_size": config.train.batch_size,
-        "source_test_acc": s["source_test_acc"], "target_test_acc": s["target_test_acc"],
-        "source_val_acc": s["source_val_acc"],
+        "source_test_acc": found.accuracies["source_test_acc"], "target_test_acc": found.accuracies["target_test_acc"],
+        "source_val_acc": found.accuracies["source_val_acc"],
         # Of the final model, which target classes it gets wrong and as what (rows: true class).
         "target_test_per_class_acc": per_class_accuracy(confusion), "target_test_confusion": confusion.tolist(),
-        **{k: v for k, v in s.items() if k.startswith("pretrain_")},
-        "wall_s": round(run.wall_s(), 2), "train_s": round(run.train_seconds, 3),
-        # every rank's images: each rank trained images_trained in the same time
-        "train_imgs_per_s": round(s.get("images_trained", 0) * run.dist.world_size / max(run.train_seconds, 1e-9), 1),
+        **{f"pretrain_{k}": v for k, v in found.pretrain.items()},
+        "wall_s": round(throughput.wall_s(), 2), "train_s": round(throughput.train_seconds, 3),
+        # every rank's images: each rank trained throughput.images in the same time
+        "train_imgs_per_s": round(throughput.images * run.dist.world_size / max(throughput.train_seconds, 1e-9), 1),
         "device": str(run.device), "torch": torch.__version__,
         "world_size": run.dist.world_size, "global_batch_size": config.train.batch_size * run.dist.world_size,
         "precision": run.precision.name, "compile": config.train.compile,
@@ -55,12 +56,12 @@ def make_summary(run: "Run") -> dict[str, Any]:
         **({"augment": asdict(config.data.augment)} if config.data.augment is not None else {}),
         **({"target_labels": target_labels_record(config, run.domains, indices=config.data.target_labels_per_class != "all")}
            if run.domains.target_labelled is not None else {}),
-        **({"early_stopping": s["early_stopping"]} if "early_stopping" in s else {}),
+        **({"early_stopping": run.early_stopping.restored} if run.early_stopping.restored is not None else {}),
         # Image folders and lists: classes, split sizes, test split, unreadable files skipped per domain.
         **({"image_data": run.domains.image_data,
             "skipped_images": {k: v["skipped_images"] for k, v in run.domains.image_data.items()}}
            if run.domains.image_data else {}),
         # "oracle" reads target test labels: an upper bound, never a result.
-        "selection": selections(s.get("history", [])),
-        "history": s.get("history", []),
+        "selection": selections(found.history),
+        "history": found.history,
     }
