@@ -6,10 +6,9 @@ import torch.nn.functional as F
 
 from conftest import one_line_error, tiny_config
 from da.checkpoint import load_checkpoint
-from da.config import build_config
+from da.composition import build_config, train
 from da.stages.self_train import SelfTrain
 from da.stages.shot_labels import cluster_pseudo_labels, information_maximisation
-from da.train import train
 from methods_helpers import resumed_equals_uninterrupted
 
 
