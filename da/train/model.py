@@ -173,7 +173,7 @@ class Model:
 
 def build_model(config: Config, domains: Domains, device: torch.device) -> Model:
     shape = domains.source_train.input_shape
-    extractor = BACKBONES.get(config.model.backbone)(pretrained=config.model.pretrained, in_channels=shape[0])
+    extractor = BACKBONES.get(config.model.backbone).build(pretrained=config.model.pretrained, in_channels=shape[0])
     if config.model.weights:  # a local state dict, e.g. torchvision's resnet50-11ad3fa6.pth (offline)
         from da.models.pretrained import load_weights
 
