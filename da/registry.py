@@ -29,16 +29,19 @@ class Record:
 
     @property
     def origin(self) -> str:
-        """``module.qualname`` of the code that registered the record."""
+        """Where the record comes from, for messages: its loader's or factory's ``module.qualname``,
+        or the folder it names."""
         raise NotImplementedError
 
 
 class Registry(Generic[T]):
     """A mapping from names to registered objects (classes, or ``Record``s)."""
 
-    def __init__(self, kind: str, entry_point_group: str | None = None) -> None:
+    def __init__(self, kind: str, entry_point_group: str | None = None, maker: str | None = None) -> None:
         self.kind = kind
         self.entry_point_group = entry_point_group
+        #: For a registry of records: the decorator that makes them (a bare function is refused).
+        self.maker = maker
         self._entries: dict[str, T] = {}
         self._plugins_loaded = False
         self.plugin_errors: list[str] = []
@@ -47,6 +50,9 @@ class Registry(Generic[T]):
         """Decorator: ``@REGISTRY.register("name")``. Raises DAError if the name is taken."""
 
         def decorate(obj: T) -> T:
+            if self.maker is not None and not isinstance(obj, Record):
+                raise DAError(f"{self.kind} {name!r} ({_where(obj)}) is not a record; register it with "
+                              f"@{self.maker}({name!r}, ...)")
             if name in self._entries and not _same(self._entries[name], obj):
                 previous = self._entries[name]
                 raise DAError(
@@ -101,7 +107,7 @@ def doc_line(obj: object) -> str:
 
 
 def _same(registered: object, obj: object) -> bool:
-    """The same class or function, or an equal record (a module imported twice registers it again)."""
+    """The same class or function, or an equal record (the same registration made again)."""
     return registered is obj or (isinstance(obj, Record) and registered == obj)
 
 
@@ -113,9 +119,9 @@ def _where(obj: object) -> str:
 
 ADAPTERS: Registry = Registry("adapter", entry_point_group="da.adapters")
 #: ``da.data.dataset_entry.DatasetEntry`` records, registered with ``da.data.register_dataset``.
-DATASETS: Registry = Registry("dataset", entry_point_group="da.datasets")
+DATASETS: Registry = Registry("dataset", entry_point_group="da.datasets", maker="register_dataset")
 #: ``da.models.backbone_entry.BackboneEntry`` records, registered with ``da.models.register_backbone``.
-BACKBONES: Registry = Registry("backbone", entry_point_group="da.backbones")
+BACKBONES: Registry = Registry("backbone", entry_point_group="da.backbones", maker="register_backbone")
 STAGES: Registry = Registry("stage", entry_point_group="da.stages")
 
 register_adapter = ADAPTERS.register

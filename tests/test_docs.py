@@ -1,5 +1,5 @@
 """The docs stay true: every `da ...` command in README.md and docs/*.md is checked, and every
-python block of docs/adapters.md runs.
+python block of docs/adapters.md and docs/add_a_dataset.md runs.
 
 A `da train` command runs with --dry-run appended (its config loads and validates), a `da bench`
 command with --dry-run (the benchmark file loads and its runs are listed) into a temporary

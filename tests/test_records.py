@@ -101,6 +101,14 @@ def test_a_name_taken_is_one_line_naming_both_registrations(fresh_registries):
     assert DATASETS.get("mnist").loader.__module__ == "da.data.digits"
 
 
+def test_a_bare_function_is_refused_with_the_decorator_to_use(fresh_registries):
+    with pytest.raises(DAError, match="dataset 'bare' .* is not a record; register it with @register_dataset\\('bare', ...\\)"):
+        DATASETS.register("bare")(tiny_loader())
+    with pytest.raises(DAError, match="is not a record; register it with @register_backbone\\('bare', ...\\)"):
+        BACKBONES.register("bare")(nn.Identity)
+    assert "bare" not in DATASETS and "bare" not in BACKBONES
+
+
 def test_a_declared_number_of_classes_is_checked_against_the_data(fresh_registries):
     register_dataset("tiny_wrong", num_classes=5)(tiny_loader(classes=3))
     with pytest.raises(DAError, match="dataset tiny_wrong is registered with 5 classes but its data under .* has 3"):
