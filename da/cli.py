@@ -1,12 +1,14 @@
-"""The ``da`` command: ``da train``, ``da eval``, ``da bench``, ``da data``, ``da adapters``."""
+"""The ``da`` command: ``da train``, ``da eval``, ``da bench``, ``da data``, ``da adapters``, ``da stages``."""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import NoReturn, Sequence
 
 from da.errors import DAError, Interrupted
+from da.run_dir import create_run_dir
 
 #: Written into a run folder that stopped on an error (its message); removed when it resumes.
 FAILED = "failed"
@@ -25,8 +27,13 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from da.config import load_config
+    """``da train``: check the config, then run it (or resume a run) into a new run folder."""
+    # Imported here, not at the top, for start-up time: each command loads only the modules it uses.
+    import torch
+
+    from da.composition import load_config, preflight, train
     from da.train.distributed import init_from_env, launched, shutdown
+    from da.train.seeding import pick_device
 
     if args.nproc is not None and not launched() and not args.dry_run:
         return launch_ranks(args)
@@ -46,12 +53,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     here = init_from_env()
     try:
-        import torch
-
-        from da.train import train
-        from da.train.preflight import preflight
-        from da.train.seeding import pick_device
-
         device = pick_device(config.device)
         if here.on and device.type == "cuda":
             device = torch.device("cuda", here.local_rank)
@@ -82,17 +83,17 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def run_label(summary: dict) -> str:
     """What the closing line calls the run: the adapter, and the stages after pretraining when they
-    are not the joint adaptation alone (shot_self_training.yaml: "source_only + shot, self_train")."""
-    later = [s["name"] for s in summary.get("stages", []) if s["name"] not in ("pretrain", "fit")]
-    return summary["adapter"] if later in ([], ["adapt"]) else f"{summary['adapter']} + {', '.join(later)}"
+    are not the adapter's own stage alone (shot_self_training.yaml: "source_only + shot, self_train"; adda.yaml: "adda")."""
+    later = [s["name"] for s in summary.get("stages", []) if s["name"] != "pretrain"]
+    return summary["adapter"] if later in ([], ["adapt"], [summary["adapter"]]) else f"{summary['adapter']} + {', '.join(later)}"
 
 
 def dry_run_data_check(config, world_size: int) -> str:
     """What ``--dry-run`` adds about the data: its sizes checked, or why they could not be."""
+    # Imported here, not at the top, for start-up time: each command loads only the modules it uses.
     import torch
 
-    from da.train.preflight import preflight
-
+    from da.composition import preflight
     from da.registry import DATASETS
 
     names = [n for n in (*([config.data.source] if not isinstance(config.data.source, list) else config.data.source),
@@ -111,8 +112,6 @@ def dry_run_data_check(config, world_size: int) -> str:
 
 def _shared_run_dir(here, args: argparse.Namespace, config) -> Path:
     """The new run folder, created by rank 0 and told to the other ranks (or rank 0's error)."""
-    from da.run_dir import create_run_dir
-
     outcome: Path | DAError | None = None
     if here.main:
         try:
@@ -127,7 +126,8 @@ def _shared_run_dir(here, args: argparse.Namespace, config) -> Path:
 
 def launch_ranks(args: argparse.Namespace) -> int:
     """``da train --nproc N``: the config checked here, then the same command under torchrun."""
-    from da.config import load_config
+    # Imported here, not at the top, for start-up time: each command loads only the modules it uses.
+    from da.composition import load_config
     from da.train.launch import launch_ranks as launch
 
     if args.nproc < 1:
@@ -141,8 +141,8 @@ def launch_ranks(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    import json
-
+    """``da eval``: a run's accuracies recomputed from a checkpoint, compared with its summary.json."""
+    # Imported here, not at the top, for start-up time: each command loads only the modules it uses.
     from da.evaluate import evaluate_run
 
     run_dir = Path(args.run_dir)
@@ -164,20 +164,40 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_adapters(args: argparse.Namespace) -> int:
+    """``da adapters``: the registered adapters, one line each (plugins' load errors as warnings)."""
+    # Imported here, not at the top, for start-up time: each command loads only the modules it uses.
     import da.adapters  # noqa: F401  (registers the built-in adapters)
-    from da.adapters.base import summary_line
+    from da.adapters.base import summary_line, trained_by_stage
     from da.registry import ADAPTERS
 
-    entries = list(ADAPTERS.items())
+    entries = [(name, summary_line(cls) + (f" [stage {cls.stage}]" if trained_by_stage(cls) else ""))
+               for name, cls in ADAPTERS.items()]
+    return print_entries(entries, ADAPTERS.plugin_errors)
+
+
+def cmd_stages(args: argparse.Namespace) -> int:
+    """``da stages``: the registered stages, one line each (plugins' load errors as warnings)."""
+    # Imported here, not at the top, for start-up time: each command loads only the modules it uses.
+    import da.stages  # noqa: F401  (registers the built-in stages)
+    from da.adapters.base import summary_line
+    from da.registry import STAGES
+
+    return print_entries([(name, summary_line(cls)) for name, cls in STAGES.items()], STAGES.plugin_errors)
+
+
+def print_entries(entries: list[tuple[str, str]], plugin_errors: list[str]) -> int:
+    """One line per registry entry (name, description), then any plugin that failed to load."""
     width = max(len(name) for name, _ in entries)
-    for name, cls in entries:
-        print(f"{name:<{width}}  {summary_line(cls)}")
-    for message in ADAPTERS.plugin_errors:
+    for name, line in entries:
+        print(f"{name:<{width}}  {line}")
+    for message in plugin_errors:
         print(f"warning: {message}", file=sys.stderr)
     return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    """``da bench``: plan a benchmark's runs, run them (locally or on Ray) and write its report."""
+    # Imported here, not at the top, for start-up time: each command loads only the modules it uses.
     from da.bench.launch import PerRun
     from da.bench.plan import load_bench_config, narrow, parse_grid_flags, widen
     from da.bench.run import list_runs, run_bench
@@ -200,9 +220,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
+    """``da data``: what an image folder, an image list or a config's domains hold."""
+    # Imported here, not at the top, for start-up time: each command loads only the modules it uses.
+    from da.composition import load_config
     from da.data.describe import describe_path
 
-    bad = describe_path(Path(args.path), echo=lambda line: print(line, flush=True))
+    path = Path(args.path)
+    if path.is_file() and path.suffix in (".yaml", ".yml"):
+        load_config(path)  # a config's names and settings checked against the registries, as da train checks them
+    bad = describe_path(path, echo=lambda line: print(line, flush=True))
     return 1 if bad else 0
 
 
@@ -248,8 +274,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", metavar="PATH", help="a folder (DIR/<class>/<image>, or a folder of such domains), "
                                                 "a 'path label' list file, or a config file")
     p.set_defaults(func=cmd_data)
-    p = sub.add_parser("adapters", help="list the registered adapters")
+    p = sub.add_parser("adapters", help="list the registered adapters (losses, and methods trained by a stage)")
     p.set_defaults(func=cmd_adapters)
+    p = sub.add_parser("stages", help="list the registered stages (ways of training)")
+    p.set_defaults(func=cmd_stages)
     return parser
 
 

@@ -5,10 +5,11 @@ from pathlib import Path
 from typing import Any
 
 from da.checkpoint import load_checkpoint
-from da.config import load_config
+from da.composition import load_config
+from da.composition.driver import restored_model
 from da.domains import Domains, load_domains
 from da.errors import DAError
-from da.train import Model, build_model, pick_device, seed_everything
+from da.train import Model, pick_device, seed_everything
 
 
 def load_run(run_dir: Path, checkpoint: Path | None = None) -> tuple[Model, Domains, dict[str, Any]]:
@@ -20,13 +21,11 @@ def load_run(run_dir: Path, checkpoint: Path | None = None) -> tuple[Model, Doma
     seed_everything(config.seed, deterministic=False)
     device = pick_device(config.device)
     domains = load_domains(config.data, device, config.model.backbone)
-    model = build_model(config, domains, device)
-    model.load(state)
-    return model, domains, state
+    return restored_model(config, domains, device, state), domains, state
 
 
 def evaluate_run(run_dir: Path, checkpoint: Path | None = None) -> dict[str, Any]:
     """Accuracies of ``checkpoint`` (default: the run's last) on the run's splits, and where it stood."""
     model, domains, state = load_run(run_dir, checkpoint)
-    accs = model.evaluate(domains, adapted=state["stage"] == "adapt")
+    accs = model.evaluate(domains, adapted=state["stage"] != "pretrain")
     return {"stage": state["stage"], "step": state["step"], **accs}

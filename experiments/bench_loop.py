@@ -22,11 +22,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from da.config import build_config
+from da.composition import build_adapter, build_config, train
 from da.domains import load_domains
 from da.models import linear_head
 from da.registry import BACKBONES
-from da.train import build_adapter, lr_factor, pick_device, train
+from da.train import lr_factor, pick_device
 from da.train.precision import Precision
 
 

@@ -27,13 +27,13 @@ from pathlib import Path
 import torch
 
 from da.checkpoint import load_checkpoint
-from da.config import load_config
+from da.composition import build_model, load_config
 from da.domains import load_domains
 from da.errors import DAError
 from da.models.backbones import BlockOutputs
 from da.models.head import NearestNeighbourHead
-from da.registry import ADAPTERS
-from da.train import batched, build_model, fit_draw
+from da.stages.subspace import SubspaceAlignment, fit_draw
+from da.train import batched
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from transfer_runs import main_guard  # noqa: E402
@@ -54,7 +54,7 @@ def main() -> None:
     model = build_model(config, domains, device)
     state = load_checkpoint(args.run_dir / "checkpoint.pt", device)
     model.extractor.load_state_dict(state["extractor"])
-    if state["stage"] == "pretrain" or not model.adapter.needs_fit:
+    if "transform" not in state:
         model.head.load_state_dict(state["head"])
     model.extractor.eval()
     features = model.extractor if args.blocks is None else BlockOutputs(model.extractor, args.blocks.split(","))
@@ -68,26 +68,26 @@ def main() -> None:
         acc = lambda logits: (logits.argmax(1) == y_test).float().mean().item()
         nn1 = lambda bank, query: acc(NearestNeighbourHead(k, bank, y_s)(query))
         rows = []
-        if state["stage"] == "pretrain" or not model.adapter.needs_fit:
+        if "transform" not in state:
             rows.append(("pretrained linear head, no adaptation",
                          acc(model.head(batched(model.extractor, domains.target_test.x)))))
         rows.append(("1-NN on raw features, no adaptation", nn1(f_s, f_test)))
         rows.append(("1-NN, each domain centred on its own mean", nn1(f_s - f_s.mean(0), f_test - f_t.mean(0))))
         for dims in (int(d) for d in args.dims.split(",")):
-            sa = ADAPTERS.get("subspace")(feature_dim=f_s.shape[1], dims=dims)
+            sa = SubspaceAlignment(f_s.shape[1], dims=dims)
             sa.fit(f_s, f_t)
             p_s = sa.basis_s
             rows.append((f"d={dims}: 1-NN, centred, both in the source basis (no M)",
                          nn1((f_s - sa.mean_s) @ p_s, (f_test - sa.mean_t) @ p_s)))
             rows.append((f"d={dims}: subspace alignment, 1-NN",
-                         nn1(sa.transform(f_s, "source"), sa.transform(f_test, "target"))))
-            sa = ADAPTERS.get("subspace")(feature_dim=f_s.shape[1], dims=dims, standardize=True)
+                         nn1(sa(f_s, "source"), sa(f_test, "target"))))
+            sa = SubspaceAlignment(f_s.shape[1], dims=dims, standardize=True)
             sa.fit(f_s, f_t)
             z = lambda f, domain: (f - getattr(sa, f"mean_{domain}")) / getattr(sa, f"std_{domain}")
             rows.append((f"d={dims}: standardized, both in the source basis (no M)",
                          nn1(z(f_s, "s") @ sa.basis_s, z(f_test, "t") @ sa.basis_s)))
             rows.append((f"d={dims}: subspace alignment, 1-NN, standardized",
-                         nn1(sa.transform(f_s, "source"), sa.transform(f_test, "target"))))
+                         nn1(sa(f_s, "source"), sa(f_test, "target"))))
     print(f"{config.data.source} -> {config.data.target}, {args.blocks or 'top'} features of {args.run_dir}, "
           f"{len(source)} + {len(target)} fit images; {config.data.target} test accuracy:")
     width = max(len(name) for name, _ in rows)

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from da.bench.worker import execute_run
-from da.config import build_config, deep_merge, read_yaml
+from da.composition import build_config
+from da.config import deep_merge, read_yaml
 from da.errors import DAError
 from da.run_files import write_text_atomic
 

@@ -105,8 +105,9 @@ def stopped_then_resumed(config, run_dir: Path, monkeypatch, step: int) -> dict:
     """Train ``config`` into ``run_dir``, stopped (checkpointed, as on SIGTERM) after adaptation
     step ``step``, then resumed to the end: the resumed run's summary without its timings."""
     from da.checkpoint import load_checkpoint
+    from da.composition import train
     from da.errors import Interrupted
-    from da.train import TIMING_FIELDS, train
+    from da.train import TIMING_FIELDS
 
     run_dir.mkdir()
     stop_at(monkeypatch, step)

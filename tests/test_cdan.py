@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from conftest import ROOT
 from da.adapters.cdan import CDAN, entropy_weights, multilinear_map
 from da.adapters.dann import dann_schedule
-from da.config import load_config
+from da.composition import load_config
 
 
 def batches(feature_dim: int, num_classes: int, n: int = 16, seed: int = 0):

@@ -11,11 +11,11 @@ from conftest import one_line_error, tb_tags, tiny_config
 from da import Adapter, register_adapter
 from da.adapters.compose import Composite, part_keys
 from da.checkpoint import load_checkpoint
-from da.config import AdapterConfig, Config, build_config, dump_yaml, load_config, to_dict
+from da.composition import build_adapter, build_config, load_config
+from da.config import AdapterConfig, Config, dump_yaml, to_dict
 from da.data.synthetic import NUM_CLASSES
 from da.errors import DAError
 from da.registry import ADAPTERS
-from da.train import build_adapter
 
 DIM, CLASSES, N = 64, 4, 32
 
@@ -93,7 +93,7 @@ def test_composite_loss_is_the_weighted_sum_of_its_parts_computed_alone(test_ada
 def test_composite_sends_a_gradient_to_both_domains_and_reports_its_parts_kinds():
     torch.manual_seed(0)
     composite = build_adapter(composite_config([{"name": "cdan", "hidden": 16}, {"name": "source_only"}]), DIM, CLASSES)
-    assert composite.aligns_by_gradient and not composite.needs_fit
+    assert composite.aligns_by_gradient
     batch = inputs(requires_grad=True)
     composite.loss(**batch)[0].backward()
     assert batch["f_s"].grad.abs().sum() > 0 and batch["f_t"].grad.abs().sum() > 0
@@ -110,12 +110,10 @@ def test_own_weight_is_applied_once_and_keeps_its_default(test_adapters):
         assert loss.item() == pytest.approx(weight * raw)
 
 
-def test_closed_form_part_is_refused():
-    with pytest.raises(DAError, match=r"adapter\[1\]: adapter 'subspace' is closed-form"):
-        composite_config([{"name": "dann"}, {"name": "subspace"}])
-    subspace = ADAPTERS.get("subspace")(feature_dim=DIM)
-    with pytest.raises(DAError, match="closed-form"):
-        Composite([("subspace", subspace, 1.0)])
+@pytest.mark.parametrize("name", ["subspace", "adda", "mcd"])
+def test_a_part_trained_by_a_stage_of_its_own_is_refused(name):
+    with pytest.raises(DAError, match=rf"adapter\[1\]: adapter '{name}' is trained by stage '{name}', not a loss"):
+        composite_config([{"name": "dann"}, {"name": name}])
 
 
 BAD = [
@@ -129,7 +127,7 @@ BAD = [
     ("weight not a number", [{"name": "source_only", "weight": "x"}], "adapter[0].weight must be a number"),
     ("negative weight", [{"name": "dann", "weight": -1}], "adapter[0].weight must not be negative"),
     ("loop-provided", [{"name": "cdan", "num_classes": 3}], "adapter[0].num_classes is set by the loop"),
-    ("closed-form", [{"name": "subspace"}], "adapter[0]: adapter 'subspace' is closed-form"),
+    ("stage-trained", [{"name": "subspace"}], "adapter[0]: adapter 'subspace' is trained by stage 'subspace', not a loss"),
 ]
 
 

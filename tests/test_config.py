@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 
 from conftest import ROOT, one_line_error, tiny_config
-from da.config import load_config, to_dict
+from da.composition import load_config
+from da.config import to_dict
 from da.errors import DAError
 
 
@@ -107,7 +108,7 @@ def test_installed_da_command_reports_bad_input_without_traceback(tmp_path):
 
 
 def test_optional_adapter_arguments_check_the_type_inside_the_union():
-    from da.config import build_config
+    from da.composition import build_config
 
     with pytest.raises(DAError, match="adapter.randomized must be true or false, got 'yes'"):
         build_config({"adapter": {"name": "cdan", "randomized": "yes"}})

@@ -14,8 +14,8 @@ import yaml
 
 from conftest import ROOT, tiny_config
 from da.checkpoint import load_checkpoint
-from da.config import build_config
-from da.train import TIMING_FIELDS, train
+from da.composition import build_config, train
+from da.train import TIMING_FIELDS
 
 # Plain LeNet (no batch norm), the extractor frozen so that dropout is off (dropout masks are drawn
 # per rank, so they could not match one process's), source_only: the head learns from the source.

@@ -75,8 +75,7 @@ def test_the_docs_have_commands_to_check():
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory) -> Path:
     """A run trained on the synthetic pair: what `runs/dann` stands for in the docs."""
-    from da.config import load_config
-    from da.train import train
+    from da.composition import load_config, train
 
     tmp = tmp_path_factory.mktemp("docs_run")
     cfg = tmp / "tiny.yaml"

@@ -8,10 +8,10 @@ import torch
 from torch import nn
 
 from conftest import kill_and_resume, one_line_error, results, tiny_config
-from da.config import build_config
+from da.composition import build_config, train
 from da.evaluate import load_run
 from da.models.domain_norm import per_domain, routed, shared_state, start_target
-from da.train import accuracy, train
+from da.train import accuracy
 
 PER_DOMAIN = {"model": {"bottleneck": 16}, "train": {"batch_norm": "per_domain"}}
 

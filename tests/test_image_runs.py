@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-from da.config import build_config
+from da.composition import build_config, train
 from da.registry import ADAPTERS
-from da.train import TIMING_FIELDS, train
+from da.train import TIMING_FIELDS
 from tests.conftest import ROOT, one_line_error, stopped_then_resumed, tiny_config
 from tests.image_data import write_folder
 
@@ -95,8 +95,8 @@ def test_resnet50_with_the_office_settings_runs_on_a_224_folder(tmp_path, cli):
 def test_model_weights_load_a_local_torchvision_state_dict(tmp_path, folders):
     import torchvision
 
+    from da.composition import build_model
     from da.domains import load_domains
-    from da.train import build_model
 
     net = torchvision.models.resnet18()
     torch.save(net.state_dict(), tmp_path / "resnet18.pth")

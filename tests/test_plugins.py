@@ -15,12 +15,13 @@ import sys
 
 import pytest
 import torch
+from torch import nn
 import yaml
 
 from conftest import ROOT, one_line_error, tiny_config
+from da.composition import build_adapter
 from da.config import AdapterConfig, Config
 from da.registry import ADAPTERS
-from da.train import build_adapter
 
 PLUGINS = ("mcc", "bnm", "entropy", "im", "afn")
 INSTALL = "pip install -e third_party/da-plugins"
@@ -230,15 +231,16 @@ def test_afn_pulls_every_feature_norm_up_by_delta_in_both_domains():
         assert torch.allclose((f - step * grad).norm(dim=1), target_norm, atol=1e-4)
 
 
-def test_afn_dropout_is_off_by_default_and_only_active_in_training():
+def test_head_dropout_for_afn_is_off_by_default_and_only_active_in_training():
+    """SAFN's dropout before the classifier is the model's ``model.head_dropout`` (an adapter is a loss)."""
+    from da.models.head import linear_head
+
     f = torch.ones(64, DIM)
-    assert torch.equal(make("afn").transform(f, "target"), f)
-    adapter = make("afn", dropout=0.5)
-    dropped = adapter.transform(f, "source")
-    assert (dropped == 0).any() and (dropped == 2.0).any()
-    assert torch.equal(adapter.eval().transform(f, "target"), f)
-    with pytest.raises(Exception, match="dropout"):
-        make("afn", dropout=1.0)
+    plain, head = linear_head(DIM, 3), linear_head(DIM, 3, dropout=0.5)
+    assert type(plain) is nn.Linear
+    head.load_state_dict(plain.state_dict())  # the same weights as a plain linear head
+    assert not torch.equal(head(f), plain(f))
+    assert torch.equal(head.eval()(f), plain(f))
 
 
 @pytest.mark.parametrize("name", PLUGINS)

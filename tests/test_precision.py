@@ -9,15 +9,16 @@ import pytest
 import torch
 
 from conftest import stopped_then_resumed, tiny_config
-from da.config import build_config
+from da.composition import build_config, train
 from da.registry import ADAPTERS
-from da.train import TIMING_FIELDS, train
+from da.train import TIMING_FIELDS
 
 import da.adapters  # noqa: F401
+from da.adapters.base import trained_by_stage
 
 
 def adapter_names() -> list[str]:
-    return [name for name, cls in ADAPTERS.items() if not cls.needs_fit]
+    return [name for name, cls in ADAPTERS.items() if not trained_by_stage(cls)]
 
 
 def config_for(name: str, precision: str, **train_kw) -> dict:
@@ -55,7 +56,7 @@ def test_bf16_runs_the_forward_in_bf16_and_the_adapter_loss_in_float32(tmp_path,
     config = build_config(config_for("mmd", "bf16"))
     run_dir = tmp_path / "r"
     run_dir.mkdir()
-    from da.train import model as model_module
+    from da.composition import model as model_module
 
     real_build = model_module.build_model
 
@@ -67,7 +68,7 @@ def test_bf16_runs_the_forward_in_bf16_and_the_adapter_loss_in_float32(tmp_path,
         m.head.register_forward_hook(record)
         return m
 
-    monkeypatch.setattr("da.train.driver.build_model", build)
+    monkeypatch.setattr("da.composition.driver.build_model", build)
     train(config, run_dir, show_progress=False)
     assert seen["head_output"] == torch.bfloat16  # the forward ran under autocast
     assert seen["adapter_input"] == torch.float32  # kernels computed in float32

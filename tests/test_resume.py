@@ -12,9 +12,8 @@ import yaml
 from conftest import KILL_CONFIG, kill_and_resume, one_line_error, results, tiny_config
 from da.checkpoint import load_checkpoint
 from da.cli import main
-from da.config import build_config
+from da.composition import build_config, train
 from da.errors import DAError
-from da.train import train
 
 # Fine-tuning strategies on top: blocks unfreezing every 40 steps with their own lrs, early stopping.
 TRANSFER_CONFIG = tiny_config(

@@ -91,8 +91,7 @@ def test_a_bad_self_training_setting_is_one_line(cli, write_config):
 
 def test_final_model_teacher_makes_the_mean_teacher_the_runs_model(tmp_path):
     from da.checkpoint import load_checkpoint
-    from da.config import build_config
-    from da.train import train
+    from da.composition import build_config, train
 
     def run(final_model: str) -> dict:
         stage = {"name": "self_train", "steps": 6, "batch_size": 16, "threshold": 0.5, "final_model": final_model}

@@ -59,9 +59,8 @@ class NoSourceAfterPretraining:
 
 def test_shot_reads_no_source_image_and_keeps_the_head(tmp_path, monkeypatch):
     from da.checkpoint import load_checkpoint
-    from da.config import build_config
+    from da.composition import build_config, train
     from da.stages.pretrain import Pretrain
-    from da.train import train
 
     heads = {}
     real_end = Pretrain.end
@@ -95,8 +94,7 @@ def test_source_free_without_a_source_model_is_one_line(cli, write_config):
 
 def test_source_free_from_a_received_checkpoint(tmp_path):
     """The documented source-free mode: a model trained elsewhere, SHOT on unlabelled target images."""
-    from da.config import build_config
-    from da.train import train
+    from da.composition import build_config, train
 
     (tmp_path / "provider").mkdir()
     provider = {k: v for k, v in SHOT.items() if k != "stages"}  # source-only training, no adaptation step

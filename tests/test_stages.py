@@ -12,11 +12,13 @@ import torch.nn.functional as F
 
 from conftest import one_line_error, stop_at, tiny_config
 from da.checkpoint import load_checkpoint
-from da.config import build_config
+from da.composition import build_config, train
 from da.errors import DAError
-from da.registry import STAGES, register_stage
+from da import Adapter, register_adapter
+from da.registry import ADAPTERS, STAGES, register_stage
 from da.stages.base import ParamGroup, Stage, Update
-from da.train import TIMING_FIELDS, train
+from da.composition.stages import stage_specs
+from da.train import TIMING_FIELDS
 
 
 class HeadOnTarget(Stage):
@@ -116,12 +118,69 @@ def test_resume_in_the_middle_of_a_later_stage_is_exact(tmp_path, monkeypatch):
     assert load_checkpoint(run_dir / "checkpoint.pt")["stage_state"] == {"seen": 48}
 
 
-def test_default_stage_list_is_pretrain_fit_adapt(tmp_path):
+def test_a_stage_trained_adapter_runs_its_stage_in_place_of_adapt(tmp_path):
     (tmp_path / "r").mkdir()
     config = tiny_config(train={"steps": 2, "eval_every": 2})
     config["adapter"] = {"name": "subspace", "dims": 8, "classifier": "linear"}
     summary = train(build_config(config), tmp_path / "r", show_progress=False)
-    assert [s["name"] for s in summary["stages"]] == ["pretrain", "fit", "adapt"]
+    assert [(s["name"], s["steps"]) for s in summary["stages"]] == [("pretrain", 4), ("subspace", 2)]
+    assert summary["hparams"] == {"dims": 8, "classifier": "linear"}
+
+
+@pytest.mark.parametrize("adapter, stages, message", [
+    ({"name": "adda"}, ["pretrain", "adapt"],
+     "adapter 'adda' is trained by stage 'adda', which config key stages (pretrain, adapt) does not list; "
+     "write stages: [pretrain, adda]"),
+    ([{"name": "dann"}, {"name": "mcd"}], None,
+     "config key adapter[1]: adapter 'mcd' is trained by stage 'mcd', not a loss, so it cannot join an adapter list"),
+    ({"name": "mcd", "num_k": 2}, ["pretrain", {"name": "mcd", "num_k": 3}],
+     "config keys adapter.num_k and stages[1].num_k give stage 'mcd' different values; set it in one place"),
+    ({"name": "adda", "hiden": 3}, None, "adapter 'adda' (stage 'adda') does not take 'hiden'; did you mean adapter.hidden?"),
+])
+def test_stage_trained_adapters_refuse_what_cannot_run_in_one_line(adapter, stages, message):
+    config = tiny_config()
+    config["adapter"] = adapter
+    if stages is not None:
+        config["stages"] = stages
+    with pytest.raises(DAError) as caught:
+        build_config(config)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_stage_listed_before_the_stage_that_fills_its_slot_is_refused():
+    @register_stage("reads_transform")
+    class ReadsTransform(Stage):
+        needs_slots = ("transform",)
+
+    try:
+        config = tiny_config(stages=["pretrain", "reads_transform", "adapt"])
+        with pytest.raises(DAError, match=r"stages\[1\]: stage 'reads_transform' needs the model's transform slot, "
+                                          r"which no stage before it fills; put subspace before it"):
+            build_config(config)
+        config["stages"] = ["pretrain", {"name": "subspace", "dims": 4}, "reads_transform"]
+        config["train"] = {**config["train"], "steps": 0}
+        build_config(config)  # filled first: accepted
+    finally:
+        STAGES._entries.pop("reads_transform")
+
+
+def test_a_plugin_adapter_with_the_old_update_interface_is_refused_in_one_line():
+    @register_adapter("old_style")
+    class OldStyle(Adapter):
+        def loss(self, f_s, f_t, **kw):
+            return f_s.sum() * 0, {}
+
+        def update(self, model, batch, *, progress, log):
+            yield None
+
+    try:
+        config = tiny_config()
+        config["adapter"] = {"name": "old_style"}
+        with pytest.raises(DAError, match=r"adapter 'old_style' defines update\(\), which adapters no longer have: "
+                                          r"an adapter is a loss; a method that trains in its own way is a stage"):
+            build_config(config)
+    finally:
+        ADAPTERS._entries.pop("old_style")
 
 
 @pytest.mark.parametrize("stages, message", [
@@ -167,7 +226,7 @@ def test_the_stage_written_in_docs_stages_md_registers_and_runs(tmp_path):
     from conftest import ROOT
 
     text = (ROOT / "docs" / "stages.md").read_text()
-    (block,) = re.findall(r"```python\n(.*?)```", text, re.S)
+    block, _ = re.findall(r"```python\n(.*?)```", text, re.S)
     if "head_entropy" not in STAGES:
         exec(compile(block, "docs/stages.md", "exec"), {"__name__": "docs_stages"})
     config = build_config(tiny_config(stages=["pretrain", "adapt", {"name": "head_entropy", "steps": 3, "batch_size": 8}]))
@@ -176,6 +235,27 @@ def test_the_stage_written_in_docs_stages_md_registers_and_runs(tmp_path):
     assert summary["stages"][-1] == {"name": "head_entropy", "steps": 3}
     with pytest.raises(DAError, match="needs a model trained on the source first"):
         build_config(tiny_config(stages=["head_entropy"]))
+
+
+def test_the_stage_trained_method_written_in_docs_stages_md_fills_its_slot_and_resumes(tmp_path, monkeypatch):
+    import re
+
+    from conftest import ROOT
+    from methods_helpers import resumed_equals_uninterrupted
+
+    text = (ROOT / "docs" / "stages.md").read_text()
+    _, block = re.findall(r"```python\n(.*?)```", text, re.S)
+    exec(compile(block, "docs/stages.md", "exec"), {"__name__": "docs_stages"})
+    try:
+        config = tiny_config(train={"steps": 4, "eval_every": 2, "extractor": "freeze"})
+        config["adapter"] = {"name": "centre", "samples": 40}
+        assert [name for name, _ in stage_specs(build_config(config))] == ["pretrain", "centre"]
+        resumed_equals_uninterrupted(config, tmp_path, monkeypatch, "centre", 2)
+        state = load_checkpoint(tmp_path / "whole" / "checkpoint.pt")
+        assert state["transform"]["means"].abs().sum() > 0
+    finally:
+        STAGES._entries.pop("centre", None)
+        ADAPTERS._entries.pop("centre", None)
 
 
 def test_inv_step_is_transfer_learning_librarys_schedule_per_iteration_whatever_the_run_length():
@@ -192,7 +272,7 @@ def test_the_closing_line_names_the_stages_that_replace_joint_adaptation():
 
     stages = lambda *names: [{"name": n, "steps": 10} for n in names]
     assert run_label({"adapter": "dann", "stages": stages("pretrain", "adapt")}) == "dann"
-    assert run_label({"adapter": "subspace", "stages": stages("pretrain", "fit", "adapt")}) == "subspace"
+    assert run_label({"adapter": "subspace", "stages": stages("pretrain", "subspace")}) == "subspace"
     assert run_label({"adapter": "source_only", "stages": stages("pretrain", "shot", "self_train")}) == \
         "source_only + shot, self_train"
 

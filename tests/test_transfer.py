@@ -9,13 +9,14 @@ import torch
 
 from conftest import MNIST_TEST, MNIST_TRAIN, needs_data, one_line_error, real_data_root, stopped_then_resumed, tb_tags, tiny_config
 from da.checkpoint import load_checkpoint
-from da.config import DataConfig, TrainConfig, UnfreezeConfig, build_config
+from da.composition import build_config, train
+from da.config import DataConfig, TrainConfig, UnfreezeConfig
 from da.domains import load_domains
 from da.evaluate import evaluate_run
 from da.finetune import FineTuning
 from da.models import linear_head
 from da.registry import BACKBONES, DATASETS
-from da.train import best_evaluation, train
+from da.train import best_evaluation
 
 SYNTHETIC = {"source": "synthetic", "target": "synthetic", "source_val_size": 64}
 

@@ -1,5 +1,5 @@
 """Built-in adapters; importing this package registers them in ``da.registry.ADAPTERS``."""
-from da.adapters import adda, cdan, coral, dann, jan, mcd, mmd, source_only, subspace  # noqa: F401  (registration)
+from da.adapters import cdan, coral, dann, jan, mmd, source_only, trained_by_stage  # noqa: F401  (registration)
 from da.adapters.base import Adapter
 
 __all__ = ["Adapter"]

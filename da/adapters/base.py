@@ -1,62 +1,41 @@
-"""The adapter interface: what sits between the feature extractor and the task head."""
+"""The adapter interface: a loss that aligns source and target features, and its metadata.
+
+An adapter is what Transfer-Learning-Library's loss modules are: tensors in, a loss and scalars out,
+nothing of the loop. A method that trains in its own way (a closed-form fit, ADDA's alternating
+encoder, MCD's three sub-steps, self-training, SHOT) is a stage (``da.stages``); the adapter registry
+still lists it under the name users know, as a ``TrainedByStage`` entry that names its stage.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 
-if TYPE_CHECKING:
-    from da.train.model import Model
+from da.errors import DAError
 
 Domain = Literal["source", "target"]
 
-
-@dataclass
-class Update:
-    """One optimisation sub-step: the loop checks ``loss`` is finite, zeroes the gradients of the
-    optimizer named ``optimizer`` (or of each of several names: one loss that steps two optimizers,
-    as MCD's step A does), back-propagates ``loss`` and steps the optimizer(s)."""
-
-    loss: Tensor
-    optimizer: str | tuple[str, ...] = "main"
-    #: Scalars for TensorBoard (tag -> value), filled only on logging steps.
-    scalars: dict[str, Any] = field(default_factory=dict)
-
-    def optimizer_names(self) -> tuple[str, ...]:
-        return (self.optimizer,) if isinstance(self.optimizer, str) else tuple(self.optimizer)
-
-
-@dataclass
-class ParamGroup:
-    """Parameters an optimizer trains, under a name (for ``lr/<name>`` on TensorBoard), at
-    ``lr_mult`` times the stage's learning rate."""
-
-    name: str
-    module: nn.Module
-    lr_mult: float = 1.0
+#: Methods of the adapter interface before stages owned the methods that train in their own way; a
+#: plugin adapter that still defines one is refused with a pointer to the stage interface.
+RETIRED_METHODS = ("fit", "transform", "encoder", "optimizers", "update", "out_features", "trains_head", "init_head")
 
 
 class Adapter(nn.Module):
-    """Aligns source and target features.
+    """Aligns source and target features: ``loss`` returns a loss to add to the task loss, and scalars.
 
-    Subclasses set ``description`` (one line, shown by ``da adapters``) and override ``loss``
-    (gradient-based alignment) or ``fit``/``transform`` (closed-form alignment). Hyperparameters
-    are constructor keyword arguments with defaults; ``feature_dim`` and ``num_classes`` are
-    passed in by the loop when the constructor names them. The loop also reads an argument named
-    ``blocks`` (extractor block names, as subspace alignment takes): the features the adapter and
-    the head then see are those blocks' outputs side by side, and ``feature_dim`` is their width.
+    Subclasses set ``description`` (one line, shown by ``da adapters``) and override ``loss``.
+    Hyperparameters are constructor keyword arguments with defaults; ``feature_dim`` and
+    ``num_classes`` are passed in by the loop when the constructor names them.
     """
 
     description: ClassVar[str] = ""
-    #: True when ``loss`` sends a gradient into the features (checked for every adapter in tests).
+    #: True when ``loss`` sends a gradient into the features (checked for every adapter in tests);
+    #: False for a loss that is constant in them (source_only's zero).
     aligns_by_gradient: ClassVar[bool] = True
     #: The domains whose features that gradient reaches; a loss on target predictions alone
     #: (entropy minimisation, MCC, BNM) declares ``("target",)``.
     gradient_domains: ClassVar[tuple[Domain, ...]] = ("source", "target")
-    #: True when the loop must call ``fit`` on extractor features before the adaptation stage.
-    needs_fit: ClassVar[bool] = False
     #: Under torch.distributed, a loss on batch statistics (MMD's kernels, CORAL's covariances) sees
     #: each rank's own batch by default; True gathers every rank's features and predictions first, so
     #: the loss sees the global batch (one all-gather per step).
@@ -75,52 +54,49 @@ class Adapter(nn.Module):
         progress: float,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Alignment loss to add to the task loss, and scalars to log. ``progress`` runs 0 -> 1."""
-        return f_s.new_zeros(()), {}
+        raise NotImplementedError(f"{type(self).__name__} must define loss()")
 
-    def fit(self, f_s: Tensor, f_t: Tensor, y_s: Tensor | None = None) -> None:
-        """Closed-form fitting on extractor features of both domains (``y_s``: the source rows' labels,
-        for a head built from them); default: nothing."""
 
-    def transform(self, f: Tensor, domain: Domain) -> Tensor:
-        """Features as the head sees them; default: unchanged."""
-        return f
+class TrainedByStage:
+    """A registry entry for a method that trains in its own way: ``stage`` names the registered stage
+    that trains it, and the config's ``adapter`` keys are that stage's settings.
 
-    def encoder(self, domain: Domain) -> nn.Module | None:
-        """An encoder of this adapter's own for ``domain``'s images (ADDA's target encoder), used in
-        place of the shared extractor for that domain; default: None (the shared extractor)."""
-        return None
+    ``adapter: {name: adda}`` keeps working: the run lists the stage in place of ``adapt`` (or a
+    config's ``stages`` list must name it). Such an entry has no loss, so it cannot join an adapter
+    list, and the loop's joint stages see a zero alignment loss.
+    """
 
-    def optimizers(self, model: "Model") -> dict[str, list[ParamGroup]] | None:
-        """For a method that owns its update (ADDA, MCD): its optimizers by name, each a list of
-        parameter groups; the adaptation stage then runs ``update`` instead of the joint step.
-        Default: None (one optimizer over extractor, head and adapter; the loss is ``loss``)."""
-        return None
+    description: ClassVar[str] = ""
+    stage: ClassVar[str] = ""
+    #: The metadata of an adapter, for a method with no loss: none reaches the features; its stage
+    #: checks its own batches.
+    aligns_by_gradient: ClassVar[bool] = False
+    gradient_domains: ClassVar[tuple[Domain, ...]] = ()
+    global_batch: ClassVar[bool] = False
+    min_batch_size: ClassVar[int] = 1
 
-    def update(self, model: "Model", batch: dict[str, tuple[Tensor, Tensor]], *, progress: float,
-               log: bool) -> Iterator[Update]:
-        """A method's own sub-steps for one training step, over the step's ``batch`` (``source``:
-        images and labels, ``target``: images, labels hidden): yield an ``Update`` per sub-step; the
-        loop back-propagates and steps its optimizer before resuming the generator, so a later
-        sub-step sees the parameters the earlier ones changed."""
-        raise NotImplementedError(f"{type(self).__name__} declares optimizers() but no update()")
 
-    def out_features(self, feature_dim: int) -> int:
-        """Width of ``transform``'s output for extractor features of width ``feature_dim``."""
-        return feature_dim
+def trained_by_stage(entry: object) -> str | None:
+    """The stage that trains a registry entry, or None for an adapter (a loss)."""
+    return entry.stage if isinstance(entry, type) and issubclass(entry, TrainedByStage) else None
 
-    def trains_head(self) -> bool:
-        """False when the head ``init_head`` builds has nothing to train (the adaptation stage must have 0 steps)."""
-        return True
 
-    def init_head(self, head: nn.Module) -> nn.Module:
-        """The head to train after ``fit``, given the pretrained one; default: a fresh linear head."""
-        width = self.out_features(head.in_features)
-        return nn.Linear(width, head.out_features).to(next(head.parameters()).device)
+def check_adapter_class(name: str, cls: type) -> None:
+    """Refuse, in one line, an adapter class written for the retired interface (its own update or fit)."""
+    if not isinstance(cls, type) or not issubclass(cls, (Adapter, TrainedByStage)):
+        raise DAError(f"adapter {name!r} is registered as {cls!r}, which is neither an Adapter subclass (a loss) nor a "
+                      f"TrainedByStage entry; see docs/adapters.md")
+    old = [m for m in RETIRED_METHODS if issubclass(cls, Adapter) and any(m in vars(k) for k in cls.__mro__[:-1]
+                                                                           if k not in (Adapter, nn.Module))]
+    if old:
+        raise DAError(f"adapter {name!r} defines {', '.join(f'{m}()' for m in old)}, which adapters no longer have: an "
+                      f"adapter is a loss; a method that trains in its own way is a stage (@register_stage, "
+                      f"docs/stages.md) named by a TrainedByStage entry (docs/adapters.md)")
 
 
 def summary_line(adapter_cls: type) -> str:
     """The one-line description of an adapter class: ``description``, else its docstring's first line."""
-    if getattr(adapter_cls, "description", ""):
+    if adapter_cls.description:
         return adapter_cls.description
     doc = (adapter_cls.__doc__ or "").strip().splitlines()
     return doc[0] if doc else ""
@@ -141,8 +117,6 @@ def layer_pairs(layer: str, f_s: Tensor, f_t: Tensor, logits_s: Tensor, logits_t
 
 
 def check_choice(adapter: str, key: str, value: str, choices: tuple[str, ...]) -> None:
-    from da.errors import DAError
-
     if value not in choices:
         raise DAError(f"{adapter}: {key} must be one of {', '.join(choices)}, got {value!r}")
 

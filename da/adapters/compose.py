@@ -10,7 +10,7 @@ from typing import Sequence
 
 from torch import Tensor, nn
 
-from da.adapters.base import Adapter, Domain
+from da.adapters.base import Adapter
 from da.errors import DAError
 
 
@@ -30,27 +30,22 @@ class Composite(Adapter):
     ``parts`` are (name, adapter, weight); the config passes weight 1 to parts that take a
     ``weight`` argument of their own, so no weight applies twice. ``<key>/loss`` is the part's
     loss as that adapter alone would report it, before the composite weight; the total the loop
-    logs as ``loss/adapter`` is the weighted sum. Closed-form adapters (``needs_fit``) transform
-    the features the others see, so they cannot be parts.
+    logs as ``loss/adapter`` is the weighted sum. A method trained by a stage of its own (adda,
+    mcd, subspace) has no loss and cannot be a part (the config refuses it).
     """
 
     description = "weighted sum of several adapters' losses (an adapter list in the config)"
-    needs_fit = False
 
     def __init__(self, parts: Sequence[tuple[str, Adapter, float]]) -> None:
         super().__init__()
         if not parts:
             raise DAError("a composite adapter needs at least one part")
-        for name, adapter, _ in parts:
-            if adapter.needs_fit:
-                raise DAError(f"adapter {name!r} is closed-form (fitted on features) and cannot be combined "
-                              f"with others; use it alone")
         keys = part_keys([name for name, _, _ in parts])
         self.parts = nn.ModuleDict({key: adapter for key, (_, adapter, _) in zip(keys, parts)})
         self.weights = {key: float(weight) for key, (_, _, weight) in zip(keys, parts)}
         self.aligns_by_gradient = any(a.aligns_by_gradient for _, a, _ in parts)
         both = ("source", "target")  # the base class's default for gradient_domains
-        reached = {d for _, a, _ in parts if a.aligns_by_gradient for d in getattr(a, "gradient_domains", both)}
+        reached = {d for _, a, _ in parts if a.aligns_by_gradient for d in a.gradient_domains}
         self.gradient_domains = tuple(d for d in both if d in reached)
 
     def loss(self, f_s, f_t, *, logits_s, logits_t, y_s, progress):
@@ -62,13 +57,3 @@ class Composite(Adapter):
             scalars[f"{key}/loss"] = value.detach()
             scalars.update({f"{key}/{name}": v for name, v in part_scalars.items()})
         return total, scalars
-
-    def transform(self, f: Tensor, domain: Domain) -> Tensor:
-        for part in self.parts.values():
-            f = part.transform(f, domain)
-        return f
-
-    def out_features(self, feature_dim: int) -> int:
-        for part in self.parts.values():
-            feature_dim = part.out_features(feature_dim)
-        return feature_dim

@@ -7,8 +7,8 @@ its source's rows against the whole target batch: for DANN one domain discrimina
 as MDAN does (Zhao et al., NeurIPS 2018, "Adversarial multiple source domain adaptation"; its
 soft-max variant weighs sources by their losses, this one averages them), the per-source
 alignment M3SDA also performs (Peng et al., ICCV 2019). ``pooled`` uses one adapter on all source
-rows at once (the "source combine" baseline). Closed-form adapters and adapters that own their
-update are refused here: they would need their own multi-source form.
+rows at once (the "source combine" baseline). A method trained by a stage of its own (adda, mcd,
+subspace) has no loss to split; its stage reads the pooled sources.
 """
 from __future__ import annotations
 
@@ -17,8 +17,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from da.adapters.base import Adapter, Domain
-from da.errors import DAError
+from da.adapters.base import Adapter
 
 
 class PerSource(Adapter):
@@ -31,10 +30,6 @@ class PerSource(Adapter):
         self.sources = list(sources)
         self.copies = nn.ModuleList([build() for _ in sources])
         first = self.copies[0]
-        if first.needs_fit or type(first).optimizers is not Adapter.optimizers \
-                or type(first).transform is not Adapter.transform:
-            raise DAError(f"adapter {type(first).__name__} is closed-form or owns its update and has no per-source "
-                          f"form; set train.multi_source: pooled to apply it to the pooled sources")
         self.aligns_by_gradient = first.aligns_by_gradient
         self.gradient_domains = first.gradient_domains
 
@@ -51,14 +46,11 @@ class PerSource(Adapter):
                 scalars[name] = scalars.get(name, 0) + torch.as_tensor(v, dtype=torch.float32) / k
         return total, scalars
 
-    def transform(self, f: Tensor, domain: Domain) -> Tensor:
-        return f
-
 
 def per_source(sources: list[str] | str, mode: str, build: Callable[[], Adapter]) -> Adapter:
     """The adapter a run trains: ``build()``, or a ``PerSource`` of one copy per source when
     ``data.source`` lists several and ``train.multi_source`` is per_source."""
     adapter = build()
-    if not isinstance(sources, list) or len(sources) < 2 or mode != "per_source" or type(adapter).loss is Adapter.loss:
+    if not isinstance(sources, list) or len(sources) < 2 or mode != "per_source" or not adapter.aligns_by_gradient:
         return adapter  # one source, pooled, or no alignment loss (source_only): nothing to split
     return PerSource(sources, build)

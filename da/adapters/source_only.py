@@ -1,4 +1,6 @@
 """No alignment: the task loss on source labels alone (empirical risk minimisation)."""
+from torch import Tensor
+
 from da.adapters.base import Adapter
 from da.registry import register_adapter
 
@@ -9,3 +11,7 @@ class SourceOnly(Adapter):
 
     description = "no alignment; task loss on labelled source only (ERM baseline)"
     aligns_by_gradient = False
+
+    def loss(self, f_s: Tensor, f_t: Tensor, *, logits_s: Tensor, logits_t: Tensor, y_s: Tensor,
+             progress: float) -> tuple[Tensor, dict[str, Tensor]]:
+        return f_s.new_zeros(()), {}

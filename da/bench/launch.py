@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from da.bench.plan import RunSpec
+from da.bench.worker import execute
 from da.errors import DAError, Interrupted
 
 LAUNCHERS = ("local", "ray")
@@ -166,8 +167,6 @@ Submit = Callable[[list[RunSpec], str], Iterable[tuple[str, int, str]]]
 
 def _in_process(specs: list[RunSpec], out: str) -> Iterable[tuple[str, int, str]]:
     """One run after another in this process (``--jobs 1``): no interpreter start-up per run."""
-    from da.bench.worker import execute
-
     for spec in specs:
         try:
             yield spec.key, 0, execute(spec, Path(out))
@@ -206,7 +205,7 @@ def _local_pool(jobs: int, per_run: PerRun = PerRun()) -> Submit:
 
 def _ray_pool(jobs: int, address: str | None, per_run: PerRun = PerRun()) -> Submit:
     try:
-        import ray
+        import ray  # imported here: an optional dependency (the ray extra), and heavy to start
     except ImportError:
         raise DAError("--launcher ray needs Ray: pip install 'da[ray]'") from None
     if not ray.is_initialized():

@@ -33,6 +33,7 @@ def wants_matrix(rows: Sequence[Row]) -> bool:
 
 def matrix_plot(rows: Sequence[Row], path: Path | str, selection: str = "last") -> None:
     """Write matrix.png atomically: one source x target heat map per adapter (colour 0-100%)."""
+    # Imported here, for start-up time: matplotlib loads only when a figure is drawn.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

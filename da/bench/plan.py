@@ -25,7 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from da.config import Config, build_config, read_yaml, set_value, to_dict
+import yaml
+
+from da.composition import build_config
+from da.config import Config, read_yaml, set_value, to_dict
 from da.errors import DAError
 
 #: The adapter name whose runs train on the target's labels: an upper bound, not an adapter.
@@ -84,8 +87,6 @@ def direction_folder(direction: str) -> str:
 
 def parse_grid_flags(flags: list[str]) -> dict[str, list[Any]]:
     """``--grid adapter.weight=0.3,1,3`` (repeatable) -> ``{"adapter.weight": [0.3, 1, 3]}``; values are YAML."""
-    import yaml
-
     grid: dict[str, list[Any]] = {}
     for flag in flags:
         key, sep, values = flag.partition("=")

@@ -23,6 +23,7 @@ def accuracy_figure(rows: Sequence[Row], selection: str = "last") -> "Figure":
     """accuracy.png's figure: one bar group per adapter, one bar per direction, each labelled with its mean,
     error bars = std over seeds; dashed lines mark source_only's mean per direction. The accuracy
     axis starts just below the lowest bar (less its std), where the differences show, not at 0."""
+    # Imported here, for start-up time: matplotlib loads only when a figure is drawn.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

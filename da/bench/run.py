@@ -4,14 +4,22 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from torch.utils.tensorboard import SummaryWriter
+
 from da.bench.launch import Outcome, PerRun, launch
+from da.bench.matrix_plot import matrix_plot, wants_matrix
 from da.bench.plan import BenchConfig, RunSpec, plan_runs
-from da.bench.worker import DONE
+from da.bench.report import accuracy_plot, augmentation_note, load_anchors, markdown, write_csv
+from da.bench.tsne import add_to_projector, subsample, tsne_plot
+from da.bench.worker import DONE, status
 from da.errors import DAError
+from da.evaluate import load_run
 from da.run_files import write_text_atomic
+from da.train import batched
 
 #: The literature's MNIST <-> USPS figures (package data, so an installed da has them too).
 ANCHORS = Path(__file__).with_name("anchors.yaml")
@@ -55,10 +63,6 @@ def run_bench(bench: BenchConfig, out: Path, launcher: str = "local", jobs: int 
 def list_runs(bench: BenchConfig, out: Path, echo=print, whole: BenchConfig | None = None) -> dict[str, int]:
     """``da bench --dry-run``: each run of ``bench`` and what the command would do with it (done,
     to resume, to run, or holding another config), and the counts; nothing runs, no folder is made."""
-    from collections import Counter
-
-    from da.bench.worker import status
-
     specs = plan_runs(bench, within=whole)
     states = [status(spec, out) for spec in specs]
     for i, (spec, state) in enumerate(zip(specs, states), 1):
@@ -108,9 +112,6 @@ def collect_rows(specs: list[RunSpec], out: Path, families: dict[str, str] | Non
 
 
 def write_reports(bench: BenchConfig, rows: list[dict[str, Any]], specs: list[RunSpec], out: Path) -> None:
-    from da.bench.matrix_plot import matrix_plot, wants_matrix
-    from da.bench.report import accuracy_plot, augmentation_note, load_anchors, markdown, write_csv
-
     write_csv(out / "results.csv", rows)
     if not rows:
         return
@@ -143,12 +144,6 @@ def _tsne_runs(bench: BenchConfig, specs: list[RunSpec], out: Path) -> tuple[Pat
 
 def write_tsne(before_run: Path, after_run: Path, out: Path, per_domain: int = 1000) -> None:
     """Source and target test features before adaptation (the pretrained model) and after it."""
-    from torch.utils.tensorboard import SummaryWriter
-
-    from da.bench.tsne import add_to_projector, subsample, tsne_plot
-    from da.evaluate import load_run
-    from da.train import batched
-
     features, labels = {}, {}
     for when, run_dir in (("before", before_run), ("after", after_run)):
         model, domains, _ = load_run(run_dir)

@@ -43,6 +43,7 @@ def subsample(features: Mapping[str, Tensor], labels: Mapping[str, Tensor] | Non
 
 def embed(features: Tensor, seed: int = 0, max_iter: int = MAX_ITER) -> np.ndarray:
     """2-D t-SNE of ``features`` (PCA-initialised, seeded; PCA to :data:`PCA_DIMS` dims first if wider)."""
+    # Imported here, for start-up time: scikit-learn loads only when a t-SNE is computed.
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
 
@@ -62,6 +63,7 @@ def tsne_plot(before: Mapping[str, Tensor], after: Mapping[str, Tensor], path: P
     ``before``/``after`` map "source"/"target" to features of the same images: after source
     pretraining and at the end of adaptation. ``labels`` (same keys) are only drawn, never fitted.
     """
+    # Imported here, for start-up time: matplotlib loads only when a figure is drawn.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D

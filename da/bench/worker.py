@@ -13,8 +13,11 @@ from typing import Any
 
 from da.bench.plan import RunSpec
 from da.checkpoint import load_checkpoint
-from da.config import build_config, load_config, to_dict
+from da.composition import build_config, load_config, train
+from da.config import settable_params, to_dict
 from da.errors import DAError
+from da.registry import ADAPTERS
+from da.train.distributed import init_from_env, shutdown
 
 #: Written into a run folder after its summary.json: the sweep skips folders that have it.
 DONE = "done"
@@ -38,9 +41,6 @@ def execute_run(run_dir: Path, config: Any, after: str | None = None) -> str:
     config. ``after`` names the pretraining run whose checkpoint the config loads, taken relative
     to the folder above ``run_dir``'s when comparing configs. Shared by ``da bench`` and the
     transfer experiments (experiments/transfer_runs.py)."""
-    from da.train import train  # heavy imports only when a run really starts
-    from da.train.distributed import init_from_env
-
     here = init_from_env()  # under torchrun (--nproc-per-run): rank 0 looks at the folder and tells the others
     try:
         state, error = _state(run_dir, config, after) if here.main else None, None
@@ -111,9 +111,6 @@ def _comparable(config: dict[str, Any], after: str | None) -> dict[str, Any]:
 def _fill_defaults(adapter: dict[str, Any]) -> None:
     """Add the adapter's constructor defaults that ``adapter`` leaves out, so that a config that
     spells out a default (``class_weights: none``) and one that omits it compare equal."""
-    from da.config import settable_params
-    from da.registry import ADAPTERS
-
     try:
         cls = ADAPTERS.get(adapter.get("name"))
     except DAError:
@@ -132,8 +129,6 @@ def _summary_complete(run_dir: Path) -> bool:
 
 
 def main(argv: list[str]) -> int:
-    from da.train.distributed import shutdown
-
     out, spec = Path(argv[0]), RunSpec.from_json(argv[1])
     try:
         print(execute(spec, out))

@@ -1,27 +1,24 @@
-"""Validation of a raw config dict into a typed ``Config``: the sections are built and type-checked
-(``da.config.checking``), the adapter section becomes an ``AdapterConfig`` with checked constructor
-kwargs, and the cross-field and registry checks (``da.config.checks``) run last.
+"""A raw config dict parsed into a typed ``Config`` without reading any registry: the sections are
+built and type-checked (``da.config.types``), the ``adapter`` and ``stages`` sections read by their
+shape (``da.config.sections``) and single values checked against their ranges (``da.config.ranges``).
+Names and settings that the registries define are checked by ``da.composition.check_config``.
 """
 from __future__ import annotations
 
-from da.config.checking import _build_adapter, _build_dataclass
-from da.config.checks import _check_augment, _check_batch_sizes, _check_names, _check_ranges, _check_transfer
+from da.config.ranges import check_augment, check_ranges
 from da.config.schema import Config
-from da.config.stages import build_stages, check_stage_order
+from da.config.sections import parse_adapter, parse_stages
+from da.config.types import build_dataclass
 
 
-def build_config(raw: dict) -> Config:
-    """Validate a raw dict against ``Config``; adapter keys other than ``name`` become kwargs."""
+def parse_config(raw: dict) -> Config:
+    """Validate a raw dict against ``Config``; adapter keys other than ``name`` become kwargs (unchecked)."""
     raw = dict(raw)
     adapter = raw.pop("adapter", None)
     stages = raw.pop("stages", None)
-    config = _build_dataclass(Config, raw, "")
-    config.adapter = _build_adapter(adapter)
-    config.stages = build_stages(stages)
-    _check_ranges(config)
-    _check_names(config)
-    _check_transfer(config)
-    _check_batch_sizes(config)
-    _check_augment(config.data.augment)
-    check_stage_order(config)
+    config = build_dataclass(Config, raw, "")
+    config.adapter = parse_adapter(adapter)
+    config.stages = parse_stages(stages)
+    check_ranges(config)
+    check_augment(config.data.augment)
     return config

@@ -1,7 +1,8 @@
 """Config files as plain data: reading YAML with its ``inherit:`` chain (child keys win over the base
 file's), merging dicts, applying ``--set key.path=value`` overrides, and writing a ``Config`` back out
-in the file format (``to_dict``, ``dump_yaml``). ``load_config`` ties reading, overriding and
-validation (``da.config.build.build_config``) together. Every error is a ``DAError`` with one line.
+in the file format (``to_dict``, ``dump_yaml``). ``read_config`` ties reading, overriding and
+parsing (``da.config.build.parse_config``) together; ``da.composition.load_config`` adds the checks
+against the registries. Every error is a ``DAError`` with one line.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from da.config.build import build_config
+from da.config.build import parse_config
 from da.config.schema import Config
 from da.errors import DAError
 
@@ -112,10 +113,10 @@ def set_value(raw: dict, key: str, value: Any, what: str) -> dict:
     return raw
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
-    """Read, merge, override and validate a config file."""
+def read_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read, merge, override and parse a config file (no registry read: ``da.composition.load_config`` checks it)."""
     raw = apply_overrides(read_yaml(Path(path)), overrides or [])
-    config = build_config(raw)
+    config = parse_config(raw)
     if config.name is None:
         config.name = Path(path).stem
     return config
@@ -139,6 +140,7 @@ def to_dict(config: Config) -> dict:
 
 
 def dump_yaml(config: Config) -> str:
+    """The config as YAML text, in the file format."""
     return yaml.safe_dump(to_dict(config), sort_keys=False)
 
 

@@ -1,7 +1,7 @@
 """The config schema: one dataclass per section of a run's YAML file (``data``, ``model``, ``adapter``,
 ``pretrain``, ``train`` and their nested sections), with each field's default and a comment on its
 meaning. These are plain records; reading them from files lives in ``da.config.files``, type
-checking in ``da.config.checking`` and the cross-field and registry checks in ``da.config.checks``.
+checking in ``da.config.types`` and the cross-field and registry checks in ``da.composition.checks``.
 """
 from __future__ import annotations
 
@@ -51,6 +51,7 @@ class ModelConfig:
     pretrained: bool = False  # ImageNet weights (torchvision backbones only), downloaded into torch's cache
     weights: Optional[str] = None  # a local state dict (a torchvision .pth) to load into the backbone, offline
     bottleneck: Optional[int] = None  # width of a linear + batch-norm + ReLU layer after the backbone (TLlib: 256)
+    head_dropout: float = 0.0  # dropout on the features the task head reads, in training (SAFN's, Xu et al. 2019)
 
 
 @dataclass

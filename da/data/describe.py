@@ -9,9 +9,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable
 
+from da.config import read_config
 from da.data.dataset_entry import dataset_entry
 from da.data.image_domain import _files
 from da.data.image_folders import EXTENSIONS, ImageFiles, check_image, list_file, list_folder, read_classes
+from da.domains import data_root
 from da.errors import DAError
 
 
@@ -95,10 +97,7 @@ def describe_path(path: Path, echo: Callable[[str], None] = print) -> int:
 
 
 def _describe_config(path: Path, echo: Callable[[str], None]) -> int:
-    from da.config import load_config
-    from da.domains import data_root
-
-    config = load_config(path)
+    config = read_config(path)
     root = data_root(config.data)
     bad = 0
     for role in ("source", "target"):

@@ -13,6 +13,8 @@ from typing import Callable, Iterator, Optional, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
+from da.data.sampler import BatchSampler
+
 
 @runtime_checkable
 class Sampler(Protocol):
@@ -89,8 +91,6 @@ class TensorSplit:
 
     def sampler(self, batch_size: int, generator: torch.Generator,
                 augment: Optional[Callable[[Tensor], Tensor]] = None, shard: tuple[int, int] = (0, 1)) -> Sampler:
-        from da.data.sampler import BatchSampler
-
         return BatchSampler(self, batch_size, generator, augment, shard)
 
 

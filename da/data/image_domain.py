@@ -17,6 +17,7 @@ from typing import Any, Optional
 
 import torch
 
+from da.data.decoded_cache import open_cache
 from da.data.domain import DomainData
 from da.data.image_folders import ImageFiles, check_same_classes, list_file, list_folder, read_classes, scan
 from da.data.image_split import ImageSplit
@@ -160,8 +161,6 @@ def _check_output(split: ImageSplit, files: ImageFiles) -> None:
 
 
 def _cached(split: ImageSplit, train_t, test_t, options: ImageOptions, root: Path) -> ImageSplit:
-    from da.data.decoded_cache import open_cache
-
     size = train_t.cached_resize
     if size is None or size != test_t.cached_resize or repr(train_t.steps[0]) != repr(test_t.steps[0]):
         raise DAError("data.cache stores images after a leading fixed-size Resize shared by both transforms "

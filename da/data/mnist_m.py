@@ -25,6 +25,7 @@ from torch import Tensor
 
 from da.data.cache import cached
 from da.data.dataset_entry import register_dataset
+from da.data.digits import mnist_uint8
 from da.data.domain import DomainData, Split, to_unit_range
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "motorcycle_left")
@@ -83,8 +84,6 @@ def build(mnist_train: Tensor, mnist_test: Tensor, seed: int = SEED) -> dict[str
 
 def load(root: Path, download: bool, seed: int = SEED) -> DomainData:
     """The domain, from its cache under ``root`` (built from MNIST under ``root`` on first use)."""
-    from da.data.digits import mnist_uint8
-
     (x_train, y_train), (x_test, y_test) = (mnist_uint8(root, download, train) for train in (True, False))
     recipe = {"generator": "mnist_m", "version": VERSION, "seed": seed, "photos": list(PHOTOS), "short_side": SHORT_SIDE,
               "train": len(x_train), "test": len(x_test)}

@@ -1,12 +1,21 @@
 """Infinite random mini-batches drawn by index from an in-memory split."""
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Optional, Protocol
 
 import torch
 from torch import Tensor
 
-from da.data.domain import TensorSplit
+
+class InMemorySplit(Protocol):
+    """What the sampler reads of a split: its images and labels as tensors. ``da.data.domain.TensorSplit``
+    has them and builds its sampler from this module, which therefore does not import it back."""
+
+    x: Tensor
+    y: Tensor
+
+    def __len__(self) -> int:
+        """The number of images."""
 
 
 class BatchSampler:
@@ -19,7 +28,7 @@ class BatchSampler:
     draws the same numbers and stays in step.
     """
 
-    def __init__(self, split: TensorSplit, batch_size: int, generator: torch.Generator,
+    def __init__(self, split: InMemorySplit, batch_size: int, generator: torch.Generator,
                  transform: Optional[Callable[[Tensor], Tensor]] = None, shard: tuple[int, int] = (0, 1)) -> None:
         rank, world = shard
         if len(split) < batch_size * world:

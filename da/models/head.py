@@ -8,9 +8,22 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-def linear_head(in_features: int, num_classes: int) -> nn.Linear:
-    """A linear classifier, as in the digits literature's LeNet (500 -> classes)."""
-    return nn.Linear(in_features, num_classes)
+class LinearHead(nn.Linear):
+    """A linear classifier, as in the digits literature's LeNet (500 -> classes), with optional
+    dropout on the features it reads, in training only (``model.head_dropout``; SAFN, Xu et al.
+    ICCV 2019, puts dropout before the classifier). Its weights are a plain ``nn.Linear``'s."""
+
+    def __init__(self, in_features: int, num_classes: int, dropout: float = 0.0) -> None:
+        super().__init__(in_features, num_classes)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+    def forward(self, z: Tensor) -> Tensor:
+        return super().forward(self.dropout(z))
+
+
+def linear_head(in_features: int, num_classes: int, dropout: float = 0.0) -> nn.Linear:
+    """The task head: a ``LinearHead`` (a plain ``nn.Linear`` without dropout)."""
+    return LinearHead(in_features, num_classes, dropout) if dropout > 0 else nn.Linear(in_features, num_classes)
 
 
 class NearestNeighbourHead(nn.Module):

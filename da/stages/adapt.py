@@ -9,25 +9,21 @@ Transfer-Learning-Library), so batch-norm statistics see both domains. With targ
 (``data.target_labels_per_class``) each step also draws a labelled target batch whose cross-entropy
 joins the task loss; ``train.source_weight`` weighs the source's. Fine-tuning strategies
 (``da.finetune``) decide which extractor blocks train when and how fast; early stopping restores
-the best evaluation by a label-free validator. A method that owns its update (ADDA, MCD) declares
-its optimizers and sub-steps (``Adapter.optimizers`` / ``Adapter.update``) and this stage runs them.
+the best evaluation by a label-free validator. Methods that train in their own way (``adda``,
+``mcd``, ``subspace``) are stages of their own that reuse this one's batches, evaluation and end.
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Iterator
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from da.adapters.base import Adapter
 from da.finetune import FineTuning
-from da.models.domain_norm import routed
 from da.registry import register_stage
 from da.stages.augmentation import augmentation
 from da.stages.base import ParamGroup, Stage, Update
-from da.train.distributed import gather
-from da.train.precision import float32_outside_autocast
+from da.stages.joint import Alignment, alignment, joint_forward
 from da.train.selection import record_evaluation, restore_best, track_best
 
 if TYPE_CHECKING:
@@ -40,6 +36,7 @@ class Adapt(Stage):
     """The ``train:`` section's adaptation stage, for every adapter."""
 
     label = "adaptation"
+    description = "joint adaptation: task loss + the adapter's loss, one optimizer (train: section)"
     shown = {"loss": "loss/total", "src_acc": "acc/source_batch"}
 
     def __init__(self) -> None:
@@ -50,9 +47,6 @@ class Adapt(Stage):
 
     def optimizers(self, run: "Run", done: int) -> dict[str, list[ParamGroup]]:
         m = run.model
-        own = m.adapter.optimizers(m)
-        if own is not None:
-            return own
         self.fine_tuning = FineTuning.for_adaptation(m.extractor, m.head, m.adapter, run.config.train)
         self.fine_tuning.set_modes(done)
         return {"main": [ParamGroup(g.name, g.module, g.lr_mult) for g in self.fine_tuning.trainable(done)]}
@@ -82,7 +76,7 @@ class Adapt(Stage):
     def unlabelled(self, run: "Run") -> bool:
         """Source and unlabelled target batches matter unless the source loss is off and the adapter's
         loss is the base class's zero (source_only): then only labelled target images go through."""
-        return run.config.train.source_weight > 0 or type(run.model.adapter).loss is not Adapter.loss
+        return run.config.train.source_weight > 0 or run.model.adapter.aligns_by_gradient
 
     def images_per_step(self, run: "Run") -> int:
         labelled = run.domains.target_labelled
@@ -92,51 +86,33 @@ class Adapt(Stage):
     def step(self, ctx: "StageContext", step: int, batch: dict[str, tuple[Tensor, Tensor]], log: bool) -> Iterator[Update]:
         run, m, cfg = ctx.run, ctx.run.model, ctx.run.config.train
         progress = (step - 1) / cfg.steps
-        if self.fine_tuning is None:
-            yield from m.adapter.update(m, batch, progress=progress, log=log)
-            return
         unlabelled, labelled = self.unlabelled(run), "target_labelled" in batch
         x_s, y_s = batch["source"]
-        x_t, _ = batch["target"]
-        batches = [x_s, x_t] if unlabelled else []
+        batches, domains = ([x_s, batch["target"][0]], ["source", "target"]) if unlabelled else ([], [])
         if labelled:
             x_l, y_l = batch["target_labelled"]
-            batches.append(x_l)
-        with torch.set_grad_enabled(self.fine_tuning.extractor_trains(step - 1)), \
-                routed(m.domain_norms, split=len(x_s) if unlabelled else 0):
-            features = m.features(torch.cat(batches)).split([len(x) for x in batches])
-        z = []
-        if unlabelled:
-            f_s, f_t = features[0], features[1]
-            z = [m.adapter.transform(f_s, "source"), m.adapter.transform(f_t, "target")]
-        if labelled:
-            z.append(m.adapter.transform(features[-1], "target"))
-        logits = m.head(torch.cat(z)).split([len(v) for v in z])
+            batches, domains = [*batches, x_l], [*domains, "target"]
+        features, logits = joint_forward(m, batches, domains, len(x_s) if unlabelled else 0,
+                                         self.fine_tuning.extractor_trains(step - 1))
         values: dict[str, float | Tensor] = {}
         if unlabelled:
-            logits_s, logits_t = logits[0], logits[1]
-            task = F.cross_entropy(logits_s, y_s)
+            task = F.cross_entropy(logits[0], y_s)
             if cfg.source_weight != 1.0:
                 task = cfg.source_weight * task
-            with float32_outside_autocast(run.device.type):  # kernels, covariances, log-softmax need float32
-                inputs = (f_s.float(), f_t.float(), logits_s.float(), logits_t.float(), y_s)
-                if m.adapter.global_batch:
-                    inputs = gather(run.dist, *inputs)
-                align, scalars = m.adapter.loss(inputs[0], inputs[1], logits_s=inputs[2], logits_t=inputs[3],
-                                                y_s=inputs[4], progress=progress)
+            align = alignment(m, run.dist, run.device.type, features[0], features[1], logits[0], logits[1], y_s, progress)
         else:
-            task = align = logits[0].new_zeros(())
-            scalars = {}
+            task = logits[0].new_zeros(())
+            align = Alignment(task)
         if labelled:
             target_loss = F.cross_entropy(logits[-1], y_l)
             task = task + target_loss
             values["loss/target_labelled"] = target_loss.detach()
-        total = task + align
+        total = task + align.loss
         if log:
-            values.update({"loss/total": total.detach(), "loss/task": task.detach(), "loss/adapter": align.detach()})
+            values.update({"loss/total": total.detach(), "loss/task": task.detach(), "loss/adapter": align.loss.detach()})
             if unlabelled:
-                values["acc/source_batch"] = (logits_s.argmax(1) == y_s).float().mean()
-            values.update({f"adapter/{k}": v for k, v in scalars.items()})
+                values["acc/source_batch"] = (logits[0].argmax(1) == y_s).float().mean()
+            values.update({f"adapter/{k}": v for k, v in align.scalars.items()})
             values.update(self.fine_tuning.trainable_flags(step - 1))
         yield Update(total, scalars=values if log else {})
 

@@ -1,14 +1,10 @@
 """``data.augment``: the batch transform a stage's sampler applies to a domain's training images."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from da.data import DataSplit
 from da.data.augment import RandomAffine
 from da.errors import DAError
-
-if TYPE_CHECKING:
-    from da.train.run import Run
+from da.train.run import Run
 
 
 def augmentation(run: "Run", key: str, split: DataSplit) -> RandomAffine | None:

@@ -10,15 +10,13 @@ config's ``stages`` list (``{name: shot, epochs: 15}``), as an adapter's are fro
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Iterator
+from typing import Any, ClassVar, Iterator
 
-from torch import Tensor
+from torch import Tensor, nn
 
-from da.adapters.base import ParamGroup, Update
-
-if TYPE_CHECKING:
-    from da.data import Sampler
-    from da.train.run import Run, StageContext
+from da.data import Sampler
+from da.train.run import Run, StageContext
+from da.train.stage import ParamGroup, Update
 
 __all__ = ["OptimSettings", "ParamGroup", "Stage", "Update"]
 
@@ -41,6 +39,8 @@ class Stage:
 
     #: The registered name (set by the registry's decorator); also the ``stage`` of metrics rows.
     name: ClassVar[str] = ""
+    #: One line, shown by ``da stages`` (else the docstring's first line).
+    description: ClassVar[str] = ""
     #: How messages name it ("pretraining step 40").
     label: ClassVar[str] = "stage"
     #: Evaluated every ``train.eval_every`` steps with the adapted model (history, selection).
@@ -62,6 +62,11 @@ class Stage:
     logs_lr: ClassVar[bool] = True
     #: Progress-bar postfix: shown name -> scalar tag.
     shown: ClassVar[dict[str, str]] = {"loss": "loss/total"}
+    #: Named slots of the model (``da.train.model.SLOTS``) this stage fills (ADDA: a target encoder)
+    #: and those it needs an earlier stage to have filled; a config that lists it before the stage
+    #: that fills them is refused.
+    fills_slots: ClassVar[tuple[str, ...]] = ()
+    needs_slots: ClassVar[tuple[str, ...]] = ()
 
     def steps(self, run: "Run") -> int:
         """Optimisation steps of this stage (0: it only does its ``begin`` and ``end``)."""
@@ -77,6 +82,21 @@ class Stage:
 
     def samplers(self, run: "Run") -> dict[str, "Sampler"]:
         """Training batches each step draws, by key, in the order they are drawn (``run.generator``)."""
+        return {}
+
+    def check(self, config: Any) -> None:
+        """Cross-field checks of the run's config this stage needs (a ``DAError`` naming the key to
+        change), run before a run folder exists."""
+
+    def fill_slots(self, run: "Run", fresh: bool) -> None:
+        """Fill the model's slots this stage declares in ``fills_slots``. ``fresh``: the stage starts,
+        before its optimizers are made: with their starting weights (a copy of the extractor, a fitted
+        map, new heads). Not ``fresh``: a run resumes at or after this stage: their shapes only, the
+        checkpoint's weights load next."""
+
+    def owned(self) -> dict[str, nn.Module]:
+        """Trainable modules the stage owns beyond the model's (ADDA's discriminator), by name: their
+        gradients are averaged across ranks like the model's; their weights are in ``state_dict``."""
         return {}
 
     def begin(self, ctx: "StageContext") -> None:

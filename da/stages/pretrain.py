@@ -1,21 +1,21 @@
 """Source pretraining: extractor + head on labelled source images (or loaded from a checkpoint)."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterator
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from da.checkpoint import load_checkpoint
+from da.data import Sampler
+from da.data.augment import RandomAffine
 from da.errors import DAError
 from da.models.domain_norm import shared_state
 from da.registry import register_stage
+from da.stages.augmentation import augmentation
 from da.stages.base import OptimSettings, ParamGroup, Stage, Update
-
-if TYPE_CHECKING:
-    from da.data import Sampler
-    from da.train.run import Run, StageContext
+from da.train.run import Run, StageContext
 
 
 @register_stage("pretrain")
@@ -23,6 +23,7 @@ class Pretrain(Stage):
     """Source-only training of extractor and head (``pretrain:`` section), or ``pretrain.checkpoint``'s weights."""
 
     label = "pretraining"
+    description = "source-only training of extractor and head, or pretrain.checkpoint's weights"
     evaluates = False
     timed = False
     trains_on_source = True
@@ -68,9 +69,8 @@ class Pretrain(Stage):
         run.summary.update({f"pretrain_{k}": v for k, v in accs.items()})
 
 
-def source_augmentation(run: "Run"):
-    from da.stages.augmentation import augmentation
-
+def source_augmentation(run: "Run") -> RandomAffine | None:
+    """``data.augment``'s transform of source pretraining batches, if it augments the source."""
     return augmentation(run, "source", run.domains.source_train)
 
 

@@ -16,24 +16,22 @@ source and strongly augmented target features, as the adaptation stage does.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from da.adapters.base import Adapter
+from da.data import Sampler
 from da.data.augment import RandomAffine
 from da.data.strong_augment import StrongAugment
 from da.errors import DAError
 from da.registry import register_stage
 from da.stages.augmentation import augmentation
 from da.stages.base import OptimSettings, ParamGroup, Stage, Update
+from da.stages.joint import alignment, joint_forward
 from da.stages.teacher import EMATeacher
-
-if TYPE_CHECKING:
-    from da.data import Sampler
-    from da.train.run import Run, StageContext
+from da.train.run import Run, StageContext
 
 TEACHERS = ("ema", "source")
 FINAL_MODELS = ("student", "teacher")
@@ -45,6 +43,7 @@ class SelfTrain(Stage):
     """FixMatch-style self-training: teacher (EMA or frozen source) labels weak views, student learns strong views."""
 
     label = "self-training"
+    description = "self-training: a teacher (EMA or source) labels weak views, the student learns strong ones (FixMatch)"
     needs_source_model = True
     shown = {"loss": "loss/total", "mask": "self_train/mask_rate"}
 
@@ -86,13 +85,10 @@ class SelfTrain(Stage):
         return self.optim
 
     def reads_source(self, run: "Run") -> bool:
-        return self.source_weight > 0 or type(run.model.adapter).loss is not Adapter.loss
+        return self.source_weight > 0 or run.model.adapter.aligns_by_gradient
 
     def optimizers(self, run: "Run", done: int) -> dict[str, list[ParamGroup]]:
         m = run.model
-        if m.adapter.needs_fit or m.adapter.optimizers(m) is not None:
-            raise DAError(f"stage self_train adds its loss to an adapter's loss, and adapter {run.config.adapter.name!r} "
-                          "has none (it is closed-form or owns its update); use an adapter with a loss, or source_only")
         if self.teacher is None:  # a copy of the model as the stage starts (a resumed run then loads its state)
             self.teacher = EMATeacher({"extractor": m.extractor, "head": m.head},
                                       decay=1.0 if self.teacher_kind == "source" else self.decay)
@@ -152,10 +148,9 @@ class SelfTrain(Stage):
         mask = (confidence >= self.class_thresholds(teacher_probs)[pseudo]).float()
         x_strong = strong(x_t)
         source = "source" in batch
-        inputs = [batch["source"][0], x_strong] if source else [x_strong]
-        features = m.features(torch.cat(inputs)).split([len(x) for x in inputs])
-        f_t = features[-1]
-        logits_t = m.head(m.adapter.transform(f_t, "target"))
+        batches, domains = ([batch["source"][0], x_strong], ["source", "target"]) if source else ([x_strong], ["target"])
+        features, logits = joint_forward(m, batches, domains, len(batches[0]) if source else 0)
+        logits_t = logits[-1]
         pseudo_loss = (F.cross_entropy(logits_t, pseudo, reduction="none") * mask).mean()
         total = self.pseudo_weight * pseudo_loss
         scalars: dict[str, Any] = {}
@@ -164,15 +159,13 @@ class SelfTrain(Stage):
             total = total + self.consistency_weight * consistency
             scalars["self_train/consistency"] = consistency.detach()
         if source:
-            x_s, y_s = batch["source"]
-            f_s = features[0]
-            logits_s = m.head(m.adapter.transform(f_s, "source"))
-            task = F.cross_entropy(logits_s, y_s)
-            align, adapter_scalars = m.adapter.loss(f_s, f_t, logits_s=logits_s, logits_t=logits_t, y_s=y_s,
-                                                    progress=(step - 1) / max(ctx.steps, 1))
-            total = total + self.source_weight * task + align
-            scalars.update({"loss/task": task.detach(), "loss/adapter": align.detach(),
-                            **{f"adapter/{k}": v for k, v in adapter_scalars.items()}})
+            y_s = batch["source"][1]
+            task = F.cross_entropy(logits[0], y_s)
+            align = alignment(m, run.dist, run.device.type, features[0], features[-1], logits[0], logits_t, y_s,
+                              (step - 1) / max(ctx.steps, 1))
+            total = total + self.source_weight * task + align.loss
+            scalars.update({"loss/task": task.detach(), "loss/adapter": align.loss.detach(),
+                            **{f"adapter/{k}": v for k, v in align.scalars.items()}})
         if log:
             scalars.update({"loss/total": total.detach(), "self_train/pseudo_label_ce": pseudo_loss.detach(),
                             "self_train/mask_rate": mask.mean(), "self_train/teacher_confidence": confidence.mean()})

@@ -17,7 +17,7 @@ its own seeded permutation of the target train split, whose indices address the 
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -27,9 +27,7 @@ from da.errors import DAError
 from da.registry import register_stage
 from da.stages.base import OptimSettings, ParamGroup, Stage, Update
 from da.stages.shot_labels import cluster_pseudo_labels, information_maximisation
-
-if TYPE_CHECKING:
-    from da.train.run import Run, StageContext
+from da.train.run import Run, StageContext
 
 #: Added to the run's seed for the stage's own permutation generator.
 SEED_OFFSET = 2020
@@ -40,6 +38,7 @@ class Shot(Stage):
     """Source-free SHOT: frozen head, extractor adapted by information maximisation + clustering pseudo-labels."""
 
     label = "source-free adaptation"
+    description = "SHOT, source-free: frozen head, information maximisation + clustering pseudo-labels (Liang 2020)"
     needs_source_model = True
     shown = {"loss": "loss/total"}
 
@@ -73,10 +72,6 @@ class Shot(Stage):
 
     def optimizers(self, run: "Run", done: int) -> dict[str, list[ParamGroup]]:
         m = run.model
-        if m.adapter.needs_fit or m.adapter.optimizers(m) is not None:
-            raise DAError(f"stage shot adapts the extractor under the source head alone, but adapter "
-                          f"{run.config.adapter.name!r} changes what the head reads or owns its update; "
-                          f"use adapter: source_only with stage shot")
         m.head.requires_grad_(False)  # the source hypothesis stays fixed
         return {"main": [ParamGroup("extractor", m.extractor)]}
 

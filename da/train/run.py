@@ -11,7 +11,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any, Iterator
 
 import torch
 from torch import Tensor
@@ -27,9 +27,7 @@ from da.train.distributed import Dist
 from da.train.model import Model
 from da.train.precision import Precision
 from da.train.seeding import rng_state, set_rng_state
-
-if TYPE_CHECKING:
-    from da.stages.base import Stage
+from da.train.stage import Stage
 
 
 @dataclass
@@ -77,8 +75,6 @@ class Run:
     earlier_wall_s: float = 0.0  # wall time of the sessions before a resume
     started: float = field(default_factory=time.perf_counter)
     stop_signal: str | None = None
-    #: A closed-form adapter's head replaced the pretrained one (``Model.load`` rebuilds it so).
-    head_fitted: bool = False
     #: Per-domain batch norm: the target's statistics were estimated (once, before the first stage
     #: that reads target images).
     target_norms_started: bool = False
@@ -123,8 +119,7 @@ class Run:
         m = self.model
         save_checkpoint(path or self.checkpoint_path, {
             "stage": ctx.name, "stage_index": ctx.index, "step": step, "config": dump_yaml(self.config),
-            "extractor": m.extractor.state_dict(), "head": m.head.state_dict(), "adapter": m.adapter.state_dict(),
-            "head_fitted": self.head_fitted, "target_norms_started": self.target_norms_started,
+            **m.state_dict(), "target_norms_started": self.target_norms_started,
             "optimizers": {k: o.state_dict() for k, o in ctx.optimizers.items()},
             "schedulers": {k: s.state_dict() for k, s in ctx.schedulers.items()},
             "samplers": {k: s.state_dict() for k, s in ctx.samplers.items()},

@@ -7,14 +7,13 @@ summary lists what each rule (last, each validator, the oracle upper bound) woul
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from da.checkpoint import load_checkpoint
 from da.errors import DAError
 from da.run_files import replace_atomically
-
-if TYPE_CHECKING:
-    from da.train.run import Run, StageContext
+from da.train.run import Run, StageContext
+from da.validators import VALIDATORS, pick
 
 ACCURACIES = ("source_val_acc", "source_test_acc", "target_test_acc")
 
@@ -66,10 +65,7 @@ def restore_best(run: "Run") -> None:
     if state["step"] != best["step"]:
         raise DAError(f"{run.best_path} holds step {state['step']} but the best evaluation by {rule.validator} is at "
                       f"step {best['step']}; rerun from scratch")
-    m = run.model  # the head already has its adapted shape: load the weights as they are
-    m.extractor.load_state_dict(state["extractor"])
-    m.adapter.load_state_dict(state["adapter"])
-    m.head.load_state_dict(state["head"])
+    run.model.load_state_dict(state)  # the slots already have their shape: load the weights as they are
     replace_atomically(run.checkpoint_path, lambda tmp: tmp.write_bytes(run.best_path.read_bytes()))
     run.summary.update({k: best[k] for k in ACCURACIES})
     run.summary["early_stopping"] = {
@@ -80,8 +76,6 @@ def restore_best(run: "Run") -> None:
 
 def selections(history: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per selection rule (last, each validator, oracle): the evaluated step it picks and its accuracies."""
-    from da.validators import VALIDATORS, pick
-
     if not history:
         return {}
     by_step = {row["step"]: row for row in history}

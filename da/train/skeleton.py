@@ -18,10 +18,11 @@ from typing import Any
 
 import torch
 
-from da.stages.base import ParamGroup, Stage
+from da.train.stage import ParamGroup
 from da.train.distributed import gradient_sync
 from da.train.run import Run, StageContext
 from da.train.selection import record_evaluation
+from da.train.stage import Stage
 
 
 def lr_factor(schedule: str, progress: float, step: int = 0) -> float:
@@ -71,6 +72,8 @@ def make_context(run: Run, index: int, done: int) -> StageContext:
 def run_stage(run: Run, index: int, state: dict[str, Any] | None) -> None:
     """Stage ``index`` of the run, from its start or from the checkpoint ``state`` taken inside it."""
     stage: Stage = run.stages[index]
+    if state is None:
+        stage.fill_slots(run, fresh=True)
     ctx = make_context(run, index, state["step"] if state is not None else 0)
     if state is not None:
         run.resume_stage(ctx, state)
@@ -83,7 +86,7 @@ def run_stage(run: Run, index: int, state: dict[str, Any] | None) -> None:
     offset, eval_offset = run.global_offset(index), run.eval_offset(index)
     run.log.describe(stage.name if stage.name != "adapt" else f"adapt:{run.config.adapter.name}")
     m = run.model
-    sync = gradient_sync(run.dist, {"extractor": m.extractor, "head": m.head, "adapter": m.adapter}, run.device)
+    sync = gradient_sync(run.dist, {**m.parts(), **stage.owned()}, run.device)
     tick = time.perf_counter()
     last = ctx.first_step - 1
     for step in range(ctx.first_step, ctx.steps + 1):

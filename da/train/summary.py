@@ -2,17 +2,15 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from da.config import Config, flat_keys, to_dict
 from da.domains import Domains
 from da.train.model import confusion_matrix, per_class_accuracy
+from da.train.run import Run
 from da.train.selection import selections
-
-if TYPE_CHECKING:
-    from da.train.run import Run
 
 #: summary.json fields that measure time, not results: they differ between otherwise equal runs.
 TIMING_FIELDS = ("wall_s", "train_s", "train_imgs_per_s")

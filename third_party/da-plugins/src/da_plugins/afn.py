@@ -5,10 +5,7 @@ Domain Adaptation", ICCV 2019 (arXiv:1811.07456).
 """
 from __future__ import annotations
 
-from torch import Tensor, nn
-
 from da import Adapter, register_adapter
-from da.adapters.base import Domain
 
 
 @register_adapter("afn")
@@ -19,24 +16,18 @@ class AFN(Adapter):
     feature's L2 norm ``delta`` beyond its current value, so the loss itself is always
     ``delta**2`` per domain and only its gradient matters. ``weight`` 0.05 and ``delta`` 1.0 are
     the paper's (and Transfer-Learning-Library's) values. The paper also puts dropout before the
-    classifier; it is optional here: ``dropout`` > 0 applies it to the features the head reads,
-    in training only (default off). pytorch-adapt's ``AdaptiveFeatureNorm``.
+    classifier: that is the model's ``model.head_dropout`` (an adapter is a loss and leaves the
+    features the head reads alone). pytorch-adapt's ``AdaptiveFeatureNorm``.
     """
 
     description = "stepwise adaptive feature norm: larger feature norms in both domains (SAFN, Xu 2019)"
 
-    def __init__(self, weight: float = 0.05, delta: float = 1.0, dropout: float = 0.0) -> None:
+    def __init__(self, weight: float = 0.05, delta: float = 1.0) -> None:
         super().__init__()
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         from pytorch_adapt.layers import AdaptiveFeatureNorm  # imported here: slow (torchmetrics)
 
         self.weight = weight
         self.afn = AdaptiveFeatureNorm(step_size=delta)
-        self.dropout = nn.Dropout(dropout)
-
-    def transform(self, f: Tensor, domain: Domain) -> Tensor:
-        return self.dropout(f)
 
     def loss(self, f_s, f_t, *, logits_s, logits_t, y_s, progress):
         # Per domain, as in the paper, so a larger target batch does not outweigh the source one.

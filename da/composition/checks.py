@@ -1,59 +1,26 @@
-"""Checks of a typed ``Config`` beyond each value's type: numeric ranges, names that must be registered
-(datasets, backbones, validators), extractor blocks named by ``adapter.blocks``, ``train.lr_mults`` and
-``train.unfreeze`` (gradual unfreezing, ULMFiT: Howard and Ruder 2018), per-domain batch norm (DSBN:
-Chang et al. 2019), few target labels, early stopping and augmentation. They import the registries
-lazily, so that reading a config does not load every model at import time.
+"""Cross-field checks of a typed ``Config`` that read the registries: dataset and backbone names
+(``da.registry``), image data options, extractor blocks named by ``adapter.blocks``, ``train.lr_mults``
+and ``train.unfreeze`` (gradual unfreezing, ULMFiT: Howard and Ruder 2018), per-domain batch norm
+(DSBN: Chang et al. 2019), few target labels, early stopping's validator, and batch sizes against
+what the model and the adapter need. Checks of single values live in ``da.config.ranges``.
 """
 from __future__ import annotations
 
 import math
-from typing import Optional
 
-from da.config.checking import _show
-from da.config.schema import AugmentConfig, Config
+import da.data  # noqa: F401  (registers the datasets)
+import da.models  # noqa: F401  (registers the backbones)
+from da.config.schema import Config
+from da.config.types import show_value
+from da.data.data_options import check_data_options
+from da.data.image_domain import check_image_spec
 from da.errors import DAError
+from da.registry import ADAPTERS, BACKBONES, DATASETS
+from da.validators import VALIDATORS
 
 
-def _check_ranges(config: Config) -> None:
-    positive = {
-        "train.batch_size": config.train.batch_size, "pretrain.batch_size": config.pretrain.batch_size,
-        "train.eval_every": config.train.eval_every, "train.log_every": config.train.log_every,
-        "train.checkpoint_every": config.train.checkpoint_every, "train.fit_samples": config.train.fit_samples,
-    }
-    non_negative = {
-        "train.steps": config.train.steps, "pretrain.steps": config.pretrain.steps,
-        "train.lr": config.train.lr, "pretrain.lr": config.pretrain.lr,
-        "train.weight_decay": config.train.weight_decay, "train.momentum": config.train.momentum,
-        "train.extractor_lr_mult": config.train.extractor_lr_mult,
-        "train.adapter_lr_mult": config.train.adapter_lr_mult, "data.source_val_size": config.data.source_val_size,
-        "data.source_train_size": config.data.source_train_size, "train.source_weight": config.train.source_weight,
-    }
-    if config.model.bottleneck is not None:
-        positive["model.bottleneck"] = config.model.bottleneck
-    for key, value in positive.items():
-        if value <= 0:
-            raise DAError(f"config key {key} must be positive, got {value}")
-    for key, value in non_negative.items():
-        if value < 0:
-            raise DAError(f"config key {key} must not be negative, got {value}")
-    if not 0 <= config.pretrain.label_smoothing < 1:
-        raise DAError(f"config key pretrain.label_smoothing must be in [0, 1), e.g. 0.1; got {config.pretrain.label_smoothing}")
-    betas = config.train.betas
-    if len(betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas):
-        raise DAError(f"config key train.betas must be two numbers in [0, 1) (Adam's beta1, beta2), e.g. [0.5, 0.999]; "
-                      f"got {betas!r}")
-    if config.device not in ("auto", "cpu") and not config.device.startswith(("cuda", "mps")):
-        raise DAError(f"config key device must be auto, cpu, cuda or cuda:N, got {config.device!r}")
-
-
-def _check_names(config: Config) -> None:
-    import da.data  # noqa: F401  (registers the datasets)
-    import da.models  # noqa: F401  (registers the backbones)
-    from da.registry import BACKBONES, DATASETS
-
-    from da.data.data_options import check_data_options
-    from da.data.image_domain import check_image_spec
-
+def check_names(config: Config) -> None:
+    """``data.source`` / ``data.target`` registered data sets or image specs, and a registered backbone."""
     sources = config.data.source
     if isinstance(sources, list) and (not sources or not all(isinstance(s, str) for s in sources)
                                       or len(set(sources)) < len(sources)):
@@ -64,7 +31,7 @@ def _check_names(config: Config) -> None:
         if isinstance(name, dict):
             check_image_spec(name, key)
         elif not isinstance(name, str):
-            raise DAError(f"config key {key} must be a dataset name or a mapping such as {{folder: DIR}}, got {_show(name)}")
+            raise DAError(f"config key {key} must be a dataset name or a mapping such as {{folder: DIR}}, got {show_value(name)}")
         elif name not in DATASETS:
             DATASETS.get(name)  # raises the error that lists the valid names
     check_data_options(config)
@@ -72,15 +39,12 @@ def _check_names(config: Config) -> None:
         BACKBONES.get(config.model.backbone)
 
 
-def _check_transfer(config: Config) -> None:
+def check_transfer(config: Config) -> None:
     """Few target labels, fine-tuning strategies, early stopping, loading a pretrained extractor."""
-    from da.registry import BACKBONES
-    from da.validators import VALIDATORS
-
     data, train = config.data, config.train
     k = data.target_labels_per_class
     if k != "all" and (isinstance(k, bool) or not isinstance(k, int) or k < 0):
-        raise DAError(f"config key data.target_labels_per_class must be a non-negative integer or all, got {_show(k)}")
+        raise DAError(f"config key data.target_labels_per_class must be a non-negative integer or all, got {show_value(k)}")
     if train.source_weight == 0 and k == 0:
         raise DAError("config key train.source_weight is 0 and data.target_labels_per_class is 0: nothing labelled to "
                       "train on; give target labels (data.target_labels_per_class: 10) or a positive train.source_weight")
@@ -104,7 +68,7 @@ def _check_transfer(config: Config) -> None:
         if name not in blocks:
             raise DAError(f"config key train.lr_mults.{name}: no such block; {where}")
         if isinstance(mult, bool) or not isinstance(mult, (int, float)) or not math.isfinite(mult) or mult < 0:
-            raise DAError(f"config key train.lr_mults.{name} must be a non-negative number (0 freezes the block), got {_show(mult)}")
+            raise DAError(f"config key train.lr_mults.{name} must be a non-negative number (0 freezes the block), got {show_value(mult)}")
     if train.lr_mults and train.extractor == "freeze":
         raise DAError("config key train.lr_mults has no effect with train.extractor: freeze (every block frozen); "
                       "set train.extractor: finetune and give 0 to the blocks to freeze")
@@ -121,7 +85,7 @@ def _check_transfer(config: Config) -> None:
             raise DAError(f"config key train.unfreeze.every must be positive, got {unfreeze.every}")
         steps = unfreeze.steps or []
         if any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in steps):
-            raise DAError(f"config key train.unfreeze.steps must list non-negative integers, got {_show(steps)}")
+            raise DAError(f"config key train.unfreeze.steps must list non-negative integers, got {show_value(steps)}")
         if len(steps) > len(blocks):
             raise DAError(f"config key train.unfreeze.steps lists {len(steps)} steps but {where}; give at most {len(blocks)}")
         if steps != sorted(steps):
@@ -130,35 +94,15 @@ def _check_transfer(config: Config) -> None:
     if stopping is not None:
         if stopping.validator not in VALIDATORS:
             raise DAError(f"config key train.early_stopping.validator must be one of {', '.join(VALIDATORS)} "
-                          f"(none reads target labels); got {_show(stopping.validator)}")
+                          f"(none reads target labels); got {show_value(stopping.validator)}")
         if stopping.patience <= 0:
             raise DAError(f"config key train.early_stopping.patience must be positive (evaluations without "
                           f"improvement before stopping), got {stopping.patience}")
 
 
-def _check_augment(augment: Optional[AugmentConfig]) -> None:
-    if augment is None:
-        return
-    scale = augment.scale
-    if len(scale) != 2 or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in scale) \
-            or not 0 < scale[0] <= scale[1]:
-        raise DAError(f"config key data.augment.scale must be [low, high] with 0 < low <= high, e.g. [0.9, 1.3]; "
-                      f"got {_show(scale)}")
-    if not 0 <= augment.rotate <= 180:
-        raise DAError(f"config key data.augment.rotate must be in 0 - 180 degrees, got {augment.rotate}")
-    if not 0 <= augment.translate <= 1:
-        raise DAError(f"config key data.augment.translate must be in 0 - 1 (a fraction of the image side), "
-                      f"got {augment.translate}")
-    unknown = [d for d in augment.domains if d not in ("source", "target")]
-    if unknown or not augment.domains:
-        raise DAError(f"config key data.augment.domains must list source and/or target, got {_show(augment.domains)}")
-
-
-def _check_batch_sizes(config: Config) -> None:
+def check_batch_sizes(config: Config) -> None:
     """Batches big enough for what trains on them: batch norm needs 2 images, and so do adapters
     whose loss is a covariance or an unbiased MMD (``Adapter.min_batch_size``)."""
-    from da.registry import ADAPTERS, BACKBONES
-
     names = [p.name for p in config.adapter.parts] or [config.adapter.name]
     need = max(ADAPTERS.get(n).min_batch_size for n in names)
     batch_norm = bool(config.model.bottleneck) or BACKBONES.get(config.model.backbone).batch_norm

@@ -9,39 +9,47 @@ import torch
 import yaml
 
 from da.checkpoint import load_checkpoint
-from da.config import Config, dump_yaml
+from da.composition.config import build_config
+from da.composition.model import build_model
+from da.composition.preflight import preflight
+from da.config import Config, dump_yaml, flat_keys, to_dict
 from da.domains import Domains
 from da.errors import DAError
-from da.registry import STAGES
+from da.composition.stages import build_stage, stage_specs
 from da.run_files import write_json, write_text_atomic
 from da.run_log import NullLog, ResumePoint, RunLog
 from da.stages.base import Stage
 from da.train.distributed import Dist, init_from_env
-from da.train.model import Model, build_model
+from da.train.model import Model
 from da.train.precision import Precision
-from da.train.preflight import preflight
 from da.train.run import Run, stop_on_signals
 from da.train.seeding import pick_device, seed_everything
 from da.train.skeleton import run_stage
 from da.train.summary import flat_hparams, make_summary, target_labels_record
 
 
-def stage_names(config: Config, needs_fit: bool) -> list[tuple[str, dict[str, Any]]]:
-    """The run's stages: the ``stages`` list, else pretrain (when it trains or loads), the closed-form
-    fit (when the adapter needs one) and adapt. A fit the adapter needs joins a list that lacks it,
-    before its first stage that trains after pretraining."""
-    if config.stages is None:
-        pretrain = [("pretrain", {})] if config.pretrain.steps > 0 or config.pretrain.checkpoint else []
-        return [*pretrain, *([("fit", {})] if needs_fit else []), ("adapt", {})]
-    out = [(s.name, dict(s.kwargs)) for s in config.stages]
-    if needs_fit and all(name != "fit" for name, _ in out):
-        at = next((i for i, (name, _) in enumerate(out) if name != "pretrain"), len(out))
-        out.insert(at, ("fit", {}))
-    return out
+def build_stages(config: Config) -> list[Stage]:
+    """The run's stages (``da.config.stages.stage_specs``), built with their settings."""
+    return [build_stage(name, kwargs) for name, kwargs in stage_specs(config)]
 
 
-def build_stages(config: Config, needs_fit: bool) -> list[Stage]:
-    return [STAGES.get(name)(**kwargs) for name, kwargs in stage_names(config, needs_fit)]
+def fill_slots_for_resume(run: Run, upto: int) -> None:
+    """Give the model the slots stages ``0..upto`` fill, in their trained shape, before a checkpoint
+    taken in stage ``upto`` loads its weights."""
+    for stage in run.stages[: upto + 1]:
+        stage.fill_slots(run, fresh=False)
+
+
+def restored_model(config: Config, domains: Domains, device: torch.device, state: dict[str, Any]) -> Model:
+    """The model of a checkpoint (``da eval``): built from its config, with the slots its stages had
+    filled by then, and the checkpoint's weights."""
+    model = build_model(config, domains, device)
+    stages = build_stages(config)
+    run = Run(config=config, run_dir=Path("."), device=device, domains=domains, model=model, log=NullLog(),
+              generator=torch.Generator(), stages=stages)
+    fill_slots_for_resume(run, resume_index(stages, state))
+    model.load_state_dict(state)
+    return model
 
 
 def resume_index(stages: list[Stage], state: dict[str, Any]) -> int:
@@ -81,10 +89,7 @@ def train(config: Config, run_dir: Path, show_progress: bool = True, resume: boo
         write_json(run_dir / "target_labels.json", target_labels_record(config, domains, indices=True))
     model = build_model(config, domains, device)
     prepare_model(model, config, here)
-    if not model.adapter.trains_head() and config.train.steps > 0:
-        raise DAError(f"adapter {config.adapter.name!r} builds a head with nothing to train (e.g. subspace's "
-                      f"classifier: nn), so train.steps must be 0, not {config.train.steps}; set train.steps: 0")
-    stages = build_stages(config, model.adapter.needs_fit)
+    stages = build_stages(config)
     run = Run(config=config, run_dir=run_dir, device=device, domains=domains, model=model, log=NullLog(),
               generator=torch.Generator().manual_seed(config.seed), stages=stages, started=started, dist=here,
               precision=Precision(config.train.precision, device))
@@ -94,10 +99,10 @@ def train(config: Config, run_dir: Path, show_progress: bool = True, resume: boo
         resume_at = ResumePoint(state["stage"], state["step"], run.global_offset(start) + state["step"],
                                 {s.name: i for i, s in enumerate(stages)})
         run.summary, run.train_seconds, run.earlier_wall_s = dict(state["summary"]), state["train_seconds"], state["wall_s"]
-        run.head_fitted = state.get("head_fitted", False)
         run.target_norms_started = state.get("target_norms_started", True)
         run.last_checkpoint = f"{stages[start].label} step {state['step']}"
-        model.load(state)
+        fill_slots_for_resume(run, start)
+        model.load_state_dict(state)
     total = sum(run.stage_steps())
     if here.main:
         run.log = RunLog(run_dir, flat_hparams(config), total, show_progress, resume_at)
@@ -120,8 +125,6 @@ def train(config: Config, run_dir: Path, show_progress: bool = True, resume: boo
 def check_same_config(run_dir: Path, config: Config, state: dict[str, Any]) -> None:
     """A run resumes with the config its checkpoint was taken with (an edited config.yaml, or a
     checkpoint copied from another run, would silently mix two experiments)."""
-    from da.config import build_config, flat_keys, to_dict
-
     try:
         saved = to_dict(build_config(yaml.safe_load(state["config"])))
     except (DAError, yaml.YAMLError, KeyError, TypeError):

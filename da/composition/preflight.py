@@ -6,14 +6,13 @@ from __future__ import annotations
 import torch
 
 from da.config import Config
+from da.data.multi_source import smallest_source
 from da.domains import Domains, load_domains
 from da.errors import DAError
 
 
 def preflight(config: Config, device: torch.device, world_size: int = 1) -> Domains:
     """The run's splits, loaded once, after checking every batch fits the split it is drawn from."""
-    from da.data.multi_source import smallest_source
-
     domains = load_domains(config.data, device, config.model.backbone)
     per = f" x {world_size} ranks" if world_size > 1 else ""
     source, n_source = smallest_source(domains.source_train)  # several sources: a batch from each
