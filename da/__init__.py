@@ -5,9 +5,11 @@ import warnings
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
 
 from da.adapters.base import Adapter
+from da.data.dataset_entry import DatasetEntry, register_dataset
 from da.errors import DAError
-from da.registry import ADAPTERS, BACKBONES, DATASETS, Registry, register_adapter, register_backbone, register_dataset
+from da.models.backbone_entry import BackboneEntry, register_backbone
+from da.registry import ADAPTERS, BACKBONES, DATASETS, Registry, register_adapter
 
-__all__ = ["ADAPTERS", "BACKBONES", "DATASETS", "Adapter", "DAError", "Registry",
+__all__ = ["ADAPTERS", "BACKBONES", "DATASETS", "Adapter", "BackboneEntry", "DAError", "DatasetEntry", "Registry",
            "register_adapter", "register_backbone", "register_dataset"]
 __version__ = "0.1.0"

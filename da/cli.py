@@ -94,7 +94,7 @@ def dry_run_data_check(config, world_size: int) -> str:
 
     names = [n for n in (*([config.data.source] if not isinstance(config.data.source, list) else config.data.source),
                          config.data.target) if isinstance(n, str)]
-    generated = [n for n in names if n in DATASETS and getattr(DATASETS.get(n), "generated", False)]
+    generated = [n for n in names if n in DATASETS and DATASETS.get(n).generated]
     if generated:  # a dry run builds nothing: a generated domain's first build takes up to a minute
         return f" (data not checked: {', '.join(generated)} is generated and cached on the first run)"
     try:

@@ -1,8 +1,9 @@
 """The five splits a run uses, built from the config's source and target datasets.
 
-A dataset name (``mnist``) loads an in-memory data set from its registered factory; an image folder
-or list (``{folder: DIR}``, or a name registered as one, such as ``amazon``) becomes file-backed
-splits (``da.data.image_domain``) read through the backbone's input configuration.
+Each of ``data.source`` and ``data.target`` stands for a ``DatasetEntry`` (``da.data.dataset_entry``):
+a registered name (``mnist``, ``amazon``) or an inline image folder or list (``{folder: DIR}``). The
+entry loads the domain: in memory, or as file-backed splits (``da.data.image_domain``) read through
+the backbone's input configuration.
 """
 from __future__ import annotations
 
@@ -12,16 +13,17 @@ from pathlib import Path
 
 import torch
 
+import da.models  # noqa: F401  (registers the built-in backbones, whose input configuration image folders use)
 from da.config import DataConfig
 from da.data import DataSplit, DomainData
 from da.data.channels import match_channels
-from da.data.image_datasets import image_spec
-from da.data.image_domain import ImageDomainData, ImageOptions, default_workers, load_image_domain
+from da.data.dataset_entry import dataset_entry
+from da.data.image_domain import ImageDomainData, ImageOptions, default_workers
 from da.data.image_folders import check_same_classes
 from da.data.multi_source import pool
 from da.errors import DAError
-from da.models.pretrained import IMAGENET, pretrained_cfg
-from da.registry import BACKBONES, DATASETS
+from da.models.pretrained import IMAGENET, PretrainedCfg
+from da.registry import BACKBONES
 
 
 @dataclass
@@ -76,17 +78,22 @@ def draw_per_class(labels: torch.Tensor, k: int | str, seed: int, num_classes: i
     return torch.cat(picked).sort().values
 
 
-def load_domain(config: DataConfig, role: str, backbone: str | None, name: str | None = None) -> DomainData:
-    """``data.source`` or ``data.target`` (or ``name``, one of several sources): an in-memory data
-    set, or an image folder / list."""
-    name, root = getattr(config, role) if name is None else name, data_root(config)
-    spec = image_spec(name)
-    if spec is None:
-        return DATASETS.get(name)(root, config.download, role)
-    cfg = pretrained_cfg(BACKBONES.get(backbone)) if backbone else IMAGENET
+def input_cfg(backbone: str | None) -> PretrainedCfg:
+    """The input a registered backbone takes (image folders are resized and normalised for it);
+    ImageNet's when no backbone is named."""
+    return BACKBONES.get(backbone).pretrained_cfg if backbone else IMAGENET
+
+
+def image_options(config: DataConfig) -> ImageOptions:
+    """The ``data`` keys that shape a file-backed domain."""
     workers = default_workers() if config.num_workers is None else config.num_workers
-    options = ImageOptions(config.transforms or {}, config.cache, config.skip_bad_images, workers, config.split_seed)
-    return load_image_domain(spec, f"data.{role}", root, cfg, options)
+    return ImageOptions(config.transforms or {}, config.cache, config.skip_bad_images, workers, config.split_seed)
+
+
+def load_domain(config: DataConfig, role: str, backbone: str | None, name: str | None = None) -> DomainData:
+    """``data.source`` or ``data.target`` (or ``name``, one of several sources), loaded by its data set entry."""
+    entry = dataset_entry(getattr(config, role) if name is None else name)
+    return entry.load(data_root(config), role, config.download, input_cfg(backbone), image_options(config))
 
 
 def image_record(source: DomainData, target: DomainData) -> dict[str, dict] | None:

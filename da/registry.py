@@ -1,7 +1,10 @@
-"""Name -> factory registries for adapters, stages, datasets and backbones, with entry-point plugins.
+"""Name -> entry registries for adapters, stages, datasets and backbones, with entry-point plugins.
 
 Modelled on timm's ``@register_model``, but a duplicate name is an error, and third-party packages
-can add entries through ``importlib.metadata`` entry points (group ``da.adapters`` for adapters).
+can add entries through ``importlib.metadata`` entry points: groups ``da.adapters``, ``da.stages``,
+``da.datasets`` and ``da.backbones``. Adapters and stages are registered as classes; data sets and
+backbones as typed records (``Record`` subclasses: ``da.data.dataset_entry.DatasetEntry``,
+``da.models.backbone_entry.BackboneEntry``), made by ``register_dataset`` / ``register_backbone``.
 """
 from __future__ import annotations
 
@@ -15,12 +18,30 @@ from da.errors import DAError
 T = TypeVar("T")
 
 
-class Registry(Generic[T]):
-    """A mapping from names to registered objects (classes or factory functions)."""
+class Record:
+    """Base of the typed records a registry holds for a data set or a backbone.
 
-    def __init__(self, kind: str, entry_point_group: str | None = None) -> None:
+    A record names the function that makes its object (``origin``), so that a name registered
+    twice is reported as where each registration came from.
+    """
+
+    name: str
+
+    @property
+    def origin(self) -> str:
+        """Where the record comes from, for messages: its loader's or factory's ``module.qualname``,
+        or the folder it names."""
+        raise NotImplementedError
+
+
+class Registry(Generic[T]):
+    """A mapping from names to registered objects (classes, or ``Record``s)."""
+
+    def __init__(self, kind: str, entry_point_group: str | None = None, maker: str | None = None) -> None:
         self.kind = kind
         self.entry_point_group = entry_point_group
+        #: For a registry of records: the decorator that makes them (a bare function is refused).
+        self.maker = maker
         self._entries: dict[str, T] = {}
         self._plugins_loaded = False
         self.plugin_errors: list[str] = []
@@ -29,7 +50,10 @@ class Registry(Generic[T]):
         """Decorator: ``@REGISTRY.register("name")``. Raises DAError if the name is taken."""
 
         def decorate(obj: T) -> T:
-            if name in self._entries and self._entries[name] is not obj:
+            if self.maker is not None and not isinstance(obj, Record):
+                raise DAError(f"{self.kind} {name!r} ({_where(obj)}) is not a record; register it with "
+                              f"@{self.maker}({name!r}, ...)")
+            if name in self._entries and not _same(self._entries[name], obj):
                 previous = self._entries[name]
                 raise DAError(
                     f"{self.kind} name {name!r} is already registered by "
@@ -76,18 +100,31 @@ class Registry(Generic[T]):
                 warnings.warn(message, stacklevel=2)
 
 
+def doc_line(obj: object) -> str:
+    """The first line of ``obj``'s docstring ('' for none): a registered entry's default description."""
+    lines = (obj.__doc__ or "").strip().splitlines()
+    return lines[0].strip() if lines else ""
+
+
+def _same(registered: object, obj: object) -> bool:
+    """The same class or function, or an equal record (the same registration made again)."""
+    return registered is obj or (isinstance(obj, Record) and registered == obj)
+
+
 def _where(obj: object) -> str:
+    if isinstance(obj, Record):
+        return obj.origin
     return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
 
 
 ADAPTERS: Registry = Registry("adapter", entry_point_group="da.adapters")
-DATASETS: Registry = Registry("dataset")
-BACKBONES: Registry = Registry("backbone")
+#: ``da.data.dataset_entry.DatasetEntry`` records, registered with ``da.data.register_dataset``.
+DATASETS: Registry = Registry("dataset", entry_point_group="da.datasets", maker="register_dataset")
+#: ``da.models.backbone_entry.BackboneEntry`` records, registered with ``da.models.register_backbone``.
+BACKBONES: Registry = Registry("backbone", entry_point_group="da.backbones", maker="register_backbone")
 STAGES: Registry = Registry("stage", entry_point_group="da.stages")
 
 register_adapter = ADAPTERS.register
-register_dataset = DATASETS.register
-register_backbone = BACKBONES.register
 
 
 def register_stage(name: str):

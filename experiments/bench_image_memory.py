@@ -28,8 +28,8 @@ from generated_images import write_generated  # noqa: E402
 
 
 def register_tiny_cnn() -> None:
+    from da.models import register_backbone
     from da.models.pretrained import IMAGENET
-    from da.registry import register_backbone
 
     class TinyCNN(nn.Sequential):
         def __init__(self) -> None:
@@ -37,12 +37,10 @@ def register_tiny_cnn() -> None:
                              nn.AdaptiveAvgPool2d(1), nn.Flatten())
             self.out_features = 32
 
-    @register_backbone("tiny_cnn")
+    @register_backbone("tiny_cnn", pretrained_cfg=IMAGENET, batch_norm=False, out_features=32)
     def tiny_cnn(pretrained: bool = False, in_channels: int = 3) -> TinyCNN:
         """A three-layer CNN for 224 x 224 RGB images (the memory benchmark's)."""
         return TinyCNN()
-
-    tiny_cnn.pretrained_cfg = IMAGENET
 
 
 def main() -> int:

@@ -46,7 +46,7 @@ def bare_loop(config, steps: int) -> float:
     torch.manual_seed(config.seed)
     device = pick_device(config.device)
     d = load_domains(config.data, device)
-    extractor = BACKBONES.get(config.model.backbone)().to(device).to(memory_format=torch.channels_last)
+    extractor = BACKBONES.get(config.model.backbone).build().to(device).to(memory_format=torch.channels_last)
     head = linear_head(extractor.out_features, d.num_classes).to(device)
     adapter = build_adapter(config, extractor.out_features, d.num_classes).to(device)
     if config.train.compile:

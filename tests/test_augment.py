@@ -94,6 +94,7 @@ def test_augmentation_changes_the_training_batches_it_names_pretraining_included
 
 
 def test_augmenting_a_dataset_of_vectors_is_a_one_line_error(tmp_path, write_config, cli, monkeypatch):
+    from da.data import DatasetEntry
     from da.data.domain import DomainData
     from da.registry import DATASETS
 
@@ -102,7 +103,7 @@ def test_augmenting_a_dataset_of_vectors_is_a_one_line_error(tmp_path, write_con
         split = lambda n: Split(torch.randn(n, 784, generator=g), torch.arange(n) % 4)
         return DomainData(f"vectors_{role}", split(256), split(64), num_classes=4)
 
-    monkeypatch.setitem(DATASETS._entries, "vectors", vectors)
+    monkeypatch.setitem(DATASETS._entries, "vectors", DatasetEntry("vectors", "flat feature vectors", loader=vectors))
     cfg = tiny_config(data={"source": "vectors", "target": "vectors", "augment": {"rotate": 10.0}})
     code, _, err = cli("train", "-c", write_config(cfg), "--out", tmp_path / "run", "-q")
     assert code == 2

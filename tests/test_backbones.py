@@ -12,7 +12,7 @@ from da.registry import BACKBONES
 
 @pytest.mark.parametrize("name,width", [("lenet", 500), ("resnet18", 512)])
 def test_backbones_map_grey_digits_to_features_of_their_width(name, width):
-    net = BACKBONES.get(name)(pretrained=False)
+    net = BACKBONES.get(name).build(pretrained=False)
     net.eval()
     with torch.no_grad():
         out = net(torch.randn(2, 1, 28, 28))
@@ -24,7 +24,7 @@ def test_imagenet_weights_offline_give_a_clear_error(tmp_path, monkeypatch):
     for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
         monkeypatch.setenv(var, "http://127.0.0.1:9")
     with pytest.raises(DAError) as info:
-        BACKBONES.get("resnet18")(pretrained=True)
+        BACKBONES.get("resnet18").build(pretrained=True)
     message = str(info.value)
     assert "ImageNet weights for resnet18" in message and "model.pretrained: false" in message
     assert str(tmp_path / "torch_home") in message
@@ -32,16 +32,16 @@ def test_imagenet_weights_offline_give_a_clear_error(tmp_path, monkeypatch):
 
 def test_lenet_has_no_imagenet_weights():
     with pytest.raises(DAError, match="no ImageNet weights"):
-        BACKBONES.get("lenet")(pretrained=True)
+        BACKBONES.get("lenet").build(pretrained=True)
 
 
 def test_a_bottleneck_narrows_the_features_and_is_the_top_block(write_config, cli, tmp_path):
-    from da.models.backbones import WithBottleneck, block_names
+    from da.models.backbones import WithBottleneck
 
-    net = WithBottleneck(BACKBONES.get("lenet")(), 64)
+    net = WithBottleneck(BACKBONES.get("lenet").build(), 64)
     assert net(torch.randn(4, 1, 28, 28)).shape == (4, 64) and net.out_features == 64
     names = [name for name, _ in net.blocks()]
-    assert tuple(names) == block_names(BACKBONES.get("lenet"), 64) == ("conv1", "conv2", "fc", "bottleneck")
+    assert tuple(names) == BACKBONES.get("lenet").blocks(64) == ("conv1", "conv2", "fc", "bottleneck")
     ids = [id(p) for _, module in net.blocks() for p in module.parameters()]
     assert sorted(ids) == sorted(id(p) for p in net.parameters())
     # Batch norm over the batch: in training mode each bottleneck unit is centred before the ReLU.
@@ -60,7 +60,7 @@ def test_a_bottleneck_narrows_the_features_and_is_the_top_block(write_config, cl
 def test_block_outputs_are_the_named_blocks_features_side_by_side_with_shared_weights():
     from da.models.backbones import BlockOutputs, WithBottleneck
 
-    net = WithBottleneck(BACKBONES.get("lenet")(), 16).eval()
+    net = WithBottleneck(BACKBONES.get("lenet").build(), 16).eval()
     x = torch.randn(3, 1, 28, 28)
     conv2_of = torch.nn.Sequential(*list(net.backbone)[:7])
     with torch.no_grad():

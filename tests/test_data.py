@@ -25,7 +25,7 @@ def counts(y: torch.Tensor) -> list[int]:
     ("usps", (7291, 2007), USPS_TRAIN, USPS_TEST),  # 16x16 resized once to 28x28
 ])
 def test_digits_load_whole_splits_at_28x28_with_the_right_label_counts(name, sizes, train_counts, test_counts):
-    d = DATASETS.get(name)(real_data_root(), False, "source")
+    d = DATASETS.get(name).load(real_data_root(), "source")
     assert d.train.x.shape == (sizes[0], 1, 28, 28) and d.test.x.shape == (sizes[1], 1, 28, 28)
     assert counts(d.train.y) == train_counts and counts(d.test.y) == test_counts
     assert d.train.x.dtype == torch.float32 and -1.0 <= d.train.x.min() < d.train.x.max() <= 1.0
@@ -41,8 +41,8 @@ def test_protocol_splits_hide_target_labels_and_hold_out_source_validation():
 
 
 def test_synthetic_pair_has_a_shift_between_roles():
-    s = DATASETS.get("synthetic")(None, False, "source")
-    t = DATASETS.get("synthetic")(None, False, "target")
+    s = DATASETS.get("synthetic").load(None, "source")
+    t = DATASETS.get("synthetic").load(None, "target")
     assert s.train.x.shape[1:] == t.train.x.shape[1:] == (1, 28, 28)
     assert abs(float(s.train.x.mean() - t.train.x.mean())) > 0.2
 

@@ -1,5 +1,5 @@
 """The docs stay true: every `da ...` command in README.md and docs/*.md is checked, and every
-python block of docs/adapters.md runs.
+python block of docs/adapters.md and docs/add_a_dataset.md runs.
 
 A `da train` command runs with --dry-run appended (its config loads and validates), a `da bench`
 command with --dry-run (the benchmark file loads and its runs are listed) into a temporary
@@ -155,6 +155,32 @@ def test_adapters_page_python_blocks_run(tmp_path, monkeypatch, capsys):
     assert re.search(r"target accuracy \d\.\d{3}", capsys.readouterr().out)
     summary = yaml.safe_load((tmp_path / "runs" / "mean_match" / "summary.json").read_text())
     assert summary["adapter"] == "mean_match"
+
+
+def test_add_a_dataset_page_python_blocks_run(tmp_path, monkeypatch, capsys):
+    """Each python block of docs/add_a_dataset.md runs as printed (as a script), its run on the tiny
+    config's settings instead of MNIST -> USPS's; what it registers is dropped afterwards."""
+    from da.registry import BACKBONES, DATASETS
+
+    blocks = python_blocks(ROOT / "docs" / "add_a_dataset.md")
+    assert len(blocks) == 3
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(out_root=str(tmp_path / "runs"))))
+    for registry in (DATASETS, BACKBONES):
+        monkeypatch.setattr(registry, "_entries", dict(registry._entries))
+    monkeypatch.chdir(tmp_path)
+    for i, code in enumerate(blocks):
+        code = code.replace("configs/mnist_usps/dann.yaml", str(config))
+        exec(compile(code, f"docs/add_a_dataset.md block {i}", "exec"), {"__name__": "__main__"})
+    # the data set trained a run and printed its accuracy; the folder and the backbone are registered as written
+    assert re.search(r"target accuracy \d\.\d{3}", capsys.readouterr().out)
+    summary = yaml.safe_load((tmp_path / "runs" / "gratings" / "summary.json").read_text())
+    assert summary["source"] == summary["target"] == "gratings" and len(summary["target_test_per_class_acc"]) == 4
+    gratings, photos, cnn = DATASETS.get("gratings"), DATASETS.get("my_photos"), BACKBONES.get("small_cnn")
+    assert gratings.num_classes == 4 and gratings.description.startswith("Sine gratings")
+    assert photos.image_spec == {"folder": "my_photos/train", "test_folder": "my_photos/test"}
+    net = cnn.build()
+    assert net.out_features == cnn.out_features == 256 and tuple(n for n, _ in net.blocks()) == cnn.block_names
 
 
 def test_readme_adapter_example_is_the_tested_one():

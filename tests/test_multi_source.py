@@ -13,7 +13,8 @@ from da.adapters.per_source import PerSource
 from da.bench.plan import load_bench_config, parse_direction, plan_runs
 from da.data.domain import DomainData, Split
 from da.data.multi_source import pool
-from da.registry import DATASETS, register_dataset
+from da.data import register_dataset
+from da.registry import DATASETS
 from tests.conftest import ROOT, tiny_config
 
 DOMAINS = ("mnist", "mnist_m", "syndigits", "usps", "optdigits")
@@ -42,7 +43,7 @@ def multi_config(tmp_path: Path, **train) -> dict:
 
 
 def test_pooled_sources_keep_their_origin_and_share_one_format():
-    grey, colour = (DATASETS.get(n)(Path("."), False, "source") for n in ("ms_grey", "ms_colour"))
+    grey, colour = (DATASETS.get(n).load(Path("."), "source") for n in ("ms_grey", "ms_colour"))
     pooled = pool([grey, colour])
     assert pooled.train.input_shape == (3, 28, 28) and len(pooled.train) == 192
     assert torch.equal(pooled.train.x[:96, 1], grey.train.x[:, 0])
@@ -52,7 +53,7 @@ def test_pooled_sources_keep_their_origin_and_share_one_format():
 
 
 def test_a_batch_holds_batch_size_images_from_each_source_and_resumes_exactly():
-    pooled = pool([DATASETS.get(n)(Path("."), False, "source") for n in ("ms_grey", "ms_colour")])
+    pooled = pool([DATASETS.get(n).load(Path("."), "source") for n in ("ms_grey", "ms_colour")])
     sampler = pooled.train.sampler(8, torch.Generator().manual_seed(0))
     x, y = sampler.next()
     assert x.shape == (16, 3, 28, 28)

@@ -33,7 +33,7 @@ def run(tmp_path, name: str, **sections) -> tuple[dict, object]:
 def test_k_per_class_draw_is_exact_seeded_nested_and_from_target_train_only():
     cpu = torch.device("cpu")
     d5 = load_domains(DataConfig(**SYNTHETIC, target_labels_per_class=5), cpu)
-    raw = DATASETS.get("synthetic")(None, False, "target")
+    raw = DATASETS.get("synthetic").load(None, "target")
     assert torch.bincount(d5.target_labelled.y).tolist() == [5, 5, 5, 5]
     idx = d5.target_labelled_index
     assert torch.equal(d5.target_labelled.x, raw.train.x[idx]) and torch.equal(d5.target_labelled.y, raw.train.y[idx])
@@ -123,7 +123,7 @@ def test_lr_multipliers_reach_the_optimizer_groups(tmp_path):
 
 
 def test_unfreezing_schedule_is_top_block_first():
-    net = BACKBONES.get("lenet")()
+    net = BACKBONES.get("lenet").build()
     head, adapter = linear_head(500, 4), torch.nn.Linear(2, 2)
     plan = FineTuning.for_adaptation(net, head, adapter, TrainConfig(unfreeze=UnfreezeConfig(steps=[2, 4])))
     names = lambda done: [g.name for g in plan.trainable(done)]
@@ -202,23 +202,23 @@ def test_new_datasets_have_their_own_label_sets(monkeypatch):
     import da.data.digits as digits
     from da.data import DomainData, Split
 
-    shapes = DATASETS.get("shapes")(None, False, "source")
+    shapes = DATASETS.get("shapes").load(None, "source")
     assert shapes.num_classes == 2 and shapes.train.x.shape[1:] == (1, 28, 28)
     assert torch.bincount(shapes.train.y).tolist() == [3000, 3000] and torch.bincount(shapes.test.y).tolist() == [1000, 1000]
-    assert torch.equal(DATASETS.get("shapes")(None, False, "source").train.x, shapes.train.x)  # generated from a seed
-    assert not torch.equal(DATASETS.get("shapes")(None, False, "target").train.x, shapes.train.x)
+    assert torch.equal(DATASETS.get("shapes").load(None, "source").train.x, shapes.train.x)  # generated from a seed
+    assert not torch.equal(DATASETS.get("shapes").load(None, "target").train.x, shapes.train.x)
     assert -1 <= shapes.train.x.min() < shapes.train.x.max() <= 1
 
     fake = Split(torch.zeros(10, 1, 28, 28), torch.arange(10))
     monkeypatch.setattr(digits, "mnist", lambda root, download, role: DomainData("mnist", fake, fake, 10))
-    parity = DATASETS.get("mnist_parity")(None, False, "source")
+    parity = DATASETS.get("mnist_parity").load(None, "source")
     assert parity.num_classes == 2 and parity.train.y.tolist() == [0, 1] * 5
 
 
 @pytest.mark.data
 @needs_data
 def test_mnist_parity_relabels_real_mnist_even_odd():
-    d = DATASETS.get("mnist_parity")(real_data_root(), False, "source")
+    d = DATASETS.get("mnist_parity").load(real_data_root(), "source")
     assert d.num_classes == 2
     assert torch.bincount(d.train.y).tolist() == [sum(MNIST_TRAIN[0::2]), sum(MNIST_TRAIN[1::2])]
     assert torch.bincount(d.test.y).tolist() == [sum(MNIST_TEST[0::2]), sum(MNIST_TEST[1::2])]
@@ -278,11 +278,9 @@ def test_too_many_labels_or_images_asked_for_is_one_line(data, message, write_co
 
 @pytest.mark.parametrize("name", ["lenet", "resnet18"])
 def test_backbone_blocks_partition_the_parameters_bottom_to_top(name):
-    from da.models.backbones import block_names
-
-    net = BACKBONES.get(name)()
+    net = BACKBONES.get(name).build()
     blocks = net.blocks()
-    assert tuple(n for n, _ in blocks) == block_names(BACKBONES.get(name))
+    assert tuple(n for n, _ in blocks) == BACKBONES.get(name).block_names
     ids = [id(p) for _, module in blocks for p in module.parameters()]
     assert len(set(ids)) == len(ids) and set(ids) == {id(p) for p in net.parameters()}
     if name == "lenet":  # the blocks in order are the network

@@ -12,9 +12,9 @@ import da.data  # noqa: F401  (registers the datasets)
 import da.models  # noqa: F401  (registers the backbones)
 from da.config.schema import Config
 from da.config.types import show_value
-from da.data.image_domain import check_data_options, check_image_spec
+from da.data.data_options import check_data_options
+from da.data.image_domain import check_image_spec
 from da.errors import DAError
-from da.models.backbones import block_names
 from da.registry import ADAPTERS, BACKBONES, DATASETS
 from da.validators import VALIDATORS
 
@@ -51,11 +51,11 @@ def check_transfer(config: Config) -> None:
     if config.pretrain.load == "extractor" and not config.pretrain.checkpoint:
         raise DAError("config key pretrain.load: extractor needs pretrain.checkpoint (the run whose extractor to load); "
                       "set it, or drop pretrain.load")
-    factory = BACKBONES.get(config.model.backbone)
-    if train.batch_norm == "per_domain" and not getattr(factory, "batch_norm", True) and not config.model.bottleneck:
+    backbone = BACKBONES.get(config.model.backbone)
+    if train.batch_norm == "per_domain" and not backbone.batch_norm and not config.model.bottleneck:
         raise DAError(f"config key train.batch_norm: per_domain needs batch-norm layers, and backbone "
                       f"{config.model.backbone} has none; add one with model.bottleneck (e.g. 256) or set train.batch_norm: shared")
-    blocks = block_names(factory, config.model.bottleneck)
+    blocks = backbone.blocks(config.model.bottleneck)
     where = f"backbone {config.model.backbone} has blocks (bottom to top): {', '.join(blocks)}"
     for name in config.adapter.blocks():
         if not blocks:
@@ -105,7 +105,7 @@ def check_batch_sizes(config: Config) -> None:
     whose loss is a covariance or an unbiased MMD (``Adapter.min_batch_size``)."""
     names = [p.name for p in config.adapter.parts] or [config.adapter.name]
     need = max(ADAPTERS.get(n).min_batch_size for n in names)
-    batch_norm = bool(config.model.bottleneck) or getattr(BACKBONES.get(config.model.backbone), "batch_norm", True)
+    batch_norm = bool(config.model.bottleneck) or BACKBONES.get(config.model.backbone).batch_norm
     checks = [("train.batch_size", config.train.batch_size, config.train.steps > 0)]
     checks.append(("pretrain.batch_size", config.pretrain.batch_size, config.pretrain.steps > 0 and not config.pretrain.checkpoint))
     for key, size, used in checks:

@@ -56,7 +56,7 @@ def build_model(config: Config, domains: Domains, device: torch.device) -> Model
     """The configured backbone (with its bottleneck and per-domain batch norm), a linear head and the
     adapter, on ``device``. The slots a stage fills (``da.train.model.Model``) start empty."""
     shape = domains.source_train.input_shape
-    extractor = BACKBONES.get(config.model.backbone)(pretrained=config.model.pretrained, in_channels=shape[0])
+    extractor = BACKBONES.get(config.model.backbone).build(pretrained=config.model.pretrained, in_channels=shape[0])
     if config.model.weights:  # a local state dict, e.g. torchvision's resnet50-11ad3fa6.pth (offline)
         load_weights(extractor, config.model.weights)
     if config.model.bottleneck:

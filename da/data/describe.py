@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 from da.config import read_config
-from da.data.image_datasets import image_spec
+from da.data.dataset_entry import dataset_entry
 from da.data.image_domain import _files
 from da.data.image_folders import EXTENSIONS, ImageFiles, check_image, list_file, list_folder, read_classes
 from da.domains import data_root
@@ -62,6 +62,7 @@ def describe_files(label: str, files: ImageFiles, echo: Callable[[str], None]) -
 
 
 def describe_spec(label: str, spec: dict, root: Path, echo: Callable[[str], None]) -> int:
+    """Describe the train (and test) files of an image-folder or list spec; returns the unreadable count."""
     classes = read_classes(spec.get("classes"), root)
     train = _files(spec, "folder", "list", root, classes)
     bad = describe_files(f"{label} train", train, echo)
@@ -100,10 +101,10 @@ def _describe_config(path: Path, echo: Callable[[str], None]) -> int:
     root = data_root(config.data)
     bad = 0
     for role in ("source", "target"):
-        name = getattr(config.data, role)
-        spec = image_spec(name)
-        if spec is None:
-            echo(f"{role}: {name} (an in-memory data set, read by torchvision under {root})")
-            continue
-        bad += describe_spec(f"{role}", spec, root, echo)
+        value = getattr(config.data, role)
+        for entry in [dataset_entry(name) for name in value] if isinstance(value, list) else [dataset_entry(value)]:
+            if entry.image_spec is None:
+                echo(f"{role}: {entry.name} (an in-memory data set under {root}: {entry.description})")
+                continue
+            bad += describe_spec(role, dict(entry.image_spec), root, echo)
     return bad

@@ -19,9 +19,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from da.data.cache import cached
+from da.data.dataset_entry import register_dataset
 from da.data.domain import DomainData, Split, to_unit_range
 from da.errors import DAError
-from da.registry import register_dataset
 
 SIZE = 28
 
@@ -72,7 +72,7 @@ def mnist_uint8(root: Path, download: bool, train: bool) -> tuple[Tensor, Tensor
     return read_idx(images), read_idx(labels).long()
 
 
-@register_dataset("mnist")
+@register_dataset("mnist", num_classes=10)
 def mnist(root: Path, download: bool, role: str) -> DomainData:
     """MNIST: 60,000 train and 10,000 test handwritten digits, 28x28."""
     splits = {}
@@ -82,7 +82,7 @@ def mnist(root: Path, download: bool, role: str) -> DomainData:
     return DomainData("mnist", splits[True], splits[False], num_classes=10)
 
 
-@register_dataset("usps")
+@register_dataset("usps", num_classes=10)
 def usps(root: Path, download: bool, role: str) -> DomainData:
     """USPS: 7,291 train and 2,007 test digits, 16x16, resized to 28x28 (bilinear)."""
     train, test = _usps_splits(Path(root), download)
@@ -122,7 +122,7 @@ def _usps_splits(root: Path, download: bool) -> tuple[Split, Split]:
     return splits[0], splits[1]
 
 
-@register_dataset("mnist_parity")
+@register_dataset("mnist_parity", num_classes=2)
 def mnist_parity(root: Path, download: bool, role: str) -> DomainData:
     """MNIST relabelled by parity: 0 even, 1 odd (a new two-class task on the same images)."""
     d = mnist(root, download, role)

@@ -19,10 +19,9 @@ import torch
 
 from da.data.decoded_cache import open_cache
 from da.data.domain import DomainData
-from da.data.image_datasets import image_spec
 from da.data.image_folders import ImageFiles, check_same_classes, list_file, list_folder, read_classes, scan
 from da.data.image_split import ImageSplit
-from da.data.transforms import build_transform, check_transform_spec
+from da.data.transforms import build_transform
 from da.errors import DAError
 from da.models.pretrained import PretrainedCfg
 
@@ -171,27 +170,3 @@ def _cached(split: ImageSplit, train_t, test_t, options: ImageOptions, root: Pat
     cache = open_cache(folder, split.dataset(False), train_t.steps[0], size, options.num_workers)
     return ImageSplit(split.paths, split.y, train_t, test_t, split.shape, num_workers=split.num_workers,
                       cache=cache, rows=torch.arange(len(split)), where=split.where)
-
-
-def check_data_options(config) -> None:
-    """The ``data`` keys of image data sets and ``model.weights`` (a ``da.config.Config``; one-line DAErrors)."""
-    data = config.data
-    files = [image_spec(name) is not None for name in (data.source, data.target)]
-    if data.transforms is not None:
-        if not isinstance(data.transforms, dict):
-            raise DAError(f"config key data.transforms must be a mapping {{train: ..., test: ...}}, got {data.transforms!r}")
-        for k, v in data.transforms.items():
-            if k not in ("train", "test"):
-                raise DAError(f"config key data.transforms.{k} is not known; data.transforms takes train and test")
-            check_transform_spec(v, f"data.transforms.{k}")
-        if not any(files):
-            raise DAError("config key data.transforms applies to image folders and lists, and both data.source and "
-                          "data.target are in-memory data sets; remove it (data.augment transforms in-memory batches)")
-    if not isinstance(data.cache, (bool, str)):
-        raise DAError(f"config key data.cache must be true, false or a folder, got {data.cache!r}")
-    workers = data.num_workers
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
-        raise DAError(f"config key data.num_workers must be a non-negative integer (0: load in the main process), got {workers!r}")
-    if config.model.weights is not None and config.model.pretrained:
-        raise DAError("config keys model.weights and model.pretrained both ask for weights; keep model.weights "
-                      "(a local file) or model.pretrained: true (downloaded), not both")

@@ -24,9 +24,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from da.data.cache import cached
+from da.data.dataset_entry import register_dataset
 from da.data.digits import mnist_uint8
 from da.data.domain import DomainData, Split, to_unit_range
-from da.registry import register_dataset
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "motorcycle_left")
 SHORT_SIDE = 320
@@ -92,10 +92,8 @@ def load(root: Path, download: bool, seed: int = SEED) -> DomainData:
                       Split(to_unit_range(t["x_test"]), y_test), num_classes=10)
 
 
-@register_dataset("mnist_m")
+@register_dataset("mnist_m", num_classes=10, generated=True)
 def mnist_m(root: Path, download: bool, role: str) -> DomainData:
     """MNIST blended over crops of scikit-image's colour photographs (3 x 28 x 28): 60,000 / 10,000."""
     return load(root, download)
 
-
-mnist_m.generated = True  # built and cached under the data root on first use: --dry-run does not build it

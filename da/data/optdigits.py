@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from da.data.cache import cached
+from da.data.dataset_entry import register_dataset
 from da.data.domain import DomainData, Split
-from da.registry import register_dataset
 
 SIZE, BOX = 28, 20
 TEST_FRACTION = 0.3
@@ -68,10 +68,8 @@ def load(root: Path, seed: int = SEED) -> DomainData:
                       num_classes=10)
 
 
-@register_dataset("optdigits")
+@register_dataset("optdigits", num_classes=10, generated=True)
 def optdigits(root: Path, download: bool, role: str) -> DomainData:
     """UCI handwritten digits (scikit-learn), 8 x 8 upsampled to 28 x 28 grey: 1,258 train, 539 test."""
     return load(root)
 
-
-optdigits.generated = True  # built and cached under the data root on first use: --dry-run does not build it

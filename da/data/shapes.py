@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
+from da.data.dataset_entry import register_dataset
 from da.data.domain import DomainData, Split
-from da.registry import register_dataset
 
 SIZE = 28
 CLASSES = ("circle", "square")
@@ -48,7 +48,7 @@ def draw_shapes(n: int, generator: torch.Generator) -> Split:
     return Split(x.clamp(-1, 1).unsqueeze(1).float(), y.long())
 
 
-@register_dataset("shapes")
+@register_dataset("shapes", num_classes=len(CLASSES))
 def shapes(root: Path, download: bool, role: str) -> DomainData:
     """Circles (0) vs squares (1): 6,000 train and 2,000 test images per role, generated from a seed."""
     g = torch.Generator().manual_seed(SEEDS.get(role, 13))

@@ -31,8 +31,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from da.data.cache import cached
+from da.data.dataset_entry import register_dataset
 from da.data.domain import DomainData, Split, to_unit_range
-from da.registry import register_dataset
 
 FONTS = ("DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSans-Oblique.ttf", "DejaVuSans-BoldOblique.ttf",
          "DejaVuSansMono.ttf", "DejaVuSansMono-Bold.ttf", "DejaVuSansMono-Oblique.ttf", "DejaVuSansMono-BoldOblique.ttf",
@@ -161,10 +161,8 @@ def load(root: Path, train: int = TRAIN, test: int = TEST, seed: int = SEED) -> 
                       Split(to_unit_range(t["x_test"]), t["y_test"]), num_classes=10)
 
 
-@register_dataset("syndigits")
+@register_dataset("syndigits", num_classes=10, generated=True)
 def syndigits(root: Path, download: bool, role: str) -> DomainData:
     """Digits rendered from matplotlib's fonts (3 x 28 x 28 colour): 50,000 train, 10,000 test."""
     return load(root, TRAIN, TEST, SEED)
 
-
-syndigits.generated = True  # built and cached under the data root on first use: --dry-run does not build it

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import torch
 
+from da.data.dataset_entry import register_dataset
 from da.data.domain import DomainData, Split
-from da.registry import register_dataset
 
 NUM_CLASSES = 4
 TRAIN, TEST = 256, 128
@@ -30,7 +30,7 @@ def _sample(patterns: torch.Tensor, n: int, shift: bool, generator: torch.Genera
     return Split(x.float(), y.long())
 
 
-@register_dataset("synthetic")
+@register_dataset("synthetic", num_classes=NUM_CLASSES)
 def synthetic(root: Path, download: bool, role: str) -> DomainData:
     """Four noisy class patterns; the 'target' role gets a contrast and brightness shift."""
     patterns = _patterns(torch.Generator().manual_seed(1234))

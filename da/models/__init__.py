@@ -1,5 +1,6 @@
-"""Backbones (registered in ``da.registry.BACKBONES``) and the task head."""
+"""Backbones (``BackboneEntry`` records in ``da.registry.BACKBONES``) and the task head."""
 from da.models import backbones  # noqa: F401  (registration)
+from da.models.backbone_entry import BackboneEntry, register_backbone
 from da.models.head import linear_head
 
-__all__ = ["linear_head"]
+__all__ = ["BackboneEntry", "linear_head", "register_backbone"]

@@ -3,9 +3,9 @@
 Every backbone maps (N, C, H, W) images to (N, out_features) features and exposes
 ``out_features``; ``pretrained=True`` asks for ImageNet weights where they exist.
 
-Backbones also name their blocks, bottom to top (``blocks()``; the factory's ``block_names``
-lets a config be checked without building the network): the units that fine-tuning strategies
-freeze, unfreeze and give their own learning rate (``train.lr_mults``, ``train.unfreeze``).
+Backbones also name their blocks, bottom to top (``blocks()``; the registered entry's
+``block_names`` lets a config be checked without building the network): the units that fine-tuning
+strategies freeze, unfreeze and give their own learning rate (``train.lr_mults``, ``train.unfreeze``).
 """
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import torch
 from torch import Tensor, nn
 
 from da.errors import DAError
+from da.models.backbone_entry import register_backbone
 from da.models.pretrained import DIGITS, IMAGENET
-from da.registry import register_backbone
 
 #: Ordered (name, module) pairs, bottom (input side) to top (features).
 Blocks = list[tuple[str, nn.Module]]
@@ -47,17 +47,13 @@ class LeNet(nn.Sequential):
         return [(name, nn.Sequential(*list(self)[part])) for name, part in self.BLOCKS.items()]
 
 
-@register_backbone("lenet")
+@register_backbone("lenet", pretrained_cfg=DIGITS, block_names=tuple(LeNet.BLOCKS), out_features=500,
+                   batch_norm=False)  # no batch-norm layer: train.batch_norm: per_domain needs model.bottleneck's
 def lenet(pretrained: bool = False, in_channels: int = 1) -> LeNet:
     """LeNet 20-50-500 for 28x28 digits; pretrain it on the source with the ``pretrain`` stage."""
     if pretrained:
         raise DAError("backbone lenet has no ImageNet weights; set model.pretrained: false and use the pretrain stage")
     return LeNet(in_channels)
-
-
-lenet.block_names = tuple(LeNet.BLOCKS)
-lenet.pretrained_cfg = DIGITS
-lenet.batch_norm = False  # no batch-norm layer (train.batch_norm: per_domain needs one: model.bottleneck)
 
 
 class TorchvisionFeatures(nn.Module):
@@ -100,20 +96,20 @@ def _resnet(name: str, pretrained: bool) -> TorchvisionFeatures:
     return TorchvisionFeatures(net, net.fc.in_features)
 
 
-@register_backbone("resnet18")
+#: What the torchvision ResNets' entries share: ImageNet's input, batch norm, the stem and four stages.
+RESNET_ENTRY = {"pretrained_cfg": IMAGENET, "batch_norm": True, "block_names": tuple(TorchvisionFeatures.BLOCKS)}
+
+
+@register_backbone("resnet18", **RESNET_ENTRY, out_features=512)
 def resnet18(pretrained: bool = False, in_channels: int = 1) -> TorchvisionFeatures:
     """torchvision ResNet-18 (He et al. 2016), 512-d features; ImageNet weights when pretrained."""
     return _resnet("resnet18", pretrained)
 
 
-@register_backbone("resnet50")
+@register_backbone("resnet50", **RESNET_ENTRY, out_features=2048)
 def resnet50(pretrained: bool = False, in_channels: int = 1) -> TorchvisionFeatures:
     """torchvision ResNet-50 (He et al. 2016), 2048-d features; ImageNet weights when pretrained."""
     return _resnet("resnet50", pretrained)
-
-
-resnet18.block_names = resnet50.block_names = tuple(TorchvisionFeatures.BLOCKS)
-resnet18.pretrained_cfg = resnet50.pretrained_cfg = IMAGENET
 
 
 class WithBottleneck(nn.Module):
@@ -165,10 +161,3 @@ class BlockOutputs(nn.Module):
             if i in self.keep:
                 outputs.append(x.flatten(1))
         return torch.cat(outputs, 1)
-
-
-def block_names(factory: object, bottleneck: int | None = None) -> tuple[str, ...]:
-    """The block names a registered backbone factory declares (and the bottleneck's, when it has one);
-    () for one that names none."""
-    names = tuple(getattr(factory, "block_names", ()))
-    return (*names, "bottleneck") if names and bottleneck else names

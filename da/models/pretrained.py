@@ -1,8 +1,8 @@
 """What each backbone expects of its input, and loading pretrained weights from a local file.
 
-A backbone's ``pretrained_cfg`` (the idea of timm's ``pretrained_cfg``) gives its input size, its
-channels, and the mean and standard deviation its weights were trained with, so the data pipeline
-normalises images as the weights expect: ImageNet statistics for torchvision ResNets (He et al. 2016),
+A backbone's ``pretrained_cfg`` (the idea of timm's ``pretrained_cfg``; a field of its registered
+``da.models.backbone_entry.BackboneEntry``) gives its input size, its channels, and the mean and
+standard deviation its weights were trained with, so the data pipeline normalises images as the weights expect: ImageNet statistics for torchvision ResNets (He et al. 2016),
 ``mean 0.5, std 0.5`` for LeNet, which maps pixels to [-1, 1] exactly as the in-memory digits are.
 It also names the backbone's default train and test transforms (``da.data.transforms`` presets).
 """
@@ -40,11 +40,6 @@ class PretrainedCfg:
 DIGITS = PretrainedCfg((1, 28, 28), (0.5,), (0.5,), "resize", "resize")
 #: torchvision's ImageNet weights: 224x224 RGB crops, ImageNet statistics; the field's Office transforms.
 IMAGENET = PretrainedCfg((3, 224, 224), IMAGENET_MEAN, IMAGENET_STD, "resize_crop_flip", "center_crop")
-
-
-def pretrained_cfg(factory: object) -> PretrainedCfg:
-    """The ``pretrained_cfg`` a registered backbone factory declares; ImageNet's for one that declares none."""
-    return getattr(factory, "pretrained_cfg", IMAGENET)
 
 
 def load_weights(extractor: nn.Module, path: str | Path) -> None:

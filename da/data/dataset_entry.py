@@ -1,0 +1,106 @@
+"""What a data set is to ``da``: a typed record in ``da.registry.DATASETS``, registered one way.
+
+Every name ``data.source`` / ``data.target`` takes stands for a ``DatasetEntry``. An in-memory data
+set (``mnist``, the generated digit domains) carries the function that loads it; a named image
+folder (``amazon``) carries its folder spec, read through the backbone's input configuration
+(``da.data.image_domain``). ``register_dataset`` (a decorator on a loader) and
+``register_image_folder`` both make one and put it in the registry; a separate package does the
+same from a module named in the ``da.datasets`` entry-point group. An inline ``{folder: DIR}`` in a
+config is an unregistered entry of its own (``dataset_entry``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from da.data.domain import DomainData
+from da.data.image_domain import ImageOptions, describe, load_image_domain
+from da.errors import DAError
+from da.models.pretrained import IMAGENET, PretrainedCfg
+from da.registry import DATASETS, Record, doc_line
+
+#: ``loader(root, download, role) -> DomainData``: ``root`` is the data root, ``download`` whether it
+#: may fetch missing files, ``role`` ``"source"`` or ``"target"`` (a synthetic pair draws each side).
+Loader = Callable[[Path, bool, str], DomainData]
+
+
+@dataclass(frozen=True)
+class DatasetEntry(Record):
+    """A registered data set: how to load it, and what is known of it before loading.
+
+    Exactly one of ``loader`` (in memory) and ``image_spec`` (a folder or list: the keys of
+    ``da.data.image_domain.SPEC_KEYS``) is set.
+    """
+
+    name: str
+    #: One line for listings and messages (by default the loader's docstring's first line).
+    description: str
+    loader: Loader | None = None
+    image_spec: Mapping[str, Any] | None = None
+    #: The number of classes, when known before loading; None: counted when loaded (image folders).
+    num_classes: int | None = None
+    #: Built and cached under the data root on first use (syndigits, mnist_m, optdigits): a dry run
+    #: does not build it, since a first build can take a minute.
+    generated: bool = False
+
+    def __post_init__(self) -> None:
+        if (self.loader is None) == (self.image_spec is None):
+            raise DAError(f"dataset {self.name!r} needs exactly one of a loader (an in-memory data set) and an "
+                          f"image_spec (a folder or list)")
+        if self.generated and self.image_spec is not None:
+            raise DAError(f"dataset {self.name!r} is an image folder: it is read from disk, not generated")
+
+    @property
+    def origin(self) -> str:
+        if self.loader is None:
+            return f"the image folder {describe(dict(self.image_spec))} ({self.name})"
+        return f"{self.loader.__module__}.{self.loader.__qualname__}"
+
+    def load(self, root: Path, role: str, download: bool = False, input_cfg: PretrainedCfg = IMAGENET,
+             options: ImageOptions | None = None) -> DomainData:
+        """The domain's train and test splits. ``input_cfg`` (the backbone's input) and ``options``
+        (the ``data`` keys of file-backed domains) shape an image folder's splits; an in-memory
+        loader needs neither. A declared ``num_classes`` is checked against the data."""
+        if self.image_spec is not None:
+            data = load_image_domain(dict(self.image_spec), f"data.{role}", root, input_cfg, options or ImageOptions())
+        else:
+            data = self.loader(root, download, role)
+        if self.num_classes is not None and data.num_classes != self.num_classes:
+            raise DAError(f"dataset {self.name} is registered with {self.num_classes} classes but its data under "
+                          f"{root} has {data.num_classes}; check the files, or the registration's num_classes")
+        return data
+
+
+def register_dataset(name: str, *, num_classes: int | None = None, generated: bool = False,
+                     description: str | None = None) -> Callable[[Loader], Loader]:
+    """Decorator: register ``loader(root, download, role) -> DomainData`` as the in-memory data set
+    ``name`` (a ``DatasetEntry``); returns the loader unchanged. A name already taken is a DAError."""
+
+    def decorate(loader: Loader) -> Loader:
+        entry = DatasetEntry(name, description if description is not None else doc_line(loader),
+                             loader=loader, num_classes=num_classes, generated=generated)
+        DATASETS.register(name)(entry)
+        return loader
+
+    return decorate
+
+
+def register_image_folder(name: str, folder: str, *, num_classes: int | None = None,
+                          description: str | None = None, **spec: Any) -> DatasetEntry:
+    """Register ``name`` as the image folder ``folder`` (relative to the data root, or absolute);
+    ``spec`` takes the other keys of an inline spec (``test_fraction``, ``classes``, ...)."""
+    where = f"<data root>/{folder}" if not Path(folder).is_absolute() else folder
+    entry = DatasetEntry(name, description if description is not None else f"Image folder {where}",
+                         image_spec={"folder": folder, **spec}, num_classes=num_classes)
+    DATASETS.register(name)(entry)
+    return entry
+
+
+def dataset_entry(value: str | Mapping[str, Any]) -> DatasetEntry:
+    """The entry ``data.source`` / ``data.target`` stands for: a registered name's, or, for an
+    inline spec (``{folder: DIR}``), an unregistered entry named after its folder or list."""
+    if isinstance(value, Mapping):
+        return DatasetEntry(describe(dict(value)), "an image folder or list given in the config",
+                            image_spec=dict(value))
+    return DATASETS.get(value)

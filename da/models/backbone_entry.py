@@ -1,0 +1,67 @@
+"""What a backbone is to ``da``: a typed record in ``da.registry.BACKBONES``, registered one way.
+
+A ``BackboneEntry`` carries the factory that builds the feature extractor and what is known of the
+network without building it: the input its weights expect (``pretrained_cfg``, the idea of timm's),
+whether it has batch-norm layers, the names of its blocks bottom to top (the units fine-tuning
+strategies freeze and give learning rates) and its feature width. ``register_backbone`` makes one;
+a separate package does the same from a module named in the ``da.backbones`` entry-point group.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from torch import nn
+
+from da.models.pretrained import IMAGENET, PretrainedCfg
+from da.registry import BACKBONES, Record, doc_line
+
+#: ``factory(pretrained, in_channels) -> nn.Module``: a module mapping (N, C, H, W) images to
+#: (N, out_features) features, with an ``out_features`` attribute (and ``blocks()`` when it names blocks).
+Factory = Callable[..., nn.Module]
+
+
+@dataclass(frozen=True)
+class BackboneEntry(Record):
+    """A registered backbone: how to build it, and what configs are checked against before it is built."""
+
+    name: str
+    #: One line for listings and messages (by default the factory's docstring's first line).
+    description: str
+    factory: Factory
+    #: Input size, channels, normalisation and default transforms its weights expect.
+    pretrained_cfg: PretrainedCfg = IMAGENET
+    #: Whether it has batch-norm layers (``train.batch_norm: per_domain`` needs some).
+    batch_norm: bool = True
+    #: Its blocks, bottom (input side) to top, as ``blocks()`` of the built module names them.
+    block_names: tuple[str, ...] = ()
+    #: The width of its features, when fixed (None: known once built, from ``out_features``).
+    out_features: int | None = None
+
+    @property
+    def origin(self) -> str:
+        return f"{self.factory.__module__}.{self.factory.__qualname__}"
+
+    def build(self, pretrained: bool = False, in_channels: int = 1) -> nn.Module:
+        """The feature extractor (ImageNet weights when ``pretrained`` and the backbone has them)."""
+        return self.factory(pretrained=pretrained, in_channels=in_channels)
+
+    def blocks(self, bottleneck: int | None = None) -> tuple[str, ...]:
+        """Its block names, and the bottleneck's after them when a ``model.bottleneck`` tops it;
+        () for a backbone that names none."""
+        return (*self.block_names, "bottleneck") if self.block_names and bottleneck else self.block_names
+
+
+def register_backbone(name: str, *, pretrained_cfg: PretrainedCfg = IMAGENET, batch_norm: bool = True,
+                      block_names: tuple[str, ...] = (), out_features: int | None = None,
+                      description: str | None = None) -> Callable[[Factory], Factory]:
+    """Decorator: register ``factory(pretrained=False, in_channels=1) -> nn.Module`` as the backbone
+    ``name`` (a ``BackboneEntry``); returns the factory unchanged. A name already taken is a DAError."""
+
+    def decorate(factory: Factory) -> Factory:
+        entry = BackboneEntry(name, description if description is not None else doc_line(factory),
+                              factory, pretrained_cfg, batch_norm, tuple(block_names), out_features)
+        BACKBONES.register(name)(entry)
+        return factory
+
+    return decorate
