@@ -147,6 +147,21 @@ def test_stage_trained_adapters_refuse_what_cannot_run_in_one_line(adapter, stag
     assert message in str(caught.value) and "\n" not in str(caught.value)
 
 
+@pytest.mark.parametrize("adapter, stages", [
+    ({"name": "adda"}, ["pretrain", "adapt"]),
+    ([{"name": "dann"}, {"name": "subspace"}], None),
+])
+def test_da_train_refuses_a_stage_trained_adapter_that_cannot_run_before_a_run_folder_exists(
+        adapter, stages, write_config, cli, tmp_path):
+    config = tiny_config(out_root=str(tmp_path / "runs"))
+    config["adapter"] = adapter
+    if stages is not None:
+        config["stages"] = stages
+    code, _, err = cli("train", "-c", write_config(config))
+    assert code == 2 and "is trained by stage" in one_line_error(err)
+    assert not (tmp_path / "runs").exists()
+
+
 def test_a_stage_listed_before_the_stage_that_fills_its_slot_is_refused():
     @register_stage("reads_transform")
     class ReadsTransform(Stage):
