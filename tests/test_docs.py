@@ -122,13 +122,15 @@ def test_doc_command_runs(where, command, finished_run, stopped_run, tmp_path, c
     subcommand = command.split()[1]
     if f"da {subcommand}" in SKIPPED:
         pytest.skip(SKIPPED[f"da {subcommand}"])
-    assert subcommand in ("train", "bench", "adapters", "eval"), f"{where}: no check for `{command}`"
+    assert subcommand in ("train", "bench", "adapters", "stages", "eval"), f"{where}: no check for `{command}`"
     monkeypatch.chdir(ROOT)  # the docs' paths are relative to the repository root
     argv = checked_argv(command, finished_run, stopped_run, tmp_path)
     code, out, err = cli(*argv)
     assert code == 0, f"{where}: `{command}` (checked as da {' '.join(argv)}) exited {code}: {err}"
     if subcommand == "adapters":
         assert "dann" in out and "mmd" in out
+    if subcommand == "stages":
+        assert "adapt" in out and "mcd" in out
     if subcommand == "eval" and "--checkpoint" not in argv:
         assert "matches summary.json" in out
 

@@ -199,6 +199,3 @@ class Subspace(Adapt):
             aligner.fit(batched(lambda i: m.features(d.source_train.images(i)), source), target_features,
                         y_s=d.source_train.y[source.to(d.source_train.y.device)])
         m.extractor.train(was_training)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
