@@ -220,6 +220,7 @@ def test_class_weights_need_the_biased_estimate():
         make("mmd", class_weights="target", estimator="linear")
 
 
+@pytest.mark.slow  # among the longest of the default suite (kept for CI's slow pass)
 def test_class_weighted_mmd_resumes_its_class_frequencies_exactly(tmp_path, monkeypatch):
     """The running class frequencies are checkpointed: a run stopped midway and resumed ends as
     one that never stopped (they would restart from uniform otherwise)."""

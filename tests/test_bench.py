@@ -48,6 +48,7 @@ def without_timing(rows: list[dict]) -> list[dict]:
     return [{k: v for k, v in row.items() if k != "wall_s"} for row in rows]
 
 
+@pytest.mark.slow  # among the longest of the default suite (kept for CI's slow pass)
 def test_bench_writes_one_row_per_run_and_rule_and_tables_the_means(cli, bench_file, tmp_path):
     out = tmp_path / "out"
     code, stdout, err = cli("bench", "-c", bench_file(), "--out", out)
@@ -107,6 +108,7 @@ def interrupt_bench(bench: Path, out: Path, ready: Callable[[], bool], sig: int,
     return proc.returncode, stdout, err
 
 
+@pytest.mark.slow  # among the longest of the default suite (kept for CI's slow pass)
 def test_a_run_killed_midway_is_resumed_and_ends_as_if_never_killed(cli, bench_file, tmp_path):
     # No pretraining run (pretrain.steps 0): the killed process goes straight to the run it is killed in.
     bench = bench_file(seeds=(0,), train_steps=120, set={"train": {"checkpoint_every": 10, "eval_every": 20},
@@ -184,6 +186,7 @@ def test_narrowing_flags_and_bad_benchmarks_get_one_line_errors(cli, bench_file,
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow  # among the longest of the default suite (kept for CI's slow pass)
 def test_a_folder_holding_a_run_with_another_config_is_not_overwritten(cli, bench_file, tmp_path):
     out = tmp_path / "out"
     assert cli("bench", "-c", bench_file(seeds=(0,)), "--adapters", "dann", "--out", out)[0] == 0
@@ -195,6 +198,7 @@ def test_a_folder_holding_a_run_with_another_config_is_not_overwritten(cli, benc
     assert config.read_text() == kept
 
 
+@pytest.mark.slow  # among the longest of the default suite (kept for CI's slow pass)
 def test_spelling_out_an_adapter_default_keeps_the_finished_runs(cli, bench_file, tmp_path):
     """``gamma: 10.0`` is dann's default: a benchmark file that now spells it out is the same config."""
     out = tmp_path / "out"

@@ -35,6 +35,7 @@ def finish(proc: subprocess.Popen) -> tuple[int, str, str]:
     return proc.returncode, out, err
 
 
+@pytest.mark.slow  # among the longest of the default suite (kept for CI's slow pass)
 def test_two_ranks_of_32_end_with_the_weights_of_one_process_of_64(tmp_path):
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(EQUAL))
     code, out, err = finish(launch(tmp_path, "-c", "cfg.yaml", "--out", "ranks"))

@@ -90,6 +90,7 @@ def test_a_run_evaluates_each_domain_with_its_own_statistics(tmp_path):
             assert not torch.equal(model.features(domains.target_test.x), model.embed(domains.target_test.x, "target"))
 
 
+@pytest.mark.slow  # among the longest of the default suite (kept for CI's slow pass)
 def test_a_per_domain_run_resumes_exactly(tmp_path):
     config = tiny_config(model={"bottleneck": 16}, pretrain={"steps": 30, "batch_size": 16},
                          train={"steps": 60, "batch_size": 16, "eval_every": 30, "log_every": 10, "checkpoint_every": 7,

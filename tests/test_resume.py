@@ -43,6 +43,7 @@ def kill_point(low: int, high: int) -> tuple[int, str]:
     return step, how
 
 
+@pytest.mark.slow  # among the longest of the default suite (kept for CI's slow pass)
 def test_sigkill_then_resume_ends_exactly_like_an_uninterrupted_run(tmp_path, uninterrupted):
     reference = json.loads((uninterrupted / "summary.json").read_text())
     step, how = kill_point(7, 90)
