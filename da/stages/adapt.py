@@ -14,21 +14,20 @@ the best evaluation by a label-free validator. Methods that train in their own w
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterator
+from typing import Iterator
 
 import torch.nn.functional as F
 from torch import Tensor
 
+from da.data import Sampler
 from da.finetune import FineTuning
 from da.registry import register_stage
 from da.stages.augmentation import augmentation
 from da.stages.base import ParamGroup, Stage, Update
 from da.stages.joint import Alignment, alignment, joint_forward
 from da.train.selection import record_evaluation, restore_best, track_best
+from da.train.run import Run, StageContext
 
-if TYPE_CHECKING:
-    from da.data import Sampler
-    from da.train.run import Run, StageContext
 
 
 @register_stage("adapt")

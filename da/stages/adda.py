@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import copy
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -30,9 +30,8 @@ from da.adapters.dann import domain_discriminator
 from da.registry import register_stage
 from da.stages.adapt import Adapt
 from da.stages.base import ParamGroup, Update
+from da.train.run import Run, StageContext
 
-if TYPE_CHECKING:
-    from da.train.run import Run, StageContext
 
 
 @contextmanager

@@ -19,7 +19,7 @@ head (the one evaluation reads) and its ``head_2`` slot.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterator
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -29,9 +29,8 @@ from da.errors import DAError
 from da.registry import register_stage
 from da.stages.adapt import Adapt
 from da.stages.base import ParamGroup, Update
+from da.train.run import Run, StageContext
 
-if TYPE_CHECKING:
-    from da.train.run import Run, StageContext
 
 
 def discrepancy(logits_1: Tensor, logits_2: Tensor) -> Tensor:

@@ -31,7 +31,7 @@ the ``adapt`` stage would (on the aligned features, no alignment loss). The adap
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -45,9 +45,8 @@ from da.models.head import NearestNeighbourHead
 from da.registry import register_stage
 from da.stages.adapt import Adapt
 from da.train.model import batched
+from da.train.run import Run
 
-if TYPE_CHECKING:
-    from da.train.run import Run
 
 
 def pca_basis(f: Tensor, dims: int) -> tuple[Tensor, Tensor]:
