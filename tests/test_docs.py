@@ -139,20 +139,27 @@ def python_blocks(path: Path) -> list[str]:
     return re.findall(r"```python\n(.*?)```", path.read_text(), re.S)
 
 
+def run_page_blocks(page: str, config_path: str, registries: list, tmp_path: Path, monkeypatch) -> int:
+    """Run each python block of ``docs/<page>`` as a script, with ``config_path`` replaced by the tiny
+    synthetic config and what it registers in ``registries`` dropped afterwards; the number of blocks."""
+    blocks = python_blocks(ROOT / "docs" / page)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(out_root=str(tmp_path / "runs"))))
+    for registry in registries:
+        monkeypatch.setattr(registry, "_entries", dict(registry._entries))
+    monkeypatch.chdir(tmp_path)
+    for i, code in enumerate(blocks):
+        code = code.replace(config_path, str(config))
+        exec(compile(code, f"docs/{page} block {i}", "exec"), {"__name__": "__main__"})
+    return len(blocks)
+
+
 def test_adapters_page_python_blocks_run(tmp_path, monkeypatch, capsys):
     """Each python block of docs/adapters.md runs as printed (as a script: ``__name__ == "__main__"``),
     on the synthetic pair instead of MNIST -> USPS; what it registers is dropped afterwards."""
     from da.registry import ADAPTERS
 
-    blocks = python_blocks(ROOT / "docs" / "adapters.md")
-    assert blocks
-    config = tmp_path / "tiny.yaml"
-    config.write_text(yaml.safe_dump(tiny_config(out_root=str(tmp_path / "runs"))))
-    monkeypatch.setattr(ADAPTERS, "_entries", dict(ADAPTERS._entries))
-    monkeypatch.chdir(tmp_path)
-    for i, code in enumerate(blocks):
-        code = code.replace("configs/mnist_usps/source_only.yaml", str(config))
-        exec(compile(code, f"docs/adapters.md block {i}", "exec"), {"__name__": "__main__"})
+    assert run_page_blocks("adapters.md", "configs/mnist_usps/source_only.yaml", [ADAPTERS], tmp_path, monkeypatch)
     # the write-your-own example trained with its adapter and printed the accuracy
     assert re.search(r"target accuracy \d\.\d{3}", capsys.readouterr().out)
     summary = yaml.safe_load((tmp_path / "runs" / "mean_match" / "summary.json").read_text())
@@ -164,16 +171,8 @@ def test_add_a_dataset_page_python_blocks_run(tmp_path, monkeypatch, capsys):
     config's settings instead of MNIST -> USPS's; what it registers is dropped afterwards."""
     from da.registry import BACKBONES, DATASETS
 
-    blocks = python_blocks(ROOT / "docs" / "add_a_dataset.md")
-    assert len(blocks) == 3
-    config = tmp_path / "tiny.yaml"
-    config.write_text(yaml.safe_dump(tiny_config(out_root=str(tmp_path / "runs"))))
-    for registry in (DATASETS, BACKBONES):
-        monkeypatch.setattr(registry, "_entries", dict(registry._entries))
-    monkeypatch.chdir(tmp_path)
-    for i, code in enumerate(blocks):
-        code = code.replace("configs/mnist_usps/dann.yaml", str(config))
-        exec(compile(code, f"docs/add_a_dataset.md block {i}", "exec"), {"__name__": "__main__"})
+    assert run_page_blocks("add_a_dataset.md", "configs/mnist_usps/dann.yaml", [DATASETS, BACKBONES], tmp_path,
+                           monkeypatch) == 3
     # the data set trained a run and printed its accuracy; the folder and the backbone are registered as written
     assert re.search(r"target accuracy \d\.\d{3}", capsys.readouterr().out)
     summary = yaml.safe_load((tmp_path / "runs" / "gratings" / "summary.json").read_text())
