@@ -70,7 +70,7 @@ def describe_spec(label: str, spec: dict, root: Path, echo: Callable[[str], None
     if test is not None:
         bad += describe_files(f"{label} test", test, echo)
         if test.classes != train.classes:
-            echo(f"  test classes differ from train classes")
+            echo("  test classes differ from train classes")
     else:
         fraction = spec.get("test_fraction", 0)
         echo(f"  test split: {'the training images (test_fraction 0)' if not fraction else f'{fraction} of each class held out'}")

@@ -103,11 +103,6 @@ class Model:
             return lambda x: self.head(self.extractor(x))
         return lambda x: self.head(self.embed(x, domain))
 
-    def filled(self) -> set[str]:
-        """The slots a stage has filled."""
-        return {name for name, value in (("encoders", self.encoders), ("transform", self.transform),
-                                         ("head_2", self.head_2)) if value}
-
     def parts(self) -> dict[str, nn.Module]:
         """Every module that holds weights, by the name its checkpoint entry has."""
         out = {"extractor": self.extractor, "head": self.head, "adapter": self.adapter}
