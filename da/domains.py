@@ -20,7 +20,7 @@ from da.data.channels import match_channels
 from da.data.dataset_entry import dataset_entry
 from da.data.image_domain import ImageDomainData, ImageOptions, default_workers
 from da.data.image_folders import check_same_classes
-from da.data.multi_source import pool
+from da.data.multi_source import MultiSourceSplit, pool
 from da.errors import DAError
 from da.models.pretrained import IMAGENET, PretrainedCfg
 from da.registry import BACKBONES
@@ -45,6 +45,13 @@ class Domains:
     #: Image folders and lists: per domain, its classes, split sizes, how its test split was made and
     #: the unreadable files skipped (``data.skip_bad_images``); summary.json records it.
     image_data: dict[str, dict] | None = None
+    #: The target domains, in ``data.target``'s order (one unless it lists a test-time stream).
+    target_names: tuple[str, ...] = ()
+
+    def target_parts(self) -> torch.Tensor:
+        """Each target test image's domain: its index into ``target_names``."""
+        split = self.target_test
+        return split.part if isinstance(split, MultiSourceSplit) else torch.zeros(len(split), dtype=torch.long)
 
 
 def data_root(config: DataConfig) -> Path:
@@ -111,7 +118,8 @@ def load_domains(config: DataConfig, device: torch.device, backbone: str | None 
     """The run's splits; ``backbone`` (a registered name) gives image folders their input size and normalisation."""
     source = (pool([load_domain(config, "source", backbone, name) for name in config.source])  # multi-source
               if isinstance(config.source, list) else load_domain(config, "source", backbone))
-    target = load_domain(config, "target", backbone)
+    target = (pool([load_domain(config, "target", backbone, name) for name in config.target], "data.target")
+              if isinstance(config.target, list) else load_domain(config, "target", backbone))  # a test-time stream
     if isinstance(source, ImageDomainData) and isinstance(target, ImageDomainData):
         check_same_classes(source.classes, target.classes, source.name, target.name)
     if source.num_classes != target.num_classes:
@@ -144,4 +152,5 @@ def load_domains(config: DataConfig, device: torch.device, backbone: str | None 
         target_labelled=labelled,
         target_labelled_index=index,
         image_data=image_record(source, target),
+        target_names=target.test.names if isinstance(target.test, MultiSourceSplit) else (target.name,),
     ))

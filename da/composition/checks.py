@@ -26,8 +26,12 @@ def check_names(config: Config) -> None:
                                       or len(set(sources)) < len(sources)):
         raise DAError(f"config key data.source must be a dataset name or a list of distinct names, e.g. "
                       f"[mnist, syndigits, usps]; got {sources!r}")
-    for key, name in [*(("data.source", s) for s in (sources if isinstance(sources, list) else [sources])),
-                      ("data.target", config.data.target)]:
+    targets = config.data.target
+    if isinstance(targets, list) and not targets:
+        raise DAError("config key data.target is an empty list; give a dataset name, or several for a test-time stream")
+    target_keys = ([(f"data.target[{i}]", t) for i, t in enumerate(targets)] if isinstance(targets, list)
+                   else [("data.target", targets)])
+    for key, name in [*(("data.source", s) for s in (sources if isinstance(sources, list) else [sources])), *target_keys]:
         if isinstance(name, dict):
             check_image_spec(name, key)
         elif not isinstance(name, str):

@@ -78,6 +78,7 @@ def check_stage_order(config: Config) -> None:
     if config.stages is not None and not any(stage.evaluates for stage in stages):
         raise DAError(f"config key stages ({', '.join(s.name for s in config.stages)}) holds no stage that evaluates the "
                       f"model; add adapt (with train.steps: 0 it only evaluates), e.g. stages: [pretrain, adapt]")
+    check_test_time(config, specs, stages)
     source_model, filled = bool(config.pretrain.checkpoint), set()
     for i, ((name, _), stage) in enumerate(zip(specs, stages)):
         if name == "pretrain":
@@ -95,3 +96,21 @@ def check_stage_order(config: Config) -> None:
                           f"stage before it fills; put {' or '.join(fillers) or 'a stage that fills it'} before it")
         filled.update(stage.fills_slots)
         stage.check(config)
+
+
+def check_test_time(config: Config, specs: list[tuple[str, dict[str, Any]]], stages: list[Any]) -> None:
+    """At most one test-time stage (it owns the run's online scores), and a list of target domains
+    (a stream) only for one: the other stages adapt to one target."""
+    streams = [name for (name, _), stage in zip(specs, stages) if stage.test_time]
+    if len(streams) > 1:
+        raise DAError(f"config key stages lists {len(streams)} test-time stages ({', '.join(streams)}); a run adapts "
+                      f"on one stream: keep one, and compare methods in separate runs (da bench)")
+    if isinstance(config.data.target, list):
+        others = [name for (name, _), stage in zip(specs, stages) if not stage.test_time and name != "pretrain"]
+        if not streams or others:
+            raise DAError(f"config key data.target lists {len(config.data.target)} domains, a stream for a test-time "
+                          f"stage (norm, tent, ...), but stage {(others or ['adapt'])[0]!r} adapts to one target; give "
+                          f"data.target one domain, or stages: [pretrain, tent]")
+        if len({str(t) for t in config.data.target}) < len(config.data.target):
+            raise DAError("config key data.target lists a domain twice; a stream sees each image once: list each "
+                          "domain once (stage key rounds walks the sequence again)")

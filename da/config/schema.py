@@ -27,9 +27,10 @@ class DataConfig:
     root: Optional[str] = None  # None: $DA_DATA_ROOT, else ./data
     #: a dataset name (mnist, usps, amazon, ...) or an image folder / list:
     #: {folder, test_folder, list, test_list, root, classes, test_fraction} (da.data.image_domain);
-    #: source may also list dataset names: multi-source adaptation (da.data.multi_source)
+    #: source may also list dataset names: multi-source adaptation (da.data.multi_source);
+    #: target may list several: a stream of domains for a test-time stage (da.data.stream)
     source: Union[str, dict, list[str]] = "mnist"
-    target: Union[str, dict] = "usps"
+    target: Union[str, dict, list[Union[str, dict]]] = "usps"
     source_val_size: int = 5000  # held out from source train for source validation
     split_seed: int = 0  # fixes the source validation split (and the draws below) independently of the run seed
     download: bool = True  # let torchvision download missing data (needs network)

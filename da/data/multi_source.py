@@ -93,17 +93,18 @@ def smallest_source(split: object) -> tuple[str, int]:
     return "source train", len(split)  # type: ignore[arg-type]
 
 
-def pool(domains: list[DomainData]) -> DomainData:
-    """One source domain from several: the same class set required, grey ones repeated to colour."""
+def pool(domains: list[DomainData], key: str = "data.source") -> DomainData:
+    """One domain from several (the sources of ``data.source``, or the target stream of
+    ``data.target``): the same class set required, grey ones repeated to colour."""
     first = domains[0]
     for d in domains:
         if not isinstance(d.train, TensorSplit) or not isinstance(d.test, TensorSplit):
-            raise DAError(f"data.source: {d.name} is an image folder or list; several sources must be in-memory "
-                          f"datasets (digits), or pass one image folder / list as data.source")
+            raise DAError(f"{key}: {d.name} is an image folder or list; a list of domains must hold in-memory "
+                          f"datasets (digits), or pass one image folder / list as {key}")
     for d in domains[1:]:
         if d.num_classes != first.num_classes:
-            raise DAError(f"data.source: {d.name} has {d.num_classes} classes but {first.name} has {first.num_classes}; "
-                          f"every source needs the target's class set: list sources with the same classes")
+            raise DAError(f"{key}: {d.name} has {d.num_classes} classes but {first.name} has {first.num_classes}; "
+                          f"list domains with the same classes")
     widest = max(channels(d.train) or 1 for d in domains)
     names = tuple(d.name for d in domains)
 

@@ -45,6 +45,9 @@ class Stage:
     label: ClassVar[str] = "stage"
     #: Evaluated every ``train.eval_every`` steps with the adapted model (history, selection).
     evaluates: ClassVar[bool] = True
+    #: It adapts on the target test split as a stream (``da.stages.test_time``): a list of target
+    #: domains is for it, and a run holds at most one.
+    test_time: ClassVar[bool] = False
     #: Its time and images count toward ``train_s`` and ``train_imgs_per_s``.
     timed: ClassVar[bool] = True
     #: It trains on labelled source images (a later stage that needs a source model may follow it).
@@ -108,6 +111,13 @@ class Stage:
     def step(self, ctx: "StageContext", step: int, batch: dict[str, tuple[Tensor, Tensor]], log: bool) -> Iterator[Update]:
         """One training step: yield an ``Update`` per sub-step (scalars filled when ``log``)."""
         return iter(())
+
+    def eval_every(self, run: "Run") -> int:
+        """Steps between evaluations, ``train.eval_every`` (0: only after the last step)."""
+        return run.config.train.eval_every
+
+    def check_data(self, config: Any, domains: Any) -> None:
+        """Checks that need the loaded splits (``da.domains.Domains``), before a run folder exists."""
 
     def after_step(self, ctx: "StageContext", step: int) -> None:
         """After the optimizers and schedules stepped, before any evaluation or checkpoint."""

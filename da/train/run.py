@@ -26,7 +26,7 @@ from da.run_log import RunLog
 from da.train.distributed import Dist
 from da.train.model import Model
 from da.train.precision import Precision
-from da.train.run_state import EarlyStopping, Evaluations, TargetNorms, Throughput
+from da.train.run_state import EarlyStopping, Evaluations, OnlineScores, TargetNorms, Throughput
 from da.train.seeding import GlobalRNG
 from da.train.stage import Stage
 
@@ -77,6 +77,7 @@ class Run:
     early_stopping: EarlyStopping = saved(EarlyStopping)
     throughput: Throughput = saved(Throughput)
     target_norms: TargetNorms = saved(TargetNorms)
+    online: OnlineScores = saved(OnlineScores)
     #: torch.distributed: this process's rank and the number of ranks (one process: rank 0 of 1).
     dist: Dist = field(default_factory=Dist)
     precision: Precision = saved(lambda: Precision("fp32", torch.device("cpu")))

@@ -56,6 +56,46 @@ class EarlyStopping(Record):
 
 
 @dataclass
+class OnlineScores(Record):
+    """A test-time stage's predictions on its stream, each scored when it was made, before the update
+    that used its batch (summary.json's ``online_acc``, ``online_acc_by_domain``, ``online_acc_by_round``)."""
+
+    #: The stream's domains, in ``data.target``'s order; empty until a test-time stage starts.
+    names: list[str] = field(default_factory=list)
+    #: Per domain, and per round of a stream that repeats its domains: correct predictions and images.
+    correct: list[int] = field(default_factory=list)
+    seen: list[int] = field(default_factory=list)
+    round_correct: list[int] = field(default_factory=list)
+    round_seen: list[int] = field(default_factory=list)
+
+    def start(self, names: list[str], rounds: int) -> None:
+        self.names = list(names)
+        self.correct, self.seen = [0] * len(names), [0] * len(names)
+        self.round_correct, self.round_seen = [0] * rounds, [0] * rounds
+
+    def add(self, domain: int, round_: int, correct: int, images: int) -> None:
+        self.correct[domain] += correct
+        self.seen[domain] += images
+        self.round_correct[round_] += correct
+        self.round_seen[round_] += images
+
+    @property
+    def accuracy(self) -> float:
+        return sum(self.correct) / max(sum(self.seen), 1)
+
+    def summary(self) -> dict[str, Any]:
+        """summary.json's online fields (none before a test-time stage ran)."""
+        if not self.names:
+            return {}
+        out: dict[str, Any] = {"online_acc": round(self.accuracy, 6), "online_images": sum(self.seen),
+                               "online_acc_by_domain": {name: round(c / max(n, 1), 6) for name, c, n
+                                                        in zip(self.names, self.correct, self.seen)}}
+        if len(self.round_seen) > 1:
+            out["online_acc_by_round"] = [round(c / max(n, 1), 6) for c, n in zip(self.round_correct, self.round_seen)]
+        return out
+
+
+@dataclass
 class Throughput:
     """Time and images of training: summary.json's ``wall_s``, ``train_s`` and ``train_imgs_per_s``."""
 

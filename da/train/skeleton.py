@@ -105,6 +105,9 @@ def apply_updates(ctx: StageContext, step: int, batch: dict[str, Any], log: bool
             update = next(updates, None)
         if update is None:
             break
+        if update.loss is None:
+            values.update(update.scalars)
+            continue
         loss = sync(update.loss)
         run.check(loss, ctx, step)
         optimizers = [ctx.optimizers[name] for name in update.optimizer_names()]
@@ -143,6 +146,7 @@ def run_stage(run: Run, index: int, state: dict[str, Any] | None) -> None:
     sync = gradient_sync(run.dist, {**m.parts(), **stage.owned()}, run.device)
     tick = time.perf_counter()
     last = ctx.first_step - 1
+    every = stage.eval_every(run)
     for step in range(ctx.first_step, ctx.steps + 1):
         if run.stop_signal or run.dist.on:  # with several ranks, every rank learns of a signal to one
             if stage.timed:
@@ -157,7 +161,7 @@ def run_stage(run: Run, index: int, state: dict[str, Any] | None) -> None:
             run.throughput.images += stage.images_per_step(run)
         log_step(ctx, offset + step, values, log)
         stage.after_step(ctx, step)
-        evaluate = stage.evaluates and (step % cfg.eval_every == 0 or step == ctx.steps)
+        evaluate = stage.evaluates and ((every > 0 and step % every == 0) or step == ctx.steps)
         checkpoint = (step % cfg.checkpoint_every == 0 and step < ctx.steps) or (step == ctx.steps and stage.checkpoint_at_end)
         stop = False
         if evaluate or checkpoint:

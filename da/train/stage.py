@@ -21,7 +21,7 @@ class Update:
     optimizer named ``optimizer`` (or of each of several names: one loss that steps two optimizers,
     as MCD's step A does), back-propagates ``loss`` and steps the optimizer(s)."""
 
-    loss: Tensor
+    loss: Tensor | None  # None: scalars only, nothing to back-propagate
     optimizer: str | tuple[str, ...] = "main"
     #: Scalars for TensorBoard (tag -> value), filled only on logging steps.
     scalars: dict[str, Any] = field(default_factory=dict)
@@ -50,6 +50,7 @@ class Stage(Protocol):
     name: str
     label: str
     evaluates: bool
+    test_time: bool
     timed: bool
     checkpoint_at_start: bool
     checkpoint_at_end: bool
@@ -82,6 +83,9 @@ class Stage(Protocol):
 
     def step(self, ctx: Any, step: int, batch: dict[str, tuple[Tensor, Tensor]], log: bool) -> Iterator[Update]:
         """One training step: an ``Update`` per sub-step."""
+
+    def eval_every(self, run: Any) -> int:
+        """Steps between evaluations (0: only after the last)."""
 
     def after_step(self, ctx: Any, step: int) -> None:
         """After the optimizers and schedules stepped."""

@@ -46,6 +46,8 @@ def make_summary(run: "Run") -> dict[str, Any]:
         # Of the final model, which target classes it gets wrong and as what (rows: true class).
         "target_test_per_class_acc": per_class_accuracy(confusion), "target_test_confusion": confusion.tolist(),
         **{f"pretrain_{k}": v for k, v in found.pretrain.items()},
+        # A test-time stage: its stream's predictions, scored as they were made (da.stages.test_time).
+        **run.online.summary(),
         "wall_s": round(throughput.wall_s(), 2), "train_s": round(throughput.train_seconds, 3),
         # every rank's images: each rank trained throughput.images in the same time
         "train_imgs_per_s": round(throughput.images * run.dist.world_size / max(throughput.train_seconds, 1e-9), 1),
