@@ -56,7 +56,7 @@ BAD = [
     ("negative", {"train": {"steps": -1}}, [], "train.steps must not be negative"),
     ("unknown adapter", {"adapter": {"name": "danm"}}, [], "unknown adapter 'danm' (did you mean 'dann'?); valid names: "),
     ("unknown dataset", {"data": {"target": "svhn"}}, [], "unknown dataset 'svhn'"),
-    ("unknown backbone", {"model": {"backbone": "vgg"}}, [], "valid names: lenet, resnet18, resnet50"),
+    ("unknown backbone", {"model": {"backbone": "vgg"}}, [], "valid names: lenet, lenet_bn, lenet_gn, resnet18, resnet50"),
     ("bad adapter kwarg", {"adapter": {"name": "dann", "hiden": 3}}, [], "adapter 'dann' does not take 'hiden'; did you mean adapter.hidden?"),
     ("loop-provided kwarg", {"adapter": {"name": "dann", "feature_dim": 3}}, [], "set by the loop"),
     ("augment scale", {"data": {"augment": {"scale": [1.3, 0.9]}}}, [], "data.augment.scale must be [low, high]"),

@@ -43,7 +43,13 @@ class BenchConfig:
     directions: list[str] = field(default_factory=lambda: ["mnist->usps"])
     set: dict[str, Any] = field(default_factory=dict)
     direction_set: dict[str, dict[str, Any]] = field(default_factory=dict)
-    share_pretraining: bool = True
+    #: True: runs agreeing on data, model, pretraining and seed share one pretraining run; "source":
+    #: also across targets (a test-time benchmark's many streams from one source model; the
+    #: targets must have the source's channels); False: none shared.
+    share_pretraining: bool | str = True
+    #: Names a direction may use for a data spec or a list of them (a stream of domains):
+    #: ``{gaussian_noise-5: {name: mnist_c, corruption: gaussian_noise, severity: 5}}``.
+    domains: dict[str, Any] = field(default_factory=dict)
     tsne: dict[str, Any] = field(default_factory=dict)  # {adapter: ..., seed: ...}
     out_root: str = "runs/bench"
 
@@ -140,9 +146,12 @@ def load_bench_config(path: Path, grid: dict[str, list[Any]] | None = None,
             resolved[name] = setting
     raw["adapters"] = resolved
     raw.setdefault("name", path.stem)
-    for key, kind in (("seeds", list), ("directions", list), ("set", dict), ("direction_set", dict), ("tsne", dict)):
+    for key, kind in (("seeds", list), ("directions", list), ("set", dict), ("direction_set", dict), ("tsne", dict),
+                      ("domains", dict)):
         if key in raw and not isinstance(raw[key], kind):
             raise DAError(f"benchmark {path}: {key} must be a {kind.__name__}, got {raw[key]!r}")
+    if raw.get("share_pretraining", True) not in (True, False, "source"):
+        raise DAError(f"benchmark {path}: share_pretraining must be true, false or source, got {raw['share_pretraining']!r}")
     config = BenchConfig(**raw)
     for seed in config.seeds:
         if isinstance(seed, bool) or not isinstance(seed, int):
@@ -251,6 +260,7 @@ def run_config(bench: BenchConfig, adapter: str, direction: str, seed: int) -> d
     """The validated config of one run, as plain data (what its config.yaml will hold)."""
     source, target = parse_direction(direction)
     entry = bench.adapters[adapter]
+    source, target = bench.domains.get(source, source), bench.domains.get(target, target)
     overrides = {**bench.set, **entry["set"], **bench.direction_set.get(direction, {}),
                  "data.source": target if adapter == TARGET_ONLY else sources(source), "data.target": target,
                  "seed": seed, "name": f"{adapter}-{direction_folder(direction)}-seed{seed}"}
@@ -263,14 +273,16 @@ def run_config(bench: BenchConfig, adapter: str, direction: str, seed: int) -> d
         raise DAError(f"benchmark adapter {adapter} ({direction}, seed {seed}): {exc}") from None
 
 
-def pretrain_key(config: dict[str, Any]) -> str:
-    """Runs with the same key can share one pretraining run.
+def pretrain_key(config: dict[str, Any], across_targets: bool = False) -> str:
+    """Runs with the same key can share one pretraining run (``across_targets``: whatever their target).
 
     Only values that differ from the defaults count, so a key added to the config later (at its
     default) leaves the keys, and the pretraining folders named after them, as they were.
     """
     defaults = to_dict(Config())
     shared = {k: _changed(config[k], defaults[k]) for k in ("seed", "device", "data", "model", "pretrain")}
+    if across_targets:
+        shared["data"] = {k: v for k, v in shared["data"].items() if k != "target"}
     return hashlib.sha1(json.dumps(shared, sort_keys=True).encode()).hexdigest()[:8]
 
 
@@ -300,7 +312,7 @@ def plan_runs(bench: BenchConfig, within: BenchConfig | None = None) -> list[Run
     for run in runs:
         pre = run.config["pretrain"]
         if pre["steps"] > 0 and not pre["checkpoint"]:
-            groups.setdefault(pretrain_key(run.config), []).append(run)
+            groups.setdefault(pretrain_key(run.config, bench.share_pretraining == "source"), []).append(run)
     pretraining = []
     for key, members in groups.items():
         if len(members) < 2:

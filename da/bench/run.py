@@ -12,6 +12,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from da.bench.launch import Outcome, PerRun, launch
 from da.bench.matrix_plot import matrix_plot, wants_matrix
+from da.bench.online import online_section
 from da.bench.plan import BenchConfig, RunSpec, plan_runs
 from da.bench.report import accuracy_plot, augmentation_note, load_anchors, markdown, write_csv
 from da.bench.tsne import add_to_projector, subsample, tsne_plot
@@ -107,7 +108,9 @@ def collect_rows(specs: list[RunSpec], out: Path, families: dict[str, str] | Non
             rows.append({"adapter": spec.adapter, "direction": spec.direction, "seed": spec.seed,
                          "selection": rule, "step": pick["step"], "target_test_acc": pick["target_test_acc"],
                          "source_test_acc": pick["source_test_acc"], "wall_s": summary["wall_s"], "run": spec.key,
-                         "family": families.get(spec.adapter, spec.adapter), "score": pick.get("score")})
+                         "family": families.get(spec.adapter, spec.adapter), "score": pick.get("score"),
+                         "online_acc": summary.get("online_acc"),
+                         "pretrain_target_test_acc": summary.get("pretrain_target_test_acc")})
     return rows
 
 
@@ -121,7 +124,11 @@ def write_reports(bench: BenchConfig, rows: list[dict[str, Any]], specs: list[Ru
     per_class = [{"direction": spec.direction, "adapter": spec.adapter, "acc": summary["target_test_per_class_acc"]}
                  for spec, summary in finished if spec.adapter != "pretrain" and "target_test_per_class_acc" in summary]
     note = augmentation_note([spec.config for spec in specs if spec.adapter != "pretrain"])
-    write_text_atomic(out / "results.md", markdown(rows, load_anchors(ANCHORS), walls, [note] if note else [], per_class))
+    speeds = [{"adapter": spec.adapter, "images_per_s": summary["train_imgs_per_s"], "online": "online_acc" in summary}
+              for spec, summary in finished if spec.adapter != "pretrain"]
+    online = "\n".join(online_section(rows, speeds))
+    text = markdown(rows, load_anchors(ANCHORS), walls, [note] if note else [], per_class)
+    write_text_atomic(out / "results.md", text + ("\n" + online if online else ""))
     accuracy_plot(rows, out / "accuracy.png")
     if wants_matrix(rows):
         matrix_plot(rows, out / "matrix.png")

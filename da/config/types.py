@@ -46,7 +46,8 @@ def check_kwargs(cls: type, kwargs: dict, what: str, path: str) -> dict:
     """Validate ``kwargs`` against the constructor of ``cls`` (names and annotated types)."""
     params = settable_params(cls)
     try:
-        hints = typing.get_type_hints(cls.__init__)
+        # a dataclass's fields resolve in the modules that declare them (a subclass's __init__ may not see them)
+        hints = typing.get_type_hints(cls) if dataclasses.is_dataclass(cls) else typing.get_type_hints(cls.__init__)
     except Exception:
         hints = {}
     out = {}
