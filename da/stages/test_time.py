@@ -25,7 +25,6 @@ import inspect
 from dataclasses import dataclass
 from typing import Any, ClassVar, Iterator, Literal
 
-import torch
 from torch import Tensor
 
 from da.data.stream import StreamPlan, StreamSampler, stream_plan
