@@ -167,6 +167,15 @@ def test_knn_affinity_and_one_iteration_match_values_derived_by_hand():
     assert torch.allclose(y, expected / expected.sum(1, keepdim=True), atol=1e-6)
 
 
+def test_rbf_and_linear_affinities_match_values_derived_by_hand():
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])  # distances sqrt 2, 2, sqrt 2
+    # rbf, knn 2: the 2nd smallest distance of each row (itself first) is sqrt 2, so sigma = sqrt 2
+    e = lambda d2: math.exp(-d2 / 4)
+    rbf = torch.tensor([[1, e(2), e(4)], [e(2), 1, e(2)], [e(4), e(2), 1]])
+    assert torch.allclose(affinity(x, "rbf", 2), rbf, atol=1e-6)
+    assert torch.equal(affinity(x, "linear", 5), torch.tensor([[1.0, 0, -1], [0, 1, 0], [-1, 0, 1]]))
+
+
 def fixed_point(la: float, lb: float) -> float:
     """Class-0 probability of point a of a mutual pair at LAME's fixed point, two classes, lambda 1:
     y_a = s(la + 2 y_b - 1), y_b = s(lb + 2 y_a - 1) (s the sigmoid, l the logit of p's class 0):

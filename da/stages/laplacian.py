@@ -22,9 +22,16 @@ from torch import Tensor
 KERNELS = ("knn", "rbf", "linear")
 
 
+#: Elements of the differences tensor computed at once (``distances`` works in blocks of rows).
+BLOCK = 1 << 24
+
+
 def distances(x: Tensor) -> Tensor:
-    """Euclidean distances between the rows of ``x`` (N x N), from the differences (not the Gram trick)."""
-    return torch.cdist(x, x, compute_mode="donot_use_mm_for_euclid_dist")
+    """Euclidean distances between the rows of ``x`` (N x N), as norms of the differences like the
+    reference's (bit for bit; the Gram trick of ``cdist`` rounds otherwise), a block of rows at a time."""
+    rows = max(1, BLOCK // max(x.numel(), 1))
+    return torch.cat([torch.norm(x.unsqueeze(0) - x[i : i + rows].unsqueeze(1), dim=-1, p=2)
+                      for i in range(0, len(x), rows)])
 
 
 def affinity(x: Tensor, kernel: str, knn: int) -> Tensor:
