@@ -244,6 +244,18 @@ def test_cotta_run_scores_the_stream(tmp_path, cli, write_config):
     assert 0 <= summary["online_acc"] <= 1 and summary["online_images"] > 0
 
 
+def test_episodic_cotta_without_augmentation_scores_as_test_batch_norm(tmp_path):
+    # each batch from the source teacher (dropout off), which normalises with the batch's statistics:
+    # stage norm's prediction; a source model pretrained 2 steps leaves room for mistakes
+    from da.composition import build_config, train
+
+    runs = {name: {**stream_config(stage), "pretrain": {"steps": 2, "batch_size": 16}} for name, stage in
+            (("cotta", {"name": "cotta", "reset": "episodic", "ap": 0.0, "lr": 0.1}), ("norm", {"name": "norm"}))}
+    scores = {name: train(build_config(cfg), tmp_path / name, show_progress=False)["online_acc"]
+              for name, cfg in runs.items() if not (tmp_path / name).mkdir()}
+    assert scores["cotta"] == scores["norm"] and 0.2 < scores["norm"] < 0.9
+
+
 def test_a_resumed_cotta_stream_scores_as_an_uninterrupted_one(tmp_path, monkeypatch):
     # always augmenting and restoring: the stage's generator must resume exactly
     cfg = stream_config({"name": "cotta", "n_augmentations": 2, "ap": 1.0, "rst": 0.1})

@@ -54,10 +54,11 @@ def trained_parts(model: Model) -> dict[str, nn.Module]:
 
 
 def frozen_copy(model: Model) -> Model:
-    """A copy of ``model`` that trains nothing (the adapter shared, not copied)."""
+    """A copy of ``model`` that trains nothing, in eval mode (dropout off; the adapter shared, not copied)."""
     twin = copy.deepcopy(model, {id(model.adapter): model.adapter})
     for part in trained_parts(twin).values():
         part.requires_grad_(False)
+        part.eval()
     return twin
 
 
