@@ -19,12 +19,13 @@ stays off).
 
 Defaults are CoTTA's CIFAR-10-C config (``cifar/cfgs/cifar10/cotta.yaml``): Adam, lr 1e-3, betas
 (0.9, 0.999), no weight decay, one step per batch, ``mt_alpha`` 0.999, ``rst`` 0.01, ``ap`` 0.92
-(CIFAR-100-C uses 0.72; ``ap`` is the 5 % quantile of the source model's confidence on source data,
-the paper's supplementary); 32 augmentations (fixed in ``cotta.py``). Digits take the CIFAR-10
+(CIFAR-100-C uses 0.72: the threshold follows the source model's confidence, a choice the paper's
+supplementary discusses); 32 augmentations (fixed in ``cotta.py``). Digits take the CIFAR-10
 values, the closest setting (ten classes, small images). One change: no horizontal flip by default
 (``hflip`` 0; CoTTA flips CIFAR images with probability 0.5), since a mirrored digit is no digit.
 Stochastic restore covers every parameter of the model (CoTTA's, those named weight or bias: all of
-a CNN's).
+a CNN's). The augmented copies are computed only when they are used (CoTTA computes them for every
+batch and discards them when the anchor is confident): the same predictions, fewer random draws.
 """
 from __future__ import annotations
 
