@@ -13,7 +13,9 @@ structure follows the one-screen step of nanoGPT's train.py; a stage that owns s
 from __future__ import annotations
 
 import math
+import re
 import time
+import warnings
 from typing import Any, Callable
 
 import torch
@@ -122,8 +124,13 @@ def apply_updates(ctx: StageContext, step: int, batch: dict[str, Any], log: bool
             (run.precision.perturb if update.perturb else run.precision.step)(optimizer)
         values.update(update.scalars)
     run.precision.update()
-    for scheduler in ctx.schedulers.values():
-        scheduler.step()
+    with warnings.catch_warnings():
+        if step == ctx.first_step:  # a first step may yield no update (a test-time method's filter kept no
+            # sample): its schedules count the step all the same, and torch's warning of a schedule
+            # stepped before its optimizer (given on a schedule's first step only) is moot
+            warnings.filterwarnings("ignore", re.escape("Detected call of `lr_scheduler.step()` before"), UserWarning)
+        for scheduler in ctx.schedulers.values():
+            scheduler.step()
     return values
 
 
