@@ -32,6 +32,9 @@ class OptimSettings:
     schedule: str = "inv"
     optimizer: str = "sgd"   # or "adam" (momentum and nesterov unused; betas)
     betas: tuple[float, float] = (0.9, 0.999)
+    #: > 0: the optimizer is SAM around the base one, this radius (``da.train.sam``; 0: the base alone).
+    sam_rho: float = 0.0
+    sam_adaptive: bool = False  # ASAM (Kwon et al. 2021): the radius scaled by each weight's magnitude
 
 
 class Stage:

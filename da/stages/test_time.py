@@ -59,6 +59,9 @@ class TestTimeStage(Stage):
     shown: ClassVar[dict[str, str]] = {"online_acc": "online/acc"}
     #: Batch-norm layers normalise with the test batch's statistics (mixed with the source's by ``prior``).
     test_statistics: ClassVar[bool] = True
+    #: The method resets to the source model itself (SAR's recovery): the stream's start is kept
+    #: for ``restore`` whatever ``reset`` says.
+    keeps_source: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.rounds < 1 or self.alpha <= 0 or self.slots < 0:
@@ -126,7 +129,7 @@ class TestTimeStage(Stage):
         run = ctx.run
         self._prepare(ctx)
         run.online.start(list(run.domains.target_names), self.rounds)
-        if self.reset != "never":
+        if self.reset != "never" or self.keeps_source:
             self.source = {"model": {name: copy_state(part) for name, part in run.model.parts().items()},
                            "optimizers": {k: opt.state_dict() for k, opt in ctx.optimizers.items()},
                            "method": self.method_state()}

@@ -38,6 +38,14 @@ class Precision:
         else:
             optimizer.step()
 
+    def perturb(self, optimizer: torch.optim.Optimizer) -> None:
+        """SAM's ascent step (``da.train.sam.SAM.first_step``); nothing for an optimizer without it.
+        Under fp16 the gradients are still scaled: the step's direction g / ||g|| does not depend on
+        the scale, and an overflowed gradient perturbs nothing (the scaler skips the step after)."""
+        first_step = getattr(optimizer, "first_step", None)
+        if first_step is not None:
+            first_step()
+
     def update(self) -> None:
         """Once per training step, after every optimizer stepped: fp16's scale adapts."""
         if self.scaler is not None:

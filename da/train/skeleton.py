@@ -13,7 +13,9 @@ structure follows the one-screen step of nanoGPT's train.py; a stage that owns s
 from __future__ import annotations
 
 import math
+import re
 import time
+import warnings
 from typing import Any, Callable
 
 import torch
@@ -22,6 +24,7 @@ from torch import Tensor
 from da.train.stage import ParamGroup
 from da.train.distributed import gradient_sync
 from da.train.run import Run, StageContext
+from da.train.sam import SAM
 from da.train.selection import record_evaluation
 from da.train.stage import Stage
 
@@ -38,7 +41,8 @@ def lr_factor(schedule: str, progress: float, step: int = 0) -> float:
 
 
 def make_optimizer(groups: list[ParamGroup], lr: float, settings: Any) -> tuple[torch.optim.Optimizer, list[str]]:
-    """SGD (or Adam, ``settings.optimizer``) over the groups' trainable parameters, each at ``lr`` times its multiplier."""
+    """SGD (or Adam, ``settings.optimizer``) over the groups' trainable parameters, each at ``lr`` times
+    its multiplier; wrapped in SAM (``da.train.sam``) when ``settings.sam_rho`` > 0."""
     param_groups, names = [], []
     for group in groups:
         params = [p for p in group.module.parameters() if p.requires_grad]
@@ -53,6 +57,8 @@ def make_optimizer(groups: list[ParamGroup], lr: float, settings: Any) -> tuple[
     else:
         optimizer = torch.optim.SGD(param_groups, lr=lr, momentum=settings.momentum, weight_decay=settings.weight_decay,
                                     nesterov=settings.nesterov and settings.momentum > 0)
+    if settings.sam_rho > 0:
+        optimizer = SAM(optimizer, settings.sam_rho, settings.sam_adaptive)
     return optimizer, names
 
 
@@ -115,11 +121,16 @@ def apply_updates(ctx: StageContext, step: int, batch: dict[str, Any], log: bool
             optimizer.zero_grad(set_to_none=True)
         run.precision.backward(loss)
         for optimizer in optimizers:
-            run.precision.step(optimizer)
+            (run.precision.perturb if update.perturb else run.precision.step)(optimizer)
         values.update(update.scalars)
     run.precision.update()
-    for scheduler in ctx.schedulers.values():
-        scheduler.step()
+    with warnings.catch_warnings():
+        if step == ctx.first_step:  # a first step may yield no update (a test-time method's filter kept no
+            # sample): its schedules count the step all the same, and torch's warning of a schedule
+            # stepped before its optimizer (given on a schedule's first step only) is moot
+            warnings.filterwarnings("ignore", re.escape("Detected call of `lr_scheduler.step()` before"), UserWarning)
+        for scheduler in ctx.schedulers.values():
+            scheduler.step()
     return values
 
 

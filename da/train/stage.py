@@ -19,12 +19,17 @@ from da.data import Sampler
 class Update:
     """One optimisation sub-step: the loop checks ``loss`` is finite, zeroes the gradients of the
     optimizer named ``optimizer`` (or of each of several names: one loss that steps two optimizers,
-    as MCD's step A does), back-propagates ``loss`` and steps the optimizer(s)."""
+    as MCD's step A does), back-propagates ``loss`` and steps the optimizer(s).
+
+    ``perturb``: instead of stepping, the optimizer(s) take SAM's ascent step (``da.train.sam``:
+    the weights move to the worst point of a small ball); the next update's step puts them back
+    and steps with its gradient there. An optimizer without SAM (``sam_rho`` 0) is not moved."""
 
     loss: Tensor | None  # None: scalars only, nothing to back-propagate
     optimizer: str | tuple[str, ...] = "main"
     #: Scalars for TensorBoard (tag -> value), filled only on logging steps.
     scalars: dict[str, Any] = field(default_factory=dict)
+    perturb: bool = False
 
     def optimizer_names(self) -> tuple[str, ...]:
         return (self.optimizer,) if isinstance(self.optimizer, str) else tuple(self.optimizer)
