@@ -106,9 +106,9 @@ def _describe_config(path: Path, echo: Callable[[str], None]) -> int:
         for item in value if isinstance(value, list) else [value]:
             entry, options = dataset_spec(item, f"data.{role}")
             if entry.image_spec is None:
-                given = f"; options: {show_options(options)}" if options else ""
-                echo(f"{role}: {domain_name(entry.name, entry.options, options)} (an in-memory data set under {root}: "
-                     f"{entry.description}{given})")
+                given = f"{entry.name} with {show_options(options)}: " if options else ""
+                echo(f"{role}: {domain_name(entry.name, entry.options, options)} ({given}an in-memory data set under "
+                     f"{root}: {entry.description})")
                 continue
             bad += describe_spec(role, dict(entry.image_spec), root, echo)
     return bad
