@@ -45,12 +45,14 @@ def glass_blur(image: np.ndarray, severity: int) -> np.ndarray:
     sigma, delta, iterations = GLASS[severity - 1]
     grey = np.uint8(gaussian(image[..., 0] / 255.0, sigma=sigma) * 255)
     h, w = grey.shape
-    rows = grey.tolist()
-    positions = [(y, x) for _ in range(iterations) for y in range(h - delta, delta, -1) for x in range(w - delta, delta, -1)]
-    shifts = np.random.randint(-delta, delta, size=(len(positions), 2)).tolist()  # the package's draws, in its order
-    for (y, x), (dx, dy) in zip(positions, shifts):
-        rows[y][x] = rows[y + dy][x + dx]
-    out = np.clip(gaussian(np.asarray(rows, dtype=np.uint8) / 255.0, sigma=sigma), 0, 1) * 255
+    ys, xs = np.meshgrid(np.arange(h - delta, delta, -1), np.arange(w - delta, delta, -1), indexing="ij")
+    targets = np.tile(ys.ravel() * w + xs.ravel(), iterations)  # the package's visiting order, flattened
+    shifts = np.random.randint(-delta, delta, size=(len(targets), 2))  # its draws, in its order: (dx, dy)
+    pixels = grey.ravel().tolist()
+    for target, source in zip(targets.tolist(), (targets + shifts[:, 1] * w + shifts[:, 0]).tolist()):
+        pixels[target] = pixels[source]  # one after the other: a pixel copied on may be copied again
+    shuffled = np.asarray(pixels, dtype=np.uint8).reshape(h, w)
+    out = np.clip(gaussian(shuffled / 255.0, sigma=sigma), 0, 1) * 255
     return np.repeat(out[..., None], 3, axis=2)
 
 

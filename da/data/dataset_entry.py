@@ -117,8 +117,11 @@ def register_image_folder(name: str, folder: str, *, num_classes: int | None = N
 def dataset_entry(value: str | Mapping[str, Any]) -> DatasetEntry:
     """The entry ``data.source`` / ``data.target`` stands for: a registered name's (a name, or
     ``{name: NAME, option: value}``), or, for an inline spec (``{folder: DIR}``), an unregistered
-    entry named after its folder or list."""
-    return dataset_spec(value)[0]
+    entry named after its folder or list. Its options are not checked here (``dataset_spec`` does)."""
+    if isinstance(value, Mapping) and "name" not in value:
+        return DatasetEntry(describe(dict(value)), "an image folder or list given in the config",
+                            image_spec=dict(value))
+    return DATASETS.get(value["name"] if isinstance(value, Mapping) else value)
 
 
 def dataset_spec(value: str | Mapping[str, Any], key: str = "data.source") -> tuple[DatasetEntry, dict[str, Any]]:
@@ -127,8 +130,7 @@ def dataset_spec(value: str | Mapping[str, Any], key: str = "data.source") -> tu
     ``{name: mnist_c, corruption: fog}`` (mnist_c's, {corruption: fog, severity: 5}), and an inline
     image spec (an unregistered entry, {}). Errors are one line naming the key."""
     if isinstance(value, Mapping) and "name" not in value:
-        return DatasetEntry(describe(dict(value)), "an image folder or list given in the config",
-                            image_spec=dict(value)), {}
+        return dataset_entry(value), {}
     if not isinstance(value, Mapping):
         entry = DATASETS.get(value)
         return entry, check_options(value, entry.options, {}, key)
