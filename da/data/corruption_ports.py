@@ -17,9 +17,10 @@ channels of a grey image, here one.
 Each port keeps the package's parameters and the order of its draws from numpy's global generator,
 so ``glass_blur``, ``fog``, ``frost`` and ``zoom_blur`` give the package's images bit for bit
 wherever it still runs (a test compares them with the package's, the removed argument restored). ``glass_blur`` also runs on one
-grey plane in Python lists rather than on a 3-channel numpy array: the package's pixel "swap" on a
-3-channel array copies the neighbour's pixel into place and leaves the neighbour as it was (both
-sides of its tuple assignment are views), and that is what this port does, about 30 times faster.
+grey plane, flattened into a Python list, rather than pixel by pixel on a 3-channel numpy array:
+the package's pixel "swap" on a 3-channel array copies the neighbour's pixel into place and leaves
+the neighbour as it was (both sides of its tuple assignment are views), and that is what this port
+does, in the package's order, about 50 times faster (2 ms an image at 84 px).
 ``impulse_noise`` draws its generator's seed from the global generator, so a seed fixes its images.
 """
 from __future__ import annotations

@@ -34,6 +34,7 @@ import functools
 import hashlib
 import importlib.metadata
 import os
+import typing
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -52,7 +53,7 @@ Corruption = Literal["gaussian_noise", "shot_noise", "impulse_noise", "defocus_b
                      "zoom_blur", "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate",
                      "jpeg_compression"]
 Severity = Literal[1, 2, 3, 4, 5]
-CORRUPTIONS: tuple[str, ...] = Corruption.__args__  # type: ignore[attr-defined]
+CORRUPTIONS: tuple[str, ...] = typing.get_args(Corruption)
 #: Corruptions that act pixel by pixel (or on JPEG's 8 x 8 blocks): applied at the digit's own 28 px.
 PER_PIXEL = frozenset({"gaussian_noise", "shot_noise", "impulse_noise", "brightness", "contrast", "pixelate",
                        "jpeg_compression"})
