@@ -90,11 +90,13 @@ def dry_run_data_check(config, world_size: int) -> str:
     import torch
 
     from da.composition import preflight
-    from da.registry import DATASETS
+    from da.data.dataset_entry import dataset_spec
+    from da.data.dataset_options import show_options
 
-    names = [n for n in (*([config.data.source] if not isinstance(config.data.source, list) else config.data.source),
-                         config.data.target) if isinstance(n, str)]
-    generated = [n for n in names if n in DATASETS and DATASETS.get(n).generated]
+    sources = config.data.source if isinstance(config.data.source, list) else [config.data.source]
+    named = [dataset_spec(v) for v in (*sources, config.data.target) if isinstance(v, str) or "name" in v]
+    generated = [entry.name + (f" ({show_options(options)})" if options else "") for entry, options in named
+                 if entry.generated]
     if generated:  # a dry run builds nothing: a generated domain's first build takes up to a minute
         return f" (data not checked: {', '.join(generated)} is generated and cached on the first run)"
     try:
@@ -103,7 +105,8 @@ def dry_run_data_check(config, world_size: int) -> str:
         if "is not under" in str(exc) or "does not exist" in str(exc):  # data absent here: the config may still be right
             return f" (data not checked: {one_line(str(exc)).split(';')[0]})"
         raise
-    return " (batch and split sizes checked against the data)"
+    given = [f"{entry.name} ({show_options(options)})" for entry, options in named if options]
+    return f" (batch and split sizes checked against the data{': ' + ', '.join(given) if given else ''})"
 
 
 def _shared_run_dir(here, args: argparse.Namespace, config) -> Path:

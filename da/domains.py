@@ -1,7 +1,8 @@
 """The five splits a run uses, built from the config's source and target datasets.
 
 Each of ``data.source`` and ``data.target`` stands for a ``DatasetEntry`` (``da.data.dataset_entry``):
-a registered name (``mnist``, ``amazon``) or an inline image folder or list (``{folder: DIR}``). The
+a registered name (``mnist``, ``amazon``), a registered name with options (``{name: mnist_c,
+corruption: fog}``, ``da.data.dataset_options``) or an inline image folder or list (``{folder: DIR}``). The
 entry loads the domain: in memory, or as file-backed splits (``da.data.image_domain``) read through
 the backbone's input configuration.
 """
@@ -17,7 +18,7 @@ import da.models  # noqa: F401  (registers the built-in backbones, whose input c
 from da.config import DataConfig
 from da.data import DataSplit, DomainData
 from da.data.channels import match_channels
-from da.data.dataset_entry import dataset_entry
+from da.data.dataset_entry import dataset_spec, spec_label
 from da.data.image_domain import ImageDomainData, ImageOptions, default_workers
 from da.data.image_folders import check_same_classes
 from da.data.multi_source import MultiSourceSplit, pool
@@ -98,9 +99,10 @@ def image_options(config: DataConfig) -> ImageOptions:
 
 
 def load_domain(config: DataConfig, role: str, backbone: str | None, name: str | None = None) -> DomainData:
-    """``data.source`` or ``data.target`` (or ``name``, one of several sources), loaded by its data set entry."""
-    entry = dataset_entry(getattr(config, role) if name is None else name)
-    return entry.load(data_root(config), role, config.download, input_cfg(backbone), image_options(config))
+    """``data.source`` or ``data.target`` (or ``name``, one of several sources), loaded by its data set
+    entry with its options."""
+    entry, options = dataset_spec(getattr(config, role) if name is None else name, f"data.{role}")
+    return entry.load(data_root(config), role, config.download, input_cfg(backbone), image_options(config), options)
 
 
 def image_record(source: DomainData, target: DomainData) -> dict[str, dict] | None:
@@ -139,7 +141,7 @@ def load_domains(config: DataConfig, device: torch.device, backbone: str | None 
     labelled = index = None
     if config.target_labels_per_class:
         index = draw_per_class(target.train.y, config.target_labels_per_class,
-                               config.split_seed + LABELS_SEED_OFFSET, target.num_classes, f"{config.target} train")
+                               config.split_seed + LABELS_SEED_OFFSET, target.num_classes, f"{spec_label(config.target)} train")
         labelled = target.train.subset(index).to(device)
     return match_channels(Domains(  # a grey domain beside a colour one: repeated to 3 channels
         source_train=source.train.subset(train).to(device),

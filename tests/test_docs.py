@@ -172,11 +172,14 @@ def test_add_a_dataset_page_python_blocks_run(tmp_path, monkeypatch, capsys):
     from da.registry import BACKBONES, DATASETS
 
     assert run_page_blocks("add_a_dataset.md", "configs/mnist_usps/dann.yaml", [DATASETS, BACKBONES], tmp_path,
-                           monkeypatch) == 3
+                           monkeypatch) == 4
     # the data set trained a run and printed its accuracy; the folder and the backbone are registered as written
     assert re.search(r"target accuracy \d\.\d{3}", capsys.readouterr().out)
     summary = yaml.safe_load((tmp_path / "runs" / "gratings" / "summary.json").read_text())
     assert summary["source"] == summary["target"] == "gratings" and len(summary["target_test_per_class_acc"]) == 4
+    stripes = DATASETS.get("stripes")  # a data set with options: direction (required), noise
+    assert [(o.name, o.required) for o in stripes.options] == [("direction", True), ("noise", False)]
+    assert stripes.load(tmp_path, "target", kwargs={"direction": "columns"}).name == "stripes/columns/0.3"
     gratings, photos, cnn = DATASETS.get("gratings"), DATASETS.get("my_photos"), BACKBONES.get("small_cnn")
     assert gratings.num_classes == 4 and gratings.description.startswith("Sine gratings")
     assert photos.image_spec == {"folder": "my_photos/train", "test_folder": "my_photos/test"}

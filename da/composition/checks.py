@@ -13,31 +13,42 @@ import da.models  # noqa: F401  (registers the backbones)
 from da.config.schema import Config
 from da.config.types import show_value
 from da.data.data_options import check_data_options
+from da.data.dataset_entry import dataset_spec, spec_label
 from da.data.image_domain import check_image_spec
 from da.errors import DAError
-from da.registry import ADAPTERS, BACKBONES, DATASETS
+from da.registry import ADAPTERS, BACKBONES
 from da.validators import VALIDATORS
 
 
 def check_names(config: Config) -> None:
-    """``data.source`` / ``data.target`` registered data sets or image specs, and a registered backbone."""
+    """``data.source`` / ``data.target`` registered data sets (with their options) or image specs, and a
+    registered backbone."""
     sources = config.data.source
-    if isinstance(sources, list) and (not sources or not all(isinstance(s, str) for s in sources)
-                                      or len(set(sources)) < len(sources)):
-        raise DAError(f"config key data.source must be a dataset name or a list of distinct names, e.g. "
-                      f"[mnist, syndigits, usps]; got {sources!r}")
+    if isinstance(sources, list) and (not sources or not all(isinstance(s, (str, dict)) for s in sources)
+                                      or any(isinstance(s, dict) and "name" not in s for s in sources)):
+        raise DAError(f"config key data.source must be a dataset name or a list of distinct names (or of "
+                      f"{{name: NAME, option: value}}), e.g. [mnist, syndigits, usps]; got {sources!r}")
     targets = config.data.target
     if isinstance(targets, list) and not targets:
         raise DAError("config key data.target is an empty list; give a dataset name, or several for a test-time stream")
-    target_keys = ([(f"data.target[{i}]", t) for i, t in enumerate(targets)] if isinstance(targets, list)
-                   else [("data.target", targets)])
-    for key, name in [*(("data.source", s) for s in (sources if isinstance(sources, list) else [sources])), *target_keys]:
-        if isinstance(name, dict):
-            check_image_spec(name, key)
-        elif not isinstance(name, str):
-            raise DAError(f"config key {key} must be a dataset name or a mapping such as {{folder: DIR}}, got {show_value(name)}")
-        elif name not in DATASETS:
-            DATASETS.get(name)  # raises the error that lists the valid names
+    roles = [*((f"data.source[{i}]" if isinstance(sources, list) else "data.source", s)
+               for i, s in enumerate(sources if isinstance(sources, list) else [sources])),
+             *((f"data.target[{i}]" if isinstance(targets, list) else "data.target", t)
+               for i, t in enumerate(targets if isinstance(targets, list) else [targets]))]
+    for key, value in roles:
+        if isinstance(value, dict) and "name" not in value:
+            check_image_spec(value, key)
+        elif not isinstance(value, (str, dict)):
+            raise DAError(f"config key {key} must be a dataset name or a mapping such as {{folder: DIR}} or "
+                          f"{{name: mnist_c, corruption: fog}}, got {show_value(value)}")
+        else:
+            dataset_spec(value, key)  # the name registered, its options known and of their types
+    if isinstance(sources, list):
+        labels = [spec_label(s) for s in sources]
+        repeated = sorted({name for name in labels if labels.count(name) > 1})
+        if repeated:
+            raise DAError(f"config key data.source must be a list of distinct names; it lists {', '.join(repeated)} "
+                          f"more than once")
     check_data_options(config)
     if config.model.backbone not in BACKBONES:
         BACKBONES.get(config.model.backbone)

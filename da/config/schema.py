@@ -25,11 +25,12 @@ class AugmentConfig:
 @dataclass
 class DataConfig:
     root: Optional[str] = None  # None: $DA_DATA_ROOT, else ./data
-    #: a dataset name (mnist, usps, amazon, ...) or an image folder / list:
+    #: a dataset name (mnist, usps, amazon, ...), a name with its options ({name: mnist_c, corruption: fog,
+    #: severity: 3}: da.data.dataset_options) or an image folder / list:
     #: {folder, test_folder, list, test_list, root, classes, test_fraction} (da.data.image_domain);
-    #: source may also list dataset names: multi-source adaptation (da.data.multi_source);
-    #: target may list several: a stream of domains for a test-time stage (da.data.stream)
-    source: Union[str, dict, list[str]] = "mnist"
+    #: source may also list data sets: multi-source adaptation (da.data.multi_source); target may
+    #: list several: a stream of domains for a test-time stage (da.data.stream)
+    source: Union[str, dict, list[Union[str, dict]]] = "mnist"
     target: Union[str, dict, list[Union[str, dict]]] = "usps"
     source_val_size: int = 5000  # held out from source train for source validation
     split_seed: int = 0  # fixes the source validation split (and the draws below) independently of the run seed

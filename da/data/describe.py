@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Callable
 
 from da.config import read_config
-from da.data.dataset_entry import dataset_entry
+from da.data.dataset_entry import dataset_spec
+from da.data.dataset_options import domain_name, show_options
 from da.data.image_domain import _files
 from da.data.image_folders import EXTENSIONS, ImageFiles, check_image, list_file, list_folder, read_classes
 from da.domains import data_root
@@ -102,9 +103,12 @@ def _describe_config(path: Path, echo: Callable[[str], None]) -> int:
     bad = 0
     for role in ("source", "target"):
         value = getattr(config.data, role)
-        for entry in [dataset_entry(name) for name in value] if isinstance(value, list) else [dataset_entry(value)]:
+        for item in value if isinstance(value, list) else [value]:
+            entry, options = dataset_spec(item, f"data.{role}")
             if entry.image_spec is None:
-                echo(f"{role}: {entry.name} (an in-memory data set under {root}: {entry.description})")
+                given = f"{entry.name} with {show_options(options)}: " if options else ""
+                echo(f"{role}: {domain_name(entry.name, entry.options, options)} ({given}an in-memory data set under "
+                     f"{root}: {entry.description})")
                 continue
             bad += describe_spec(role, dict(entry.image_spec), root, echo)
     return bad

@@ -64,7 +64,8 @@ def check_image_spec(value: Any, key: str) -> None:
         raise DAError(f"config key {key} must be a dataset name (e.g. mnist) or a mapping such as {{folder: DIR}}; got {value!r}")
     unknown = [k for k in value if k not in SPEC_KEYS]
     if unknown:
-        raise DAError(f"config key {key}.{unknown[0]} is not known; an image data set takes: {', '.join(SPEC_KEYS)}")
+        raise DAError(f"config key {key}.{unknown[0]} is not known; an image data set takes: {', '.join(SPEC_KEYS)} "
+                      f"(a registered data set with options: {{name: NAME, option: value}})")
     for k in ("folder", "test_folder", "list", "test_list", "root"):
         if k in value and not isinstance(value[k], str):
             raise DAError(f"config key {key}.{k} must be a path (a string), got {value[k]!r}")
