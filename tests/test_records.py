@@ -19,7 +19,7 @@ from da.models import BackboneEntry, register_backbone
 from da.models.pretrained import DIGITS, IMAGENET
 from da.registry import BACKBONES, DATASETS
 
-GENERATED = {"syndigits", "mnist_m", "optdigits"}
+GENERATED = {"syndigits", "mnist_m", "optdigits", "mnist_c", "usps_c"}
 IMAGE_FOLDERS = {"amazon": 31, "dslr": 31, "webcam": 31, "art": 65, "clipart": 65, "product": 65, "real_world": 65}
 
 
