@@ -32,14 +32,17 @@ def test_a_direction_names_a_domain_alias_and_source_sharing_pretrains_once_acro
     across = plan_runs(load_bench_config(tta_file(tmp_path, share_pretraining="source", **extra)))
     assert [r.config["data"]["target"] for r in per_target if r.direction == "mnist->stream" and r.adapter != "pretrain"] == [["usps", "mnist_m"]] * 2
     assert sum(r.adapter == "pretrain" for r in per_target) == 2
+    # a pretraining run adapts to nothing, and a stream of domains is refused outside a test-time stage
+    assert sorted(r.config["data"]["target"] for r in per_target if r.adapter == "pretrain") == ["usps", "usps"]
     assert sum(r.adapter == "pretrain" for r in across) == 1
     (pretraining,) = [r.key for r in across if r.adapter == "pretrain"]
     assert {r.after for r in across if r.adapter != "pretrain"} == {pretraining}
 
 
-def row(adapter: str, direction: str, seed: int, acc: float, online: float | None, source: float) -> dict:
+def row(adapter: str, direction: str, seed: int, acc: float, online: float | None, source: float,
+        backbone: str = "lenet_bn") -> dict:
     return {"adapter": adapter, "direction": direction, "seed": seed, "selection": "last", "target_test_acc": acc,
-            "online_acc": online, "pretrain_target_test_acc": source}
+            "online_acc": online, "pretrain_target_test_acc": source, "backbone": backbone}
 
 
 def test_the_online_table_gives_errors_per_method_and_stream_with_the_source_model_and_offline_methods():
@@ -48,11 +51,21 @@ def test_the_online_table_gives_errors_per_method_and_stream_with_the_source_mod
     lines = online_section(rows)
     table = {line.split(" | ")[0].strip("| "): line for line in lines if line.startswith("| ")}
     assert table["method"] == "| method | a | b | mean |"
-    assert table["source model"] == "| source model | 40.0 ± 14.1 | 60.0 ± 0.0 | 50.0 |"
-    assert table["tent"] == "| tent | 15.0 ± 7.1 | 40.0 ± 0.0 | 27.5 |"
-    assert table["shot †"] == "| shot † | 5.0 ± 0.0 |  |  |"  # offline: its final model's error
-    assert "| tent | 640 | 100.0 |" in online_section(rows, [{"adapter": "tent", "images_per_s": 640.0, "online": True}])
+    assert table["source model"] == "| source model | 40.0 ± 14.1 | 60.0 | 50.0 |"  # one seed: no std
+    assert table["tent"] == "| tent | 15.0 ± 7.1 | 40.0 | 27.5 |"
+    assert table["shot †"] == "| shot † | 5.0 |  |  |"  # offline: its final model's error
+    speed = [{"adapter": "tent", "images_per_s": 640.0, "online": True, "batch_size": 64},
+             {"adapter": "tent_bs1", "images_per_s": 200.0, "online": True, "batch_size": 1}]
+    lines = online_section(rows, speed)
+    assert "| tent | 64 | 640 | 100.0 |" in lines and "| tent_bs1 | 1 | 200 | 5.0 |" in lines
     assert online_section([{**r, "online_acc": None} for r in rows]) == []  # no test-time run, no section
+
+
+def test_runs_on_two_backbones_get_a_source_row_each():
+    rows = [row("tent", "m->a", 0, 0.9, 0.8, 0.5), row("tent_gn", "m->a", 0, 0.9, 0.75, 0.7, backbone="lenet_gn")]
+    table = {line.split(" | ")[0].strip("| "): line for line in online_section(rows) if line.startswith("| ")}
+    assert table["source model (lenet_bn)"] == "| source model (lenet_bn) | 50.0 | 50.0 |"
+    assert table["source model (lenet_gn)"] == "| source model (lenet_gn) | 30.0 | 30.0 |"
 
 
 @pytest.mark.slow  # a bench of three tiny runs in worker processes

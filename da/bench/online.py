@@ -20,15 +20,18 @@ SOURCE = "source model"
 
 
 def _error(values: list[float]) -> str:
+    """Mean error (%) over seeds, ± the sample std when there is more than one seed."""
     errors = [100 * (1 - v) for v in values]
-    std = statistics.stdev(errors) if len(errors) > 1 else 0.0
-    return f"{statistics.fmean(errors):.1f} ± {std:.1f}"
+    mean = f"{statistics.fmean(errors):.1f}"
+    return f"{mean} ± {statistics.stdev(errors):.1f}" if len(errors) > 1 else mean
 
 
 def online_cells(rows: Sequence[Row]) -> tuple[dict[tuple[str, str], list[float]], set[str]]:
-    """(method, direction) -> accuracies over seeds, and the methods that are offline."""
+    """(method, direction) -> accuracies over seeds, and the methods that are offline. Runs whose source
+    models differ in backbone (a GroupNorm LeNet for batch size 1 beside a BatchNorm one) get one
+    source row per backbone, ``source model (lenet_gn)``."""
     cells: dict[tuple[str, str], list[float]] = defaultdict(list)
-    sources: dict[tuple[str, int], float] = {}
+    sources: dict[tuple[str, int, str], float] = {}
     offline = set()
     for row in rows:
         if row["selection"] != "last":
@@ -40,28 +43,30 @@ def online_cells(rows: Sequence[Row]) -> tuple[dict[tuple[str, str], list[float]
         else:
             cells[row["adapter"], row["direction"]].append(float(online))
         if row.get("pretrain_target_test_acc") not in (None, ""):
-            sources[row["direction"], row["seed"]] = float(row["pretrain_target_test_acc"])
-    for (direction, _), acc in sources.items():
-        cells[SOURCE, direction].append(acc)
+            sources[row["direction"], row["seed"], row.get("backbone") or ""] = float(row["pretrain_target_test_acc"])
+    several = len({backbone for _, _, backbone in sources}) > 1
+    for (direction, _, backbone), acc in sources.items():
+        cells[f"{SOURCE} ({backbone})" if several else SOURCE, direction].append(acc)
     return cells, offline
 
 
 def online_section(rows: Sequence[Row], speeds: Sequence[Row] = ()) -> list[str]:
     """The section's markdown lines (none when no run of the benchmark is a test-time one). ``speeds``:
-    one row per finished run (adapter, images_per_s)."""
+    one row per finished run (adapter, images_per_s, online, batch_size: the stream's batch size)."""
     if not any(row.get("online_acc") not in (None, "") for row in rows):
         return []
     cells, offline = online_cells(rows)
     directions = sorted({d for _, d in cells})
-    methods = sorted({m for m, _ in cells} - {SOURCE}, key=adapter_rank)
+    source_rows = sorted({m for m, _ in cells if m.startswith(SOURCE)})
+    methods = sorted({m for m, _ in cells} - set(source_rows), key=adapter_rank)
     lines = ["## Test-time adaptation: online error (%)", "",
              "Error of each stream batch's predictions, made before the method updated on that batch, over the "
-             "whole stream; mean ± std over seeds. `source model`: the source model's error on the same images. "
+             "whole stream; mean ± sample std over seeds. `source model`: the source model's error on the same images. "
              "Methods marked † are offline (they adapt on the target train split first): their final model's "
              "target test error.", "",
              "| method | " + " | ".join(d.split("->", 1)[-1] for d in directions) + " | mean |",
              "|---" * (len(directions) + 2) + "|"]
-    for method in [SOURCE, *methods]:
+    for method in [*source_rows, *methods]:
         values = [cells.get((method, d)) for d in directions]
         means = [statistics.fmean(v) for v in values if v]
         mean = f"{100 * (1 - statistics.fmean(means)):.1f}" if len(means) == len(directions) else ""
@@ -75,14 +80,16 @@ def online_section(rows: Sequence[Row], speeds: Sequence[Row] = ()) -> list[str]
 def _speed_lines(speeds: Sequence[Row]) -> list[str]:
     """Images/s of each method's stream (a benchmark figure: it depends on what else ran beside)."""
     per: dict[str, list[float]] = defaultdict(list)
+    batch: dict[str, int] = {}
     for row in speeds:
         if row.get("online"):
             per[row["adapter"]].append(float(row["images_per_s"]))
+            batch[row["adapter"]] = int(row.get("batch_size") or 64)
     if not per:
         return []
     lines = ["Stream throughput (images/s, mean over runs; predict + update, evaluation excluded):", "",
-             "| method | images/s | ms per batch of 64 |", "|---|---|---|"]
+             "| method | batch | images/s | ms per batch |", "|---|---|---|---|"]
     for method in sorted(per, key=adapter_rank):
         rate = statistics.fmean(per[method])
-        lines.append(f"| {method} | {rate:.0f} | {64000 / rate:.1f} |")
+        lines.append(f"| {method} | {batch[method]} | {rate:.0f} | {1000 * batch[method] / rate:.1f} |")
     return [*lines, ""]

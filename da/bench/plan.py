@@ -322,6 +322,8 @@ def plan_runs(bench: BenchConfig, within: BenchConfig | None = None) -> list[Run
         config.update(name=f"pretrain-{direction_folder(first.direction)}-seed{first.seed}",
                       adapter={"name": "source_only"}, stages=None)  # the default list: pretraining alone
         config["train"]["steps"] = 0
+        if isinstance(config["data"]["target"], list):  # a stream of domains: pretraining reports on its first
+            config["data"]["target"] = config["data"]["target"][0]
         spec = RunSpec(f"{direction_folder(first.direction)}/pretrain/seed{first.seed}-{key}", "pretrain",
                        first.direction, first.seed, config)
         pretraining.append(spec)

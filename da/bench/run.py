@@ -92,6 +92,14 @@ def _summary(run_dir: Path) -> dict[str, Any] | None:
         return None
 
 
+def _stream_batch(run_dir: Path) -> int | None:
+    """The test-time stream's batch size (its stream.json), None for a run without a stream."""
+    try:
+        return int(json.loads((run_dir / "stream.json").read_text())["batch_size"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def collect_rows(specs: list[RunSpec], out: Path, families: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """One row per (adapter, direction, seed, selection rule) from the finished runs' summaries.
 
@@ -110,7 +118,8 @@ def collect_rows(specs: list[RunSpec], out: Path, families: dict[str, str] | Non
                          "source_test_acc": pick["source_test_acc"], "wall_s": summary["wall_s"], "run": spec.key,
                          "family": families.get(spec.adapter, spec.adapter), "score": pick.get("score"),
                          "online_acc": summary.get("online_acc"),
-                         "pretrain_target_test_acc": summary.get("pretrain_target_test_acc")})
+                         "pretrain_target_test_acc": summary.get("pretrain_target_test_acc"),
+                         "backbone": summary.get("backbone")})
     return rows
 
 
@@ -124,8 +133,8 @@ def write_reports(bench: BenchConfig, rows: list[dict[str, Any]], specs: list[Ru
     per_class = [{"direction": spec.direction, "adapter": spec.adapter, "acc": summary["target_test_per_class_acc"]}
                  for spec, summary in finished if spec.adapter != "pretrain" and "target_test_per_class_acc" in summary]
     note = augmentation_note([spec.config for spec in specs if spec.adapter != "pretrain"])
-    speeds = [{"adapter": spec.adapter, "images_per_s": summary["train_imgs_per_s"], "online": "online_acc" in summary}
-              for spec, summary in finished if spec.adapter != "pretrain"]
+    speeds = [{"adapter": spec.adapter, "images_per_s": summary["train_imgs_per_s"], "online": "online_acc" in summary,
+               "batch_size": _stream_batch(out / spec.key)} for spec, summary in finished if spec.adapter != "pretrain"]
     online = "\n".join(online_section(rows, speeds))
     text = markdown(rows, load_anchors(ANCHORS), walls, [note] if note else [], per_class)
     write_text_atomic(out / "results.md", text + ("\n" + online if online else ""))
