@@ -80,16 +80,18 @@ def online_section(rows: Sequence[Row], speeds: Sequence[Row] = ()) -> list[str]
 def _speed_lines(speeds: Sequence[Row]) -> list[str]:
     """Images/s of each method's stream (a benchmark figure: it depends on what else ran beside)."""
     per: dict[str, list[float]] = defaultdict(list)
-    batch: dict[str, int] = {}
+    batch: dict[str, int | None] = {}
     for row in speeds:
         if row.get("online"):
             per[row["adapter"]].append(float(row["images_per_s"]))
-            batch[row["adapter"]] = int(row.get("batch_size") or 64)
+            batch[row["adapter"]] = row.get("batch_size")  # None: a run folder without its stream.json
     if not per:
         return []
     lines = ["Stream throughput (images/s, mean over runs; predict + update, evaluation excluded):", "",
              "| method | batch | images/s | ms per batch |", "|---|---|---|---|"]
     for method in sorted(per, key=adapter_rank):
         rate = statistics.fmean(per[method])
-        lines.append(f"| {method} | {batch[method]} | {rate:.0f} | {1000 * batch[method] / rate:.1f} |")
+        size = batch[method]
+        ms = f"{1000 * size / rate:.1f}" if size else ""
+        lines.append(f"| {method} | {size or ''} | {rate:.0f} | {ms} |")
     return [*lines, ""]
