@@ -100,13 +100,14 @@ def dry_run_data_check(config, world_size: int) -> str:
     if generated:  # a dry run builds nothing: a generated domain's first build takes up to a minute
         return f" (data not checked: {', '.join(generated)} is generated and cached on the first run)"
     try:
-        preflight(config, torch.device("cpu"), world_size)
+        domains = preflight(config, torch.device("cpu"), world_size)
     except DAError as exc:
         if "is not under" in str(exc) or "does not exist" in str(exc):  # data absent here: the config may still be right
             return f" (data not checked: {one_line(str(exc)).split(';')[0]})"
         raise
     given = [f"{entry.name} ({show_options(options)})" for entry, options in named if options]
-    return f" (batch and split sizes checked against the data{': ' + ', '.join(given) if given else ''})"
+    shift = f"; {domains.label_sets.describe()}" if domains.setting != "closed" else ""
+    return f" (batch and split sizes checked against the data{': ' + ', '.join(given) if given else ''}{shift})"
 
 
 def _shared_run_dir(here, args: argparse.Namespace, config) -> Path:
@@ -225,10 +226,28 @@ def cmd_data(args: argparse.Namespace) -> int:
     from da.data.describe import describe_path
 
     path = Path(args.path)
+    config = None
     if path.is_file() and path.suffix in (".yaml", ".yml"):
-        load_config(path)  # a config's names and settings checked against the registries, as da train checks them
+        config = load_config(path)  # a config's names and settings checked against the registries, as da train checks them
     bad = describe_path(path, echo=lambda line: print(line, flush=True))
+    if config is not None and not bad:
+        print_label_sets(config)
     return 1 if bad else 0
+
+
+def print_label_sets(config) -> None:
+    """``da data CONFIG``: the shared and private classes, when a domain lists its classes or a setting is set."""
+    specs = [v for v in (config.data.source, config.data.target) if not isinstance(v, list)]
+    if config.data.setting is None and not any(isinstance(v, dict) and "classes" in v for v in specs):
+        return
+    import torch
+
+    from da.domains import load_domains
+
+    sets = load_domains(config.data, torch.device("cpu"), config.model.backbone).label_sets
+    print(f"label sets: {sets.describe()}")
+    for side in ("shared", "source_private", "target_private"):
+        print(f"  {side.replace('_', '-')}: {', '.join(getattr(sets, side)) or '-'}")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,7 +20,7 @@ from da.data import DataSplit, DomainData
 from da.data.channels import match_channels
 from da.data.dataset_entry import dataset_spec, spec_label
 from da.data.image_domain import ImageDomainData, ImageOptions, default_workers
-from da.data.image_folders import check_same_classes
+from da.data.label_sets import LabelSets, class_names, restrict, split_classes
 from da.data.multi_source import MultiSourceSplit, pool
 from da.errors import DAError
 from da.models.pretrained import IMAGENET, PretrainedCfg
@@ -48,6 +48,13 @@ class Domains:
     image_data: dict[str, dict] | None = None
     #: The target domains, in ``data.target``'s order (one unless it lists a test-time stream).
     target_names: tuple[str, ...] = ()
+    #: The classes of each domain and the setting they give (``da.data.label_sets``); target-private
+    #: test images are labelled ``label_sets.unknown``.
+    label_sets: LabelSets | None = None
+
+    @property
+    def setting(self) -> str:
+        return self.label_sets.setting if self.label_sets is not None else "closed"
 
     def target_parts(self) -> torch.Tensor:
         """Each target test image's domain: its index into ``target_names``."""
@@ -122,10 +129,7 @@ def load_domains(config: DataConfig, device: torch.device, backbone: str | None 
               if isinstance(config.source, list) else load_domain(config, "source", backbone))
     target = (pool([load_domain(config, "target", backbone, name) for name in config.target], "data.target")
               if isinstance(config.target, list) else load_domain(config, "target", backbone))  # a test-time stream
-    if isinstance(source, ImageDomainData) and isinstance(target, ImageDomainData):
-        check_same_classes(source.classes, target.classes, source.name, target.name)
-    if source.num_classes != target.num_classes:
-        raise DAError(f"source {source.name} has {source.num_classes} classes but target {target.name} has {target.num_classes}")
+    source, target, sets = label_sets(config, source, target)
     n = len(source.train)
     if config.source_val_size >= n:
         raise DAError(f"data.source_val_size={config.source_val_size} leaves no source training data ({n} images); lower it")
@@ -155,4 +159,24 @@ def load_domains(config: DataConfig, device: torch.device, backbone: str | None 
         target_labelled_index=index,
         image_data=image_record(source, target),
         target_names=target.test.names if isinstance(target.test, MultiSourceSplit) else (target.name,),
+        label_sets=sets,
     ))
+
+
+def label_sets(config: DataConfig, source: DomainData, target: DomainData) -> tuple[DomainData, DomainData, LabelSets]:
+    """Source and target restricted to the classes their specs list, in one label space, and the
+    label sets (``da.data.label_sets``). Several sources or targets keep the closed setting."""
+    specs = (config.source, config.target)
+    if any(isinstance(v, list) for v in specs):
+        listed = [item for v in specs if isinstance(v, list) for item in v] + [v for v in specs if not isinstance(v, list)]
+        if config.setting not in (None, "closed") or any(split_classes(v)[1] for v in listed):
+            raise DAError("classes lists and data.setting apply to one source and one target; several sources or a "
+                          "stream of targets must share every class")
+        if source.num_classes != target.num_classes:
+            raise DAError(f"source {source.name} has {source.num_classes} classes but target {target.name} has "
+                          f"{target.num_classes}")
+        names = class_names(source)
+        return source, target, LabelSets(tuple(names), tuple(names))
+    explicit = any(isinstance(v, dict) and "classes" in v for v in specs)
+    return restrict(source, target, split_classes(config.source)[1], split_classes(config.target)[1],
+                    config.setting, explicit)

@@ -72,7 +72,7 @@ def pick(history: list[dict[str, Any]], validator: str) -> dict[str, Any]:
     ``history`` rows look like ``{"step": int, "target_test_acc": float, "scores": {name: float}}``.
     A validator picks its highest score (ties: the later step; a NaN score is never preferred).
     ``"oracle"`` picks the best ``target_test_acc``, a labelled upper bound that is no model
-    selection; ``"last"`` is the last row. ``score`` is the validator's score, the target test
+    selection (the best ``h_score`` in the open-set and universal settings); ``"last"`` is the last row. ``score`` is the validator's score, the target test
     accuracy for ``"oracle"``, and None for ``"last"``.
     """
     if validator not in PICKS:
@@ -83,7 +83,9 @@ def pick(history: list[dict[str, Any]], validator: str) -> dict[str, Any]:
         row, value = history[-1], None
     else:
         def value_of(row: dict[str, Any]) -> float:
-            return row["target_test_acc"] if validator == "oracle" else row["scores"][validator]
+            if validator == "oracle":  # the open settings' figure is the H-score (da.train.label_metrics)
+                return row.get("h_score", row["target_test_acc"])
+            return row["scores"][validator]
 
         def rank(row: dict[str, Any]) -> tuple[float, int]:
             value = value_of(row)

@@ -42,6 +42,23 @@ class Adapter(nn.Module):
     global_batch: ClassVar[bool] = False
     #: Images per domain its loss needs in a batch (a covariance or an unbiased MMD needs 2).
     min_batch_size: ClassVar[int] = 1
+    #: The label-set settings it is meant for (``da.data.label_sets``). A closed-set method also runs
+    #: in the partial setting; in the open ones it needs ``model.unknown_threshold`` to predict unknown.
+    settings: ClassVar[tuple[str, ...]] = ("closed", "partial")
+    #: Extra columns of the task head: OSBP's unknown class (1) is the last.
+    head_extra: ClassVar[int] = 0
+    #: True when the head's logits of the target batch reach the adapter through a gradient reversal
+    #: (OSBP's boundary: the head minimises the loss, the extractor maximises it).
+    reversed_target_logits: ClassVar[bool] = False
+
+    def unknown(self, z: Tensor, logits: Tensor) -> Tensor | None:
+        """Where the adapter calls an image unknown (open-set methods with a detector of their own,
+        OVANet's one-vs-all heads), from the head's input ``z`` and its logits; None: it has no say."""
+        return None
+
+    def class_weight(self) -> Tensor | None:
+        """Per-class weights of the source cross-entropy (PADA's, from target predictions); None: unweighted."""
+        return None
 
     def loss(
         self,

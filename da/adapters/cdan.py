@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from da.adapters.base import Adapter, binary_accuracy
+from da.adapters.class_weights import ClassWeighting
 from da.adapters.dann import dann_schedule, domain_discriminator
 from da.registry import register_adapter
 
@@ -40,7 +41,7 @@ def uses_randomized(feature_dim: int, num_classes: int, randomized: bool | None)
 
 
 @register_adapter("cdan")
-class CDAN(Adapter):
+class CDAN(ClassWeighting, Adapter):
     """Conditional adversarial alignment on features ⊗ predictions, entropy-weighted (Long et al. 2018)."""
 
     description = "conditional adversarial: discriminator on features x class probabilities, CDAN+E (Long 2018)"
@@ -55,8 +56,11 @@ class CDAN(Adapter):
         entropy: bool = True,
         randomized: bool | None = None,  # None: randomized when feature_dim * num_classes > 4096
         randomized_dim: int = 1024,
+        class_weights: bool = False,
+        class_temperature: float = 0.1,
     ) -> None:
         super().__init__()
+        self.init_class_weights(class_weights, num_classes, class_temperature)  # PADA's, for the partial setting
         if randomized_dim <= 0:
             raise ValueError(f"randomized_dim must be positive, got {randomized_dim}")
         from pytorch_adapt.layers import GradientReversal, RandomizedDotProduct
@@ -85,6 +89,9 @@ class CDAN(Adapter):
         scores = self.discriminator(self.grl(self.condition(torch.cat([f_s, f_t]), g))).squeeze(1)
         labels = torch.cat([scores.new_ones(len(f_s)), scores.new_zeros(len(f_t))])
         per_sample = F.binary_cross_entropy_with_logits(scores, labels, reduction="none")
+        classes = self.domain_weights(y_s, logits_t)
+        if classes is not None:
+            per_sample = per_sample * classes
         if self.entropy:
             # Each domain's weights sum to 1; halving makes uniform weights give the plain mean.
             w = torch.cat([entropy_weights(logits_s), entropy_weights(logits_t)]) / 2

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import torch
 from torch import Tensor, nn
 
 from da.adapters.base import Adapter
@@ -47,6 +48,17 @@ class Composite(Adapter):
         both = ("source", "target")  # the base class's default for gradient_domains
         reached = {d for _, a, _ in parts if a.aligns_by_gradient for d in a.gradient_domains}
         self.gradient_domains = tuple(d for d in both if d in reached)
+        adapters = [a for _, a, _ in parts]
+        self.settings = tuple(dict.fromkeys(s for a in adapters for s in a.settings))
+        self.head_extra = max(a.head_extra for a in adapters)
+        self.reversed_target_logits = any(a.reversed_target_logits for a in adapters)
+
+    def unknown(self, z: Tensor, logits: Tensor) -> Tensor | None:
+        masks = [m for m in (part.unknown(z, logits) for part in self.parts.values()) if m is not None]
+        return torch.stack(masks).any(0) if masks else None
+
+    def class_weight(self) -> Tensor | None:
+        return next((w for w in (part.class_weight() for part in self.parts.values()) if w is not None), None)
 
     def loss(self, f_s, f_t, *, logits_s, logits_t, y_s, progress):
         total = f_s.new_zeros(())

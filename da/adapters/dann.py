@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from da.adapters.base import Adapter, binary_accuracy
+from da.adapters.class_weights import ClassWeighting
 from da.registry import register_adapter
 
 
@@ -38,7 +39,7 @@ def domain_discriminator(feature_dim: int, hidden: int, batch_norm: bool = True)
 
 
 @register_adapter("dann")
-class DANN(Adapter):
+class DANN(ClassWeighting, Adapter):
     """Domain-adversarial alignment through gradient reversal (Ganin et al. 2016)."""
 
     description = "domain-adversarial: discriminator behind a gradient reversal layer (Ganin 2016)"
@@ -46,13 +47,17 @@ class DANN(Adapter):
     def __init__(
         self,
         feature_dim: int,
+        num_classes: int = 0,
         hidden: int = 500,
         weight: float = 1.0,
         gamma: float = 10.0,
+        class_weights: bool = False,
+        class_temperature: float = 0.1,
     ) -> None:
         super().__init__()
         self.weight = weight
         self.gamma = gamma
+        self.init_class_weights(class_weights, num_classes, class_temperature)  # PADA's, for the partial setting
         from pytorch_adapt.layers import GradientReversal  # imported here: it pulls in torchmetrics (seconds)
 
         self.grl = GradientReversal(weight=0.0)
@@ -63,7 +68,7 @@ class DANN(Adapter):
         self.grl.update_weight(lam)
         scores = self.discriminator(self.grl(torch.cat([f_s, f_t]))).squeeze(1)
         labels = torch.cat([scores.new_ones(len(f_s)), scores.new_zeros(len(f_t))])
-        domain_loss = F.binary_cross_entropy_with_logits(scores, labels)
+        domain_loss = F.binary_cross_entropy_with_logits(scores, labels, weight=self.domain_weights(y_s, logits_t))
         scalars = {
             "domain_loss": domain_loss.detach(),
             "reversal_weight": torch.tensor(lam),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from da.composition.label_shift import check_label_sets
 from da.composition.stages import build_stage, stage_specs
 from da.config import Config
 from da.data.multi_source import smallest_source
@@ -28,8 +29,10 @@ def preflight(config: Config, device: torch.device, world_size: int = 1) -> Doma
             raise DAError(f"config key {key}={size}{per} exceeds the {n} images of {split} "
                           f"(data.source {config.data.source}, data.target {config.data.target}); lower it to at most "
                           f"{n // world_size}")
-    for name, kwargs in stage_specs(config):
-        build_stage(name, kwargs).check_data(config, domains)
+    stages = [build_stage(name, kwargs) for name, kwargs in stage_specs(config)]
+    for stage in stages:
+        stage.check_data(config, domains)
+    check_label_sets(config, domains, stages)
     if len(domains.source_val) == 0:
         raise DAError("config key data.source_val_size is 0: evaluation and model selection need source validation "
                       "images; give it a positive size (e.g. 1000)")

@@ -45,6 +45,9 @@ class DataConfig:
     cache: Union[bool, str] = False  # a folder for the decoded uint8 cache; true: <data root>/decoded_cache
     skip_bad_images: bool = False  # skip unreadable image files (counted in summary.json) instead of stopping
     num_workers: Optional[int] = None  # DataLoader workers for image files; None: 2 with CUDA, else 0
+    #: The label-set setting (da.data.label_sets): closed, partial, open_set or universal; None: it
+    #: follows from the classes each domain's spec lists ({name: usps, classes: [0, 1, 2]})
+    setting: Optional[Literal["closed", "partial", "open_set", "universal"]] = None
 
 
 @dataclass
@@ -54,6 +57,9 @@ class ModelConfig:
     weights: Optional[str] = None  # a local state dict (a torchvision .pth) to load into the backbone, offline
     bottleneck: Optional[int] = None  # width of a linear + batch-norm + ReLU layer after the backbone (TLlib: 256)
     head_dropout: float = 0.0  # dropout on the features the task head reads, in training (SAFN's, Xu et al. 2019)
+    #: Open-set and universal settings: a prediction whose top softmax probability is below this is
+    #: "unknown" (the confidence-threshold baseline); None: only an open-set method predicts unknown
+    unknown_threshold: Optional[float] = None
 
 
 @dataclass

@@ -20,6 +20,7 @@ from typing import Any, Callable, Mapping
 from da.data.dataset_options import DatasetOption, check_options, declared_options, domain_name, split_spec
 from da.data.domain import DomainData
 from da.data.image_domain import ImageOptions, describe, load_image_domain
+from da.data.label_sets import split_classes
 from da.errors import DAError
 from da.models.pretrained import IMAGENET, PretrainedCfg
 from da.registry import DATASETS, Record, doc_line
@@ -118,6 +119,7 @@ def dataset_entry(value: str | Mapping[str, Any]) -> DatasetEntry:
     """The entry ``data.source`` / ``data.target`` stands for: a registered name's (a name, or
     ``{name: NAME, option: value}``), or, for an inline spec (``{folder: DIR}``), an unregistered
     entry named after its folder or list. Its options are not checked here (``dataset_spec`` does)."""
+    value, _ = split_classes(value)
     if isinstance(value, Mapping) and "name" not in value:
         return DatasetEntry(describe(dict(value)), "an image folder or list given in the config",
                             image_spec=dict(value))
@@ -128,7 +130,9 @@ def dataset_spec(value: str | Mapping[str, Any], key: str = "data.source") -> tu
     """The entry ``value`` (a ``data.source`` / ``data.target`` at ``key``) stands for, and its
     options checked, every one of them (defaults filled in): ``mnist`` gives (mnist's entry, {}),
     ``{name: mnist_c, corruption: fog}`` (mnist_c's, {corruption: fog, severity: 5}), and an inline
-    image spec (an unregistered entry, {}). Errors are one line naming the key."""
+    image spec (an unregistered entry, {}). A ``classes`` list (``da.data.label_sets``) is not an
+    option: it is set aside here. Errors are one line naming the key."""
+    value, _ = split_classes(value)
     if isinstance(value, Mapping) and "name" not in value:
         return dataset_entry(value), {}
     if not isinstance(value, Mapping):

@@ -45,7 +45,8 @@ def read_classes(value: str | list | None, base: Path) -> list[str] | None:
 
 
 def list_folder(folder: Path, classes: list[str] | None = None) -> ImageFiles:
-    """``folder/<class>/<image>``; classes sorted by name unless ``classes`` lists them (in label order)."""
+    """``folder/<class>/<image>``; classes sorted by name unless ``classes`` lists them (in label order):
+    then only those are read, and a class folder the list lacks is left out."""
     if not folder.is_dir():
         raise DAError(f"image folder {folder} does not exist; point data.source / data.target at a folder "
                       f"holding one sub-folder per class (or set DA_DATA_ROOT)")
@@ -54,13 +55,8 @@ def list_folder(folder: Path, classes: list[str] | None = None) -> ImageFiles:
         loose = sum(1 for p in folder.iterdir() if p.suffix.lower() in EXTENSIONS)
         what = f"; it holds {loose} images directly" if loose else ""
         raise DAError(f"image folder {folder} has no class folders{what}; lay it out as {folder}/<class>/<image>")
-    if classes is None:
+    if classes is None:  # else the listed ones only: class folders the list lacks are left out (a label-set shift)
         classes = found
-    else:
-        extra = [c for c in found if c not in classes]
-        if extra:
-            raise DAError(f"image folder {folder} has class folders the classes list lacks: {', '.join(extra[:10])}; "
-                          f"add them to classes or remove the folders")
     paths, labels = [], []
     for label, name in enumerate(classes):
         sub = folder / name

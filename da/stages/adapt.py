@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -91,11 +92,12 @@ class Adapt(Stage):
         if labelled:
             x_l, y_l = batch["target_labelled"]
             batches, domains = [*batches, x_l], [*domains, "target"]
+        reversed_parts = (1,) if unlabelled and m.adapter.reversed_target_logits else ()  # OSBP's target batch
         features, logits = joint_forward(m, batches, domains, len(x_s) if unlabelled else 0,
-                                         self.fine_tuning.extractor_trains(step - 1))
+                                         self.fine_tuning.extractor_trains(step - 1), reversed_parts)
         values: dict[str, float | Tensor] = {}
         if unlabelled:
-            task = F.cross_entropy(logits[0], y_s)
+            task = F.cross_entropy(logits[0], y_s, weight=class_weight(m.adapter, logits[0]))  # PADA's weights
             if cfg.source_weight != 1.0:
                 task = cfg.source_weight * task
             align = alignment(m, run.dist, run.device.type, features[0], features[1], logits[0], logits[1], y_s, progress)
@@ -137,6 +139,14 @@ class Adapt(Stage):
                 track_best(ctx, 0)
         if run.config.train.early_stopping is not None and run.evaluations.history:
             restore_best(run)
+
+
+def class_weight(adapter, logits: Tensor) -> Tensor | None:
+    """The adapter's per-class weights of the source cross-entropy, padded with 1 for extra head columns."""
+    w = adapter.class_weight()
+    if w is None or len(w) == logits.shape[1]:
+        return w
+    return torch.cat([w, w.new_ones(logits.shape[1] - len(w))])
 
 
 def unfreeze(ctx: "StageContext", fine_tuning: FineTuning, lr: float, done: int) -> list[str]:

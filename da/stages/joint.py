@@ -30,10 +30,11 @@ class Alignment:
 
 
 def joint_forward(m: Model, batches: Sequence[Tensor], domains: Sequence[str], source_rows: int,
-                  extractor_grad: bool = True) -> tuple[list[Tensor], list[Tensor]]:
+                  extractor_grad: bool = True, reversed_parts: Sequence[int] = ()) -> tuple[list[Tensor], list[Tensor]]:
     """Features and logits of each batch (``domains[i]``: the domain of ``batches[i]``); per-domain
     batch norm normalises the first ``source_rows`` rows as source. A domain with an encoder of its
-    own (the model's ``encoders`` slot) goes through it instead of the shared extractor."""
+    own (the model's ``encoders`` slot) goes through it instead of the shared extractor. The head
+    reads the batches ``reversed_parts`` through a gradient reversal (OSBP's target batch)."""
     sizes = [len(x) for x in batches]
     with torch.set_grad_enabled(extractor_grad and torch.is_grad_enabled()), routed(m.domain_norms, split=source_rows):
         if any(d in m.encoders for d in domains):
@@ -41,8 +42,24 @@ def joint_forward(m: Model, batches: Sequence[Tensor], domains: Sequence[str], s
         else:
             features = list(m.features(torch.cat(list(batches))).split(sizes))
     z = [m.adapt_features(f, d) for f, d in zip(features, domains)]
+    z = [reverse_gradient(v) if i in reversed_parts else v for i, v in enumerate(z)]
     logits = list(m.head(torch.cat(z)).split(sizes))
     return features, logits
+
+
+class _Reverse(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        return -grad
+
+
+def reverse_gradient(x: Tensor) -> Tensor:
+    """Identity forward, negated gradient backward (Ganin & Lempitsky 2015's layer at weight 1)."""
+    return _Reverse.apply(x)
 
 
 def alignment(m: Model, dist: Dist, device_type: str, f_s: Tensor, f_t: Tensor, logits_s: Tensor, logits_t: Tensor,

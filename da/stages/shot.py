@@ -29,6 +29,7 @@ from da.data.sampler import IndexedBatches
 from da.errors import DAError
 from da.registry import register_stage
 from da.stages.base import OptimSettings, ParamGroup, Stage, Update
+from da.models.unknown import EntropyRule, two_means
 from da.stages.shot_labels import cluster_pseudo_labels, information_maximisation
 from da.train.run import Run, StageContext
 
@@ -43,11 +44,14 @@ class Shot(Stage):
     label = "source-free adaptation"
     description = "SHOT, source-free: frozen head, information maximisation + clustering pseudo-labels (Liang 2020)"
     needs_source_model = True
+    predicts_unknown = True  # its open-set variant (the others never see an unknown image)
+    fills_slots = ("unknown",)
     shown = {"loss": "loss/total"}
 
     def __init__(self, epochs: int = 15, batch_size: int = 64, lr: float = 0.01, momentum: float = 0.9,
                  weight_decay: float = 1e-3, lr_schedule: str = "inv", entropy_weight: float = 1.0,
-                 diversity_weight: float = 1.0, cls_weight: float = 0.3, rounds: int = 1, max_steps: int = 0) -> None:
+                 diversity_weight: float = 1.0, cls_weight: float = 0.3, rounds: int = 1, max_steps: int = 0,
+                 class_threshold: int = 0) -> None:
         if epochs < 0 or batch_size < 1:
             raise DAError(f"stage shot: epochs must be >= 0 and batch_size >= 1, got {epochs} and {batch_size}")
         self.epochs, self.batch_size = epochs, batch_size
@@ -55,7 +59,9 @@ class Shot(Stage):
         self.entropy_weight, self.diversity_weight, self.cls_weight = entropy_weight, diversity_weight, cls_weight
         self.rounds = rounds
         self.max_steps = max_steps  # > 0: at most this many steps (a large target split: fewer, longer epochs)
+        self.class_threshold = class_threshold  # partial setting: centroids for classes predicted more often
         self.labels = torch.empty(0, dtype=torch.long)
+        self.setting = "closed"  # the run's label-set setting (da.data.label_sets), set when the stage starts
 
     def per_epoch(self, run: "Run") -> int:
         n = len(run.domains.target_train)
@@ -80,6 +86,18 @@ class Shot(Stage):
         generator = torch.Generator().manual_seed(run.config.seed + SEED_OFFSET)
         return {"target": IndexedBatches(run.domains.target_train, self.batch_size, generator, run.device)}
 
+    def check_data(self, config: Any, domains: Any) -> None:
+        if domains.setting not in ("closed", "partial", "open_set"):
+            raise DAError(f"stage shot has closed-set, partial and open-set variants, and this config is {domains.setting}; "
+                          f"use ovanet for the universal setting")
+
+    def fill_slots(self, run: "Run", fresh: bool) -> None:
+        """The open-set variant calls high-entropy target images unknown: an ``EntropyRule`` in the
+        model's ``unknown`` slot, whose threshold each pseudo-labelling refits."""
+        self.setting = run.domains.setting
+        if self.setting == "open_set" and run.model.unknown is None:
+            run.model.unknown = EntropyRule().to(run.device)
+
     def begin(self, ctx: "StageContext") -> None:
         self._modes(ctx.run)
 
@@ -97,13 +115,26 @@ class Shot(Stage):
     def refresh_labels(self, run: "Run") -> None:
         """Pseudo-labels of every target train image, from the current extractor in eval mode."""
         m = run.model
-        features, probs = [], []
+        features, logits = [], []
         with m.eval_mode():
             for x, _ in run.domains.target_train.batches(2000):
                 f = m.embed(x, "target")
                 features.append(f)
-                probs.append(m.head(f).softmax(1))
-        self.labels = cluster_pseudo_labels(torch.cat(features), torch.cat(probs), self.rounds)
+                logits.append(m.head(f))
+        f, out = torch.cat(features), torch.cat(logits)
+        if self.setting != "open_set":
+            min_count = self.class_threshold if self.setting == "partial" else None
+            self.labels = cluster_pseudo_labels(f, out.softmax(1), self.rounds, min_count).cpu()
+            return
+        # SHOT's open-set variant (its image_target_oda.py): a 2-means split of the normalised entropies;
+        # the high-entropy cluster is unknown (label K, left out of the losses), the rest clustered as usual.
+        centres, high = two_means(EntropyRule.entropy(out).cpu())
+        m.unknown.threshold.fill_(centres.mean().item())
+        self.labels = torch.full((len(f),), run.domains.label_sets.unknown, dtype=torch.long)
+        known = ~high
+        if known.any():
+            self.labels[known] = cluster_pseudo_labels(f[known.to(f.device)], out[known.to(out.device)].softmax(1),
+                                                       self.rounds).cpu()
 
     def step(self, ctx: "StageContext", step: int, batch: dict[str, tuple[Tensor, Tensor]], log: bool) -> Iterator[Update]:
         run, m = ctx.run, ctx.run.model
@@ -112,16 +143,24 @@ class Shot(Stage):
             self.refresh_labels(run)
         logits = m.head(m.embed(x, "target"))
         entropy, diversity = information_maximisation(logits)
-        total = self.entropy_weight * entropy - self.diversity_weight * diversity
+        diversity_weight = 0.0 if self.setting == "partial" else self.diversity_weight  # SHOT's partial: gent off
+        labels = self.labels[index].to(logits.device) if len(self.labels) else None
+        if self.setting == "open_set" and labels is not None:  # only images clustered as known enter the losses
+            known = labels < logits.shape[1]
+            entropy = information_maximisation(logits[known])[0] if known.any() else logits.new_zeros(())
+            logits_k, labels = logits[known], labels[known]
+        else:
+            logits_k = logits
+        total = self.entropy_weight * entropy - diversity_weight * diversity
         if self.cls_weight > 0:
-            pseudo = F.cross_entropy(logits, self.labels[index].to(logits.device))
+            pseudo = F.cross_entropy(logits_k, labels) if len(labels) else logits.new_zeros(())
             total = total + self.cls_weight * pseudo
         scalars: dict[str, Any] = {}
         if log:
             scalars = {"loss/total": total.detach(), "shot/entropy": entropy.detach(), "shot/diversity": diversity.detach()}
             if self.cls_weight > 0:
                 scalars["shot/pseudo_label_ce"] = pseudo.detach()
-                scalars["shot/pseudo_label_agreement"] = (logits.argmax(1).cpu() == self.labels[index]).float().mean()
+                scalars["shot/pseudo_label_agreement"] = (logits_k.argmax(1) == labels).float().mean()
         yield Update(total, scalars=scalars)
 
     def state_dict(self) -> dict[str, Any]:

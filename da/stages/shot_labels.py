@@ -22,19 +22,24 @@ def cosine_assign(features: Tensor, centroids: Tensor, present: Tensor) -> Tenso
 
 
 @torch.no_grad()
-def cluster_pseudo_labels(features: Tensor, probs: Tensor, rounds: int = 1) -> Tensor:
+def cluster_pseudo_labels(features: Tensor, probs: Tensor, rounds: int = 1, min_count: int | None = None) -> Tensor:
     """SHOT's pseudo-labels: soft-weighted centroids, nearest by cosine, then ``rounds`` hard refinements.
 
     ``features`` (N, d), ``probs`` (N, K) softmax outputs of the frozen head; returns int64 (N,).
+    ``min_count``: only classes the head predicts more often than that may be assigned (SHOT's
+    ``labelset``, ``cls_count > threshold``, which its partial setting relies on); None: every class
+    with probability mass.
     """
     f = torch.cat([features.float(), features.new_ones(len(features), 1).float()], 1)
     f = F.normalize(f, dim=1)
     weights = probs.float()
     labels = torch.empty(0)
+    counts = torch.bincount(probs.argmax(1), minlength=probs.shape[1])
     for _ in range(rounds + 1):
         mass = weights.sum(0)
         centroids = weights.T @ f / (mass.unsqueeze(1) + 1e-8)
-        labels = cosine_assign(f, centroids, mass > 0)
+        present = mass > 0 if min_count is None else counts > min_count
+        labels = cosine_assign(f, centroids, present)
         weights = F.one_hot(labels, probs.shape[1]).float()
     return labels
 

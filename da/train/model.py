@@ -13,6 +13,8 @@ from da.adapters.base import Adapter
 from da.data import DataSplit
 from da.domains import Domains
 from da.models.domain_norm import DomainBatchNorm, routed
+from da.models.unknown import decide
+from da.train.label_metrics import open_set_metrics
 from da.validators import score
 
 EVAL_BATCH = 2000
@@ -37,10 +39,11 @@ def accuracy(predict: Callable[[Tensor], Tensor], split: DataSplit, batch_size: 
 
 
 @torch.no_grad()
-def confusion_matrix(predict: Callable[[Tensor], Tensor], split: DataSplit, num_classes: int) -> Tensor:
-    """Counts of (true class, predicted class) over ``split``: row i holds the images of class i."""
-    logits, y = predictions(predict, split)
-    counts = torch.bincount(y.to(logits.device) * num_classes + logits.argmax(1), minlength=num_classes * num_classes)
+def confusion_matrix(classify: Callable[[Tensor], Tensor], split: DataSplit, num_classes: int) -> Tensor:
+    """Counts of (true class, predicted label) over ``split``: row i holds the images of class i.
+    ``classify`` maps images to labels (``Model.labels``)."""
+    labels, y = predictions(classify, split)
+    counts = torch.bincount(y.to(labels.device) * num_classes + labels, minlength=num_classes * num_classes)
     return counts.reshape(num_classes, num_classes).cpu()
 
 
@@ -63,7 +66,8 @@ class Model:
 
     Slots (``SLOTS``): ``encoders``, an encoder of a domain's own in place of the shared extractor
     (ADDA's target encoder); ``transform``, a map between the features and the head, ``transform(f,
-    domain)`` (subspace alignment's); ``head_2``, a second classifier (MCD's). A stage declares the
+    domain)`` (subspace alignment's); ``head_2``, a second classifier (MCD's); ``unknown``, a rule
+    that calls a target image unknown (SHOT's open-set entropy split). A stage declares the
     slots it fills (``Stage.fills_slots``) and fills them in ``Stage.fill_slots``.
     """
 
@@ -78,6 +82,11 @@ class Model:
     encoders: dict[str, nn.Module] = field(default_factory=dict)
     transform: nn.Module | None = None
     head_2: nn.Module | None = None
+    #: Open-set and universal settings: the label of "unknown" (the number of source classes), and
+    #: the ``unknown`` slot, a rule (``da.models.unknown``) that a stage or ``model.unknown_threshold``
+    #: fills; the adapter may call images unknown too (``Adapter.unknown``).
+    unknown_label: int | None = None
+    unknown: nn.Module | None = None
 
     def features(self, x: Tensor) -> Tensor:
         """The features the adapter and the adaptation stage's head read."""
@@ -103,11 +112,28 @@ class Model:
             return lambda x: self.head(self.extractor(x))
         return lambda x: self.head(self.embed(x, domain))
 
+    def unknown_mask(self, z: Tensor, logits: Tensor) -> Tensor | None:
+        """Where the adapter or the ``unknown`` rule calls an image unknown (None: nothing can)."""
+        if self.unknown_label is None:
+            return None
+        masks = [m for m in (self.adapter.unknown(z, logits), self.unknown(z, logits) if self.unknown is not None
+                             else None) if m is not None]
+        return torch.stack(masks).any(0) if masks else None
+
+    def labels(self, domain: str, adapted: bool) -> Callable[[Tensor], Tensor]:
+        """Images -> labels: the head's argmax, or ``unknown_label`` where an open-set rule says so."""
+        def classify(x: Tensor) -> Tensor:
+            z = self.embed(x, domain) if adapted else self.extractor(x)
+            logits = self.head(z)
+            return decide(logits, self.unknown_label, self.unknown_mask(z, logits))
+        return classify
+
     def parts(self) -> dict[str, nn.Module]:
         """Every module that holds weights, by the name its checkpoint entry has."""
         out = {"extractor": self.extractor, "head": self.head, "adapter": self.adapter}
         out.update({f"encoder.{domain}": encoder for domain, encoder in self.encoders.items()})
-        out.update({name: m for name, m in (("transform", self.transform), ("head_2", self.head_2)) if m is not None})
+        out.update({name: m for name, m in (("transform", self.transform), ("head_2", self.head_2),
+                                            ("unknown", self.unknown)) if m is not None})
         return out
 
     def modules(self) -> tuple[nn.Module, ...]:
@@ -133,6 +159,17 @@ class Model:
             for sub, mode in modes:
                 sub.training = mode
 
+    def target_figures(self, domains: Domains, adapted: bool) -> dict[str, float]:
+        """``target_test_acc`` (unknown counts as a class where the setting has it) and, in the open
+        settings, OS, OS*, UNK and H-score (``da.train.label_metrics``)."""
+        sets = domains.label_sets
+        if sets is None or not sets.open:
+            labels, y = predictions(self.labels("target", adapted), domains.target_test)
+            return {"target_test_acc": (labels == y.to(labels.device)).sum().item() / max(len(y), 1)}
+        confusion = confusion_matrix(self.labels("target", adapted), domains.target_test, sets.unknown + 1)
+        figures = open_set_metrics(confusion, sets.target_indices()[:-1], sets.unknown)
+        return {"target_test_acc": confusion.diagonal().sum().item() / max(confusion.sum().item(), 1), **figures}
+
     def evaluate(self, domains: Domains, adapted: bool = True) -> dict[str, float]:
         return self.evaluate_and_score(domains, adapted, scores=False)[0]
 
@@ -148,7 +185,7 @@ class Model:
                 "source_val_acc": (source_logits.argmax(1) == source_y.to(source_logits.device)).sum().item()
                 / max(len(domains.source_val), 1),
                 "source_test_acc": accuracy(self.predict("source", adapted), domains.source_test),
-                "target_test_acc": accuracy(self.predict("target", adapted), domains.target_test),
+                **self.target_figures(domains, adapted),
             }
             if not scores:
                 return accs, {}

@@ -12,6 +12,7 @@ from typing import Any
 from da.checkpoint import load_checkpoint
 from da.errors import DAError
 from da.run_files import replace_atomically
+from da.train.label_metrics import OPEN_METRICS
 from da.train.run import Run, StageContext
 from da.validators import VALIDATORS, pick
 
@@ -66,7 +67,7 @@ def restore_best(run: "Run") -> None:
                       f"step {best['step']}; rerun from scratch")
     run.model.load_state_dict(state["model"])  # the slots already have their shape: load the weights as they are
     replace_atomically(run.checkpoint_path, lambda tmp: tmp.write_bytes(run.best_path.read_bytes()))
-    run.evaluations.accuracies = {k: best[k] for k in ACCURACIES}
+    run.evaluations.accuracies = {k: best[k] for k in (*ACCURACIES, *OPEN_METRICS) if k in best}
     run.early_stopping.restored = {
         "validator": rule.validator, "patience": rule.patience, "restored_step": best["step"],
         "score": best["scores"][rule.validator], "stopped_early_at": run.early_stopping.stopped_at,
@@ -85,5 +86,6 @@ def selections(history: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         chosen = pick(history, rule)
         row = by_step[chosen["step"]]
         out[rule] = {"step": row["step"], "target_test_acc": row["target_test_acc"],
-                     "source_test_acc": row["source_test_acc"], "score": chosen.get("score")}
+                     "source_test_acc": row["source_test_acc"], "score": chosen.get("score"),
+                     **{k: row[k] for k in OPEN_METRICS if k in row}}
     return out

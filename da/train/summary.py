@@ -8,6 +8,7 @@ import torch
 
 from da.config import Config, flat_keys, to_dict
 from da.domains import Domains
+from da.train.label_metrics import OPEN_METRICS
 from da.train.model import confusion_matrix, per_class_accuracy
 from da.train.run import Run
 from da.train.selection import selections
@@ -34,8 +35,10 @@ def target_labels_record(config: Config, domains: Domains, indices: bool) -> dic
 def make_summary(run: "Run") -> dict[str, Any]:
     """summary.json's fields, from the config and what the run carried to its end."""
     config, found, throughput = run.config, run.evaluations, run.throughput
+    sets = run.domains.label_sets
+    size = run.domains.num_classes + (1 if sets is not None and sets.open else 0)  # the open settings: unknown, last
     with run.model.eval_mode():
-        confusion = confusion_matrix(run.model.predict("target", True), run.domains.target_test, run.domains.num_classes)
+        confusion = confusion_matrix(run.model.labels("target", True), run.domains.target_test, size)
     return {
         "name": config.name, "adapter": config.adapter.name, "seed": config.seed,
         "source": config.data.source, "target": config.data.target, "backbone": config.model.backbone,
@@ -43,6 +46,10 @@ def make_summary(run: "Run") -> dict[str, Any]:
         "pretrain_steps": config.pretrain.steps, "steps": config.train.steps, "batch_size": config.train.batch_size,
         "source_test_acc": found.accuracies["source_test_acc"], "target_test_acc": found.accuracies["target_test_acc"],
         "source_val_acc": found.accuracies["source_val_acc"],
+        # The label sets (da.data.label_sets); the open settings add OS, OS*, UNK and the H-score.
+        "setting": run.domains.setting,
+        **({"label_sets": sets.record()} if sets is not None and sets.setting != "closed" else {}),
+        **{k: found.accuracies[k] for k in OPEN_METRICS if k in found.accuracies},
         # Of the final model, which target classes it gets wrong and as what (rows: true class).
         "target_test_per_class_acc": per_class_accuracy(confusion), "target_test_confusion": confusion.tolist(),
         **{f"pretrain_{k}": v for k, v in found.pretrain.items()},
