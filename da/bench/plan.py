@@ -30,6 +30,7 @@ import yaml
 from da.composition import build_config
 from da.config import Config, read_yaml, set_value, to_dict
 from da.errors import DAError
+from da.registry import ADAPTERS
 
 #: The adapter name whose runs train on the target's labels: an upper bound, not an adapter.
 TARGET_ONLY = "target_only"
@@ -281,9 +282,19 @@ def pretrain_key(config: dict[str, Any], across_targets: bool = False) -> str:
     """
     defaults = to_dict(Config())
     shared = {k: _changed(config[k], defaults[k]) for k in ("seed", "device", "data", "model", "pretrain")}
+    shared["model"].pop("unknown_threshold", None)  # read at evaluation only: the source model is the same
+    extra = head_extra(config["adapter"])
+    if extra:  # OSBP's head has an unknown column: its source model is trained with it
+        shared["head_extra"] = extra
     if across_targets:
         shared["data"] = {k: v for k, v in shared["data"].items() if k != "target"}
     return hashlib.sha1(json.dumps(shared, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def head_extra(adapter: dict[str, Any]) -> int:
+    """The head columns an adapter (or adapter list) adds beyond the classes (OSBP: 1)."""
+    parts = adapter.get("parts") or [adapter]
+    return max(getattr(ADAPTERS.get(p["name"]), "head_extra", 0) if p.get("name") in ADAPTERS else 0 for p in parts)
 
 
 def _changed(value: Any, default: Any) -> Any:

@@ -59,12 +59,12 @@ def check_label_sets(config: Config, domains: Domains, stages: list[Any]) -> Non
 
 def open_model(model: Model, config: Config, domains: Domains) -> Model:
     """In the open settings: the model's ``unknown`` label, and the confidence rule of
-    ``model.unknown_threshold`` in its ``unknown`` slot."""
+    ``model.unknown_threshold``."""
     sets = domains.label_sets
     if sets is None or not sets.open:
         return model
     model.unknown_label = sets.unknown
     if config.model.unknown_threshold is not None:
         rule = ConfidenceRule(config.model.unknown_threshold, known=sets.unknown)
-        model.unknown = rule.to(next(model.head.parameters()).device)
+        model.confidence = rule.to(next(model.head.parameters()).device)
     return model

@@ -82,11 +82,13 @@ class Model:
     encoders: dict[str, nn.Module] = field(default_factory=dict)
     transform: nn.Module | None = None
     head_2: nn.Module | None = None
-    #: Open-set and universal settings: the label of "unknown" (the number of source classes), and
-    #: the ``unknown`` slot, a rule (``da.models.unknown``) that a stage or ``model.unknown_threshold``
-    #: fills; the adapter may call images unknown too (``Adapter.unknown``).
+    #: Open-set and universal settings: the label of "unknown" (the number of source classes); the
+    #: ``unknown`` slot, a rule (``da.models.unknown``) a stage fits (SHOT's entropy split, checkpointed);
+    #: ``confidence``, the rule of ``model.unknown_threshold`` (rebuilt from the config, not saved);
+    #: the adapter may call images unknown too (``Adapter.unknown``).
     unknown_label: int | None = None
     unknown: nn.Module | None = None
+    confidence: nn.Module | None = None
 
     def features(self, x: Tensor) -> Tensor:
         """The features the adapter and the adaptation stage's head read."""
@@ -116,8 +118,8 @@ class Model:
         """Where the adapter or the ``unknown`` rule calls an image unknown (None: nothing can)."""
         if self.unknown_label is None:
             return None
-        masks = [m for m in (self.adapter.unknown(z, logits), self.unknown(z, logits) if self.unknown is not None
-                             else None) if m is not None]
+        rules = [rule(z, logits) for rule in (self.unknown, self.confidence) if rule is not None]
+        masks = [m for m in (self.adapter.unknown(z, logits), *rules) if m is not None]
         return torch.stack(masks).any(0) if masks else None
 
     def labels(self, domain: str, adapted: bool) -> Callable[[Tensor], Tensor]:
