@@ -291,10 +291,12 @@ def pretrain_key(config: dict[str, Any], across_targets: bool = False) -> str:
     return hashlib.sha1(json.dumps(shared, sort_keys=True).encode()).hexdigest()[:8]
 
 
-def head_extra(adapter: dict[str, Any]) -> int:
-    """The head columns an adapter (or adapter list) adds beyond the classes (OSBP: 1)."""
-    parts = adapter.get("parts") or [adapter]
-    return max(getattr(ADAPTERS.get(p["name"]), "head_extra", 0) if p.get("name") in ADAPTERS else 0 for p in parts)
+def head_extra(adapter: Any) -> int:
+    """The head columns an adapter (a name, ``{name: ...}`` or a list of them) adds beyond the classes (OSBP: 1)."""
+    parts = adapter if isinstance(adapter, list) else (adapter.get("parts") or [adapter]) if isinstance(adapter, dict) \
+        else [adapter]
+    names = [p.get("name") if isinstance(p, dict) else p for p in parts]
+    return max((getattr(ADAPTERS.get(n), "head_extra", 0) for n in names if n in ADAPTERS), default=0)
 
 
 def _changed(value: Any, default: Any) -> Any:

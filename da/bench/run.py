@@ -10,6 +10,7 @@ from typing import Any
 
 from torch.utils.tensorboard import SummaryWriter
 
+from da.bench.label_shift import label_shift_section
 from da.bench.launch import Outcome, PerRun, launch
 from da.bench.matrix_plot import matrix_plot, wants_matrix
 from da.bench.online import online_section
@@ -21,6 +22,7 @@ from da.errors import DAError
 from da.evaluate import load_run
 from da.run_files import write_text_atomic
 from da.train import batched
+from da.train.label_metrics import OPEN_METRICS
 
 #: The literature's MNIST <-> USPS figures (package data, so an installed da has them too).
 ANCHORS = Path(__file__).with_name("anchors.yaml")
@@ -119,7 +121,8 @@ def collect_rows(specs: list[RunSpec], out: Path, families: dict[str, str] | Non
                          "family": families.get(spec.adapter, spec.adapter), "score": pick.get("score"),
                          "online_acc": summary.get("online_acc"),
                          "pretrain_target_test_acc": summary.get("pretrain_target_test_acc"),
-                         "backbone": summary.get("backbone")})
+                         "backbone": summary.get("backbone"), "setting": summary.get("setting"),
+                         **{k: pick[k] for k in OPEN_METRICS if k in pick}})
     return rows
 
 
@@ -135,9 +138,9 @@ def write_reports(bench: BenchConfig, rows: list[dict[str, Any]], specs: list[Ru
     note = augmentation_note([spec.config for spec in specs if spec.adapter != "pretrain"])
     speeds = [{"adapter": spec.adapter, "images_per_s": summary["train_imgs_per_s"], "online": "online_acc" in summary,
                "batch_size": _stream_batch(out / spec.key)} for spec, summary in finished if spec.adapter != "pretrain"]
-    online = "\n".join(online_section(rows, speeds))
+    extra = "\n".join([*online_section(rows, speeds), *label_shift_section(rows)])
     text = markdown(rows, load_anchors(ANCHORS), walls, [note] if note else [], per_class)
-    write_text_atomic(out / "results.md", text + ("\n" + online if online else ""))
+    write_text_atomic(out / "results.md", text + ("\n" + extra if extra else ""))
     accuracy_plot(rows, out / "accuracy.png")
     if wants_matrix(rows):
         matrix_plot(rows, out / "matrix.png")
