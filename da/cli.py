@@ -240,6 +240,7 @@ def print_label_sets(config) -> None:
     specs = [v for v in (config.data.source, config.data.target) if not isinstance(v, list)]
     if config.data.setting is None and not any(isinstance(v, dict) and "classes" in v for v in specs):
         return
+    # Imported here, not at the top, for start-up time: each command loads only the modules it uses.
     import torch
 
     from da.domains import load_domains

@@ -10,7 +10,7 @@ import torch
 from da.composition import build_config, train
 from da.registry import ADAPTERS
 from da.train import TIMING_FIELDS
-from tests.conftest import ROOT, one_line_error, stopped_then_resumed, tiny_config
+from tests.conftest import ROOT, one_line_error, open_set_source, stopped_then_resumed, tiny_config
 from tests.image_data import write_folder
 
 
@@ -36,6 +36,7 @@ def test_every_adapter_runs_on_image_folders(name, folders, tmp_path):
     cfg = image_config(folders, pretrain={"steps": 2, "batch_size": 8},
                        train={"steps": 2, "batch_size": 8, "eval_every": 2, "fit_samples": 16})
     cfg["adapter"] = adapter
+    cfg["data"]["source"] = open_set_source(name, cfg["data"]["source"])
     summary = train(build_config(cfg), tmp_path, show_progress=False)
     assert summary["adapter"] == name and 0.0 <= summary["target_test_acc"] <= 1.0
     assert summary["skipped_images"] == {"source": 0, "target": 0}

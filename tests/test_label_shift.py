@@ -311,3 +311,23 @@ def test_label_sets_record():
     assert sets.record() == {"setting": "universal", "source": ["0", "1", "2"], "target": ["1", "2", "3"],
                              "shared": ["1", "2"], "source_private": ["0"], "target_private": ["3"]}
     assert sets.target_indices() == [1, 2, 3]
+
+
+def test_image_folders_match_classes_by_name(tmp_path):
+    """Folder names are the classes: the source's order is the label order, a target folder the source
+    lacks is unknown, and a target ``classes`` list leaves the other folders out."""
+    from da.config import DataConfig
+    from da.domains import load_domains
+    from tests.image_data import write_folder
+
+    write_folder(tmp_path / "s", classes=("b", "a", "c"), per_class=3)
+    write_folder(tmp_path / "t", classes=("c", "a", "d"), per_class=3, seed=1)
+    cfg = dict(source={"folder": str(tmp_path / "s")}, target={"folder": str(tmp_path / "t")}, source_val_size=2)
+    with pytest.raises(DAError, match="classes differ"):
+        load_domains(DataConfig(**cfg), torch.device("cpu"))
+    d = load_domains(DataConfig(**cfg, setting="universal"), torch.device("cpu"))
+    assert d.label_sets.source == ("a", "b", "c") and d.label_sets.target_private == ("d",)
+    assert sorted(d.target_test.y.tolist()) == [0] * 3 + [2] * 3 + [3] * 3  # a -> 0, c -> 2, d -> unknown (3)
+    partial = {**cfg, "target": {"folder": str(tmp_path / "t"), "classes": ["a", "c"]}}
+    d = load_domains(DataConfig(**partial), torch.device("cpu"))
+    assert d.setting == "partial" and sorted(d.target_test.y.tolist()) == [0] * 3 + [2] * 3

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from conftest import stopped_then_resumed, tiny_config
+from conftest import open_set_source, stopped_then_resumed, tiny_config
 from da.composition import build_config, train
 from da.registry import ADAPTERS
 from da.train import TIMING_FIELDS
@@ -26,6 +26,7 @@ def config_for(name: str, precision: str, **train_kw) -> dict:
                       train={"steps": 3, "batch_size": 16, "eval_every": 3, "log_every": 1, "precision": precision,
                              **train_kw})
     cfg["adapter"] = {"name": name}
+    cfg["data"]["source"] = open_set_source(name, cfg["data"]["source"])
     return cfg
 
 

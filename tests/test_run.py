@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from conftest import one_line_error, tb_tags, tiny_config
+from conftest import one_line_error, open_set_source, tb_tags, tiny_config
 from da import Adapter, register_adapter
 from da.checkpoint import load_checkpoint
 from da.adapters.base import trained_by_stage
@@ -166,6 +166,7 @@ def test_every_registered_adapter_changes_what_the_loop_trains(name, tmp_path, m
         adapter.update(dims=8, classifier="linear")  # the 1-NN classifier has no steps: test_subspace_head.py
     cfg = tiny_config(train={"steps": 3, "eval_every": 3, "fit_samples": 64})
     cfg["adapter"] = adapter
+    cfg["data"]["source"] = open_set_source(name, cfg["data"]["source"])
 
     def run(folder: str) -> tuple[dict, dict]:
         (tmp_path / folder).mkdir()

@@ -28,9 +28,9 @@ from typing import Any
 import yaml
 
 from da.composition import build_config
+from da.composition.label_shift import head_extra
 from da.config import Config, read_yaml, set_value, to_dict
 from da.errors import DAError
-from da.registry import ADAPTERS
 
 #: The adapter name whose runs train on the target's labels: an upper bound, not an adapter.
 TARGET_ONLY = "target_only"
@@ -283,20 +283,12 @@ def pretrain_key(config: dict[str, Any], across_targets: bool = False) -> str:
     defaults = to_dict(Config())
     shared = {k: _changed(config[k], defaults[k]) for k in ("seed", "device", "data", "model", "pretrain")}
     shared["model"].pop("unknown_threshold", None)  # read at evaluation only: the source model is the same
-    extra = head_extra(config["adapter"])
+    extra = head_extra(build_config(config))
     if extra:  # OSBP's head has an unknown column: its source model is trained with it
         shared["head_extra"] = extra
     if across_targets:
         shared["data"] = {k: v for k, v in shared["data"].items() if k != "target"}
     return hashlib.sha1(json.dumps(shared, sort_keys=True).encode()).hexdigest()[:8]
-
-
-def head_extra(adapter: Any) -> int:
-    """The head columns an adapter (a name, ``{name: ...}`` or a list of them) adds beyond the classes (OSBP: 1)."""
-    parts = adapter if isinstance(adapter, list) else (adapter.get("parts") or [adapter]) if isinstance(adapter, dict) \
-        else [adapter]
-    names = [p.get("name") if isinstance(p, dict) else p for p in parts]
-    return max((getattr(ADAPTERS.get(n), "head_extra", 0) for n in names if n in ADAPTERS), default=0)
 
 
 def _changed(value: Any, default: Any) -> Any:

@@ -21,11 +21,19 @@ from da.train.model import Model
 CLOSED_SET = ("closed", "partial")
 
 
+def _entries(config: Config) -> list[Any]:
+    spec = config.adapter
+    return [ADAPTERS.get(p.name) for p in spec.parts] if spec.parts else [ADAPTERS.get(spec.name)]
+
+
 def adapter_settings(config: Config) -> tuple[str, ...]:
     """The settings the configured adapter (or adapter list: any part's) is meant for."""
-    spec = config.adapter
-    entries = [ADAPTERS.get(p.name) for p in spec.parts] if spec.parts else [ADAPTERS.get(spec.name)]
-    return tuple(dict.fromkeys(s for e in entries for s in getattr(e, "settings", CLOSED_SET)))
+    return tuple(dict.fromkeys(s for e in _entries(config) for s in getattr(e, "settings", CLOSED_SET)))
+
+
+def head_extra(config: Config) -> int:
+    """The head columns the configured adapter adds beyond the classes (OSBP's unknown: 1)."""
+    return max(getattr(e, "head_extra", 0) for e in _entries(config))
 
 
 def check_label_sets(config: Config, domains: Domains, stages: list[Any]) -> None:

@@ -15,7 +15,7 @@ from da.adapters.base import Adapter, trained_by_stage
 from da.adapters.compose import Composite
 from da.adapters.per_source import per_source
 from da.adapters.source_only import SourceOnly
-from da.composition.label_shift import open_model
+from da.composition.label_shift import head_extra, open_model
 from da.config import LOOP_PROVIDED, AdapterConfig, Config
 from da.domains import Domains
 from da.errors import DAError
@@ -68,7 +68,7 @@ def build_model(config: Config, domains: Domains, device: torch.device) -> Model
                       "has none; add one with model.bottleneck (e.g. 256) or set train.batch_norm: shared")
     # Channels-last convolution weights run LeNet's training step ~1.7x faster on CPU (oneDNN).
     extractor = extractor.to(device).to(memory_format=torch.channels_last)
-    adapter = build_adapter(config, extractor.out_features, domains.num_classes).to(device)
     # An open-set adapter may add columns to the head (OSBP's unknown class, the last).
-    head = linear_head(extractor.out_features, domains.num_classes + adapter.head_extra, config.model.head_dropout)
+    head = linear_head(extractor.out_features, domains.num_classes + head_extra(config), config.model.head_dropout)
+    adapter = build_adapter(config, extractor.out_features, domains.num_classes).to(device)  # after the head: seeded draws
     return open_model(Model(extractor, head.to(device), adapter, domain_norms=norms), config, domains)

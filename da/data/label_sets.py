@@ -26,6 +26,7 @@ import torch
 
 from da.data.domain import DomainData
 from da.errors import DAError
+from da.registry import DATASETS
 
 Setting = Literal["closed", "partial", "open_set", "universal"]
 SETTINGS: tuple[str, ...] = ("closed", "partial", "open_set", "universal")
@@ -94,8 +95,11 @@ def show(names: Sequence[str], most: int = 12) -> str:
 
 def split_classes(value: Any) -> tuple[Any, list | None]:
     """``{name: usps, classes: [0, 1]}`` -> (``usps``, [0, 1]); a spec without ``classes``, an image
-    folder's spec (its ``classes`` is its own key) and a list of data sets come back unchanged, with None."""
+    folder's spec (its ``classes`` is its own key), a data set whose loader takes an option named
+    ``classes`` and a list of data sets come back unchanged, with None."""
     if not isinstance(value, Mapping) or "name" not in value or "classes" not in value:
+        return value, None
+    if value["name"] in DATASETS and "classes" in {o.name for o in DATASETS.get(value["name"]).options}:
         return value, None
     rest = {k: v for k, v in value.items() if k != "classes"}
     return (rest["name"] if len(rest) == 1 else rest), value["classes"]
