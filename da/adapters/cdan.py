@@ -3,6 +3,8 @@
 Long, Cao, Wang and Jordan, "Conditional Adversarial Domain Adaptation", NeurIPS 2018
 (arXiv:1705.10667). The discriminator sees features conditioned on the classifier's predictions,
 through the multilinear map f ⊗ g, or its randomized approximation when f ⊗ g is too wide.
+``label_smoothing`` softens the discriminator's targets (environment label smoothing, Zhang et al.,
+ICLR 2023; ``da.adapters.label_smoothing``).
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from torch import Tensor, nn
 from da.adapters.base import Adapter, binary_accuracy
 from da.adapters.class_weights import ClassWeighting
 from da.adapters.dann import dann_schedule, domain_discriminator
+from da.adapters.label_smoothing import check_label_smoothing, domain_targets
 from da.registry import register_adapter
 
 #: Above this width of f ⊗ g the randomized map is the default (f ⊗ g grows as F * C; LeNet on digits: 5000).
@@ -58,11 +61,14 @@ class CDAN(ClassWeighting, Adapter):
         randomized_dim: int = 1024,
         class_weights: bool = False,
         class_temperature: float = 0.1,
+        label_smoothing: float = 0.0,  # ELS (Zhang et al. 2023): targets 1 - eps (source) and eps (target)
     ) -> None:
         super().__init__()
         self.init_class_weights(class_weights, num_classes, class_temperature)  # PADA's, for the partial setting
         if randomized_dim <= 0:
             raise ValueError(f"randomized_dim must be positive, got {randomized_dim}")
+        check_label_smoothing("cdan", label_smoothing)
+        self.label_smoothing = float(label_smoothing)
         from pytorch_adapt.layers import GradientReversal, RandomizedDotProduct
 
         self.weight = weight
@@ -87,7 +93,7 @@ class CDAN(ClassWeighting, Adapter):
         # Predictions condition the discriminator but receive no gradient from it (authors' code, TLlib).
         g = torch.softmax(torch.cat([logits_s, logits_t]).detach(), dim=1)
         scores = self.discriminator(self.grl(self.condition(torch.cat([f_s, f_t]), g))).squeeze(1)
-        labels = torch.cat([scores.new_ones(len(f_s)), scores.new_zeros(len(f_t))])
+        labels = domain_targets(scores, len(f_s), len(f_t), self.label_smoothing)
         per_sample = F.binary_cross_entropy_with_logits(scores, labels, reduction="none")
         classes = self.domain_weights(y_s, logits_t)
         if classes is not None:
@@ -101,6 +107,6 @@ class CDAN(ClassWeighting, Adapter):
         scalars = {
             "domain_loss": domain_loss.detach(),
             "reversal_weight": torch.tensor(lam),
-            "discriminator_acc": binary_accuracy(scores, labels),
+            "discriminator_acc": binary_accuracy(scores, (labels > 0.5).float()),
         }
         return self.weight * domain_loss, scalars

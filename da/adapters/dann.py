@@ -1,6 +1,8 @@
 """Domain-adversarial training with a gradient reversal layer.
 
 Ganin et al., "Domain-Adversarial Training of Neural Networks", JMLR 2016 (arXiv:1505.07818).
+``label_smoothing`` softens the discriminator's targets (environment label smoothing, Zhang et al.,
+ICLR 2023; ``da.adapters.label_smoothing``).
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from torch import nn
 
 from da.adapters.base import Adapter, binary_accuracy
 from da.adapters.class_weights import ClassWeighting
+from da.adapters.label_smoothing import check_label_smoothing, domain_targets
 from da.registry import register_adapter
 
 
@@ -53,11 +56,14 @@ class DANN(ClassWeighting, Adapter):
         gamma: float = 10.0,
         class_weights: bool = False,
         class_temperature: float = 0.1,
+        label_smoothing: float = 0.0,  # ELS (Zhang et al. 2023): targets 1 - eps (source) and eps (target)
     ) -> None:
         super().__init__()
+        check_label_smoothing("dann", label_smoothing)
         self.weight = weight
         self.gamma = gamma
         self.init_class_weights(class_weights, num_classes, class_temperature)  # PADA's, for the partial setting
+        self.label_smoothing = float(label_smoothing)
         from pytorch_adapt.layers import GradientReversal  # imported here: it pulls in torchmetrics (seconds)
 
         self.grl = GradientReversal(weight=0.0)
@@ -67,11 +73,11 @@ class DANN(ClassWeighting, Adapter):
         lam = dann_schedule(progress, self.gamma)
         self.grl.update_weight(lam)
         scores = self.discriminator(self.grl(torch.cat([f_s, f_t]))).squeeze(1)
-        labels = torch.cat([scores.new_ones(len(f_s)), scores.new_zeros(len(f_t))])
+        labels = domain_targets(scores, len(f_s), len(f_t), self.label_smoothing)
         domain_loss = F.binary_cross_entropy_with_logits(scores, labels, weight=self.domain_weights(y_s, logits_t))
         scalars = {
             "domain_loss": domain_loss.detach(),
             "reversal_weight": torch.tensor(lam),
-            "discriminator_acc": binary_accuracy(scores, labels),
+            "discriminator_acc": binary_accuracy(scores, (labels > 0.5).float()),
         }
         return self.weight * domain_loss, scalars

@@ -1,16 +1,19 @@
 """Checks that need the data's sizes, made before a run folder exists (and by ``--dry-run``): a
-batch larger than the split it is drawn from, and what loading the splits refuses (a validation
-split larger than the training set, more labels per class than a class holds)."""
+batch larger than the split it is drawn from, what loading the splits refuses (a validation
+split larger than the training set, more labels per class than a class holds), and an adapter
+setting of the right type that the adapter still refuses (built once, at the data's class count)."""
 from __future__ import annotations
 
 import torch
 
 from da.composition.label_shift import check_label_sets
+from da.composition.model import build_adapter
 from da.composition.stages import build_stage, stage_specs
 from da.config import Config
 from da.data.multi_source import smallest_source
 from da.domains import Domains, load_domains
 from da.errors import DAError
+from da.registry import BACKBONES
 
 
 def preflight(config: Config, device: torch.device, world_size: int = 1) -> Domains:
@@ -33,6 +36,9 @@ def preflight(config: Config, device: torch.device, world_size: int = 1) -> Doma
     for stage in stages:
         stage.check_data(config, domains)
     check_label_sets(config, domains, stages)
+    width = config.model.bottleneck or BACKBONES.get(config.model.backbone).out_features
+    if width is not None:  # a backbone whose width is known once built: its adapter is checked as the run builds it
+        build_adapter(config, width, domains.num_classes)
     if len(domains.source_val) == 0:
         raise DAError("config key data.source_val_size is 0: evaluation and model selection need source validation "
                       "images; give it a positive size (e.g. 1000)")

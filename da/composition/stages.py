@@ -11,6 +11,7 @@ from da.config.schema import Config, StageConfig
 from da.config.types import check_kwargs
 from da.errors import DAError
 from da.registry import ADAPTERS, STAGES
+from da.stages.adapt import sharpness_aware
 
 
 def check_stages(stages: list[StageConfig] | None) -> list[StageConfig] | None:
@@ -96,6 +97,10 @@ def check_stage_order(config: Config) -> None:
                           f"stage before it fills; put {' or '.join(fillers) or 'a stage that fills it'} before it")
         filled.update(stage.fills_slots)
         stage.check(config)
+    if config.train.sam_rho > 0 and not any(sharpness_aware(stage) for stage in stages):
+        raise DAError(f"config key train.sam_rho={config.train.sam_rho} makes the adapt stage's step sharpness-aware "
+                      f"(SDAT), and this run ({', '.join(name for name, _ in specs)}) has no adapt stage; set "
+                      f"train.sam_rho: 0")
 
 
 def check_test_time(config: Config, specs: list[tuple[str, dict[str, Any]]], stages: list[Any]) -> None:

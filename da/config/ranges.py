@@ -26,6 +26,7 @@ def check_ranges(config: Config) -> None:
         "train.extractor_lr_mult": config.train.extractor_lr_mult,
         "train.adapter_lr_mult": config.train.adapter_lr_mult, "data.source_val_size": config.data.source_val_size,
         "data.source_train_size": config.data.source_train_size, "train.source_weight": config.train.source_weight,
+        "train.sam_rho": config.train.sam_rho,
     }
     if config.model.bottleneck is not None:
         positive["model.bottleneck"] = config.model.bottleneck

@@ -119,6 +119,10 @@ class TrainConfig:
     #: adapter copy per source, as MDAN's discriminators); pooled applies one to the pooled sources.
     multi_source: Literal["per_source", "pooled"] = "per_source"
     source_weight: float = 1.0  # weight of the labelled-source cross-entropy (0: learn from target labels only)
+    #: > 0: SDAT (Rangwani et al. 2022): the adapt stage's step is sharpness-aware for the task loss,
+    #: a SAM ascent of this radius along its gradient, then the full loss there (da.train.sam); 0: off
+    sam_rho: float = 0.0
+    sam_adaptive: bool = False  # ASAM (Kwon et al. 2021): the radius scaled by each weight's magnitude
     early_stopping: Optional[EarlyStoppingConfig] = None
     fit_samples: int = 10000  # per domain, for closed-form adapters' fit
     precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"  # autocast of each step's forward (fp16: with a gradient

@@ -14,17 +14,19 @@ the best evaluation by a label-free validator. Methods that train in their own w
 """
 from __future__ import annotations
 
-from typing import Iterator
+import dataclasses
+from typing import Any, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from da.data import Sampler
+from da.errors import DAError
 from da.finetune import FineTuning
 from da.registry import register_stage
 from da.stages.augmentation import augmentation
-from da.stages.base import ParamGroup, Stage, Update
+from da.stages.base import OptimSettings, ParamGroup, Stage, Update
 from da.stages.joint import Alignment, alignment, joint_forward
 from da.train.selection import record_evaluation, restore_best, track_best
 from da.train.run import Run, StageContext
@@ -83,7 +85,33 @@ class Adapt(Stage):
         return ((2 * run.config.train.batch_size if self.unlabelled(run) else 0)
                 + (min(run.config.train.batch_size, len(labelled)) if labelled is not None else 0))
 
+    def settings(self, run: "Run") -> OptimSettings:
+        """The ``train:`` section's; SAM around the optimizer when ``train.sam_rho`` > 0 (SDAT)."""
+        base, t = super().settings(run), run.config.train
+        if not sharpness_aware(self) or t.sam_rho <= 0:
+            return base
+        return dataclasses.replace(base, sam_rho=t.sam_rho, sam_adaptive=t.sam_adaptive)
+
     def step(self, ctx: "StageContext", step: int, batch: dict[str, tuple[Tensor, Tensor]], log: bool) -> Iterator[Update]:
+        """One update of the task loss plus the adapter's; with ``train.sam_rho`` > 0 (SDAT, Rangwani et
+        al. 2022, ``examples/cdan_sdat.py``) first an ascent update: the task loss alone climbs
+        ``rho`` along its normalised gradient (SAM's ``first_step``), then the full loss at those
+        weights steps from the weights before the climb. The adapter's parameters (a discriminator)
+        get no gradient from the task loss, so they are not perturbed, as SDAT's discriminator, on an
+        optimizer of its own, is not."""
+        if ctx.run.config.train.sam_rho > 0:
+            task, _, _ = self.losses(ctx, step, batch, log=False, with_adapter=False)
+            yield Update(task, perturb=True)
+        task, align, values = self.losses(ctx, step, batch, log)
+        total = task + align.loss
+        if log:
+            values.update({"loss/total": total.detach(), "loss/task": task.detach(), "loss/adapter": align.loss.detach()})
+        yield Update(total, scalars=values if log else {})
+
+    def losses(self, ctx: "StageContext", step: int, batch: dict[str, tuple[Tensor, Tensor]], log: bool,
+               with_adapter: bool = True) -> tuple[Tensor, Alignment, dict[str, float | Tensor]]:
+        """The task loss (source cross-entropy, plus the labelled target's), the adapter's loss (zero
+        without ``with_adapter``) and the step's scalars, from one joint forward."""
         run, m, cfg = ctx.run, ctx.run.model, ctx.run.config.train
         progress = (step - 1) / cfg.steps
         unlabelled, labelled = self.unlabelled(run), "target_labelled" in batch
@@ -100,22 +128,26 @@ class Adapt(Stage):
             task = F.cross_entropy(logits[0], y_s, weight=class_weight(m.adapter, logits[0]))  # PADA's weights
             if cfg.source_weight != 1.0:
                 task = cfg.source_weight * task
-            align = alignment(m, run.dist, run.device.type, features[0], features[1], logits[0], logits[1], y_s, progress)
         else:
             task = logits[0].new_zeros(())
-            align = Alignment(task)
+        align = Alignment(task.new_zeros(()))
+        if unlabelled and with_adapter:
+            align = alignment(m, run.dist, run.device.type, features[0], features[1], logits[0], logits[1], y_s, progress)
         if labelled:
             target_loss = F.cross_entropy(logits[-1], y_l)
             task = task + target_loss
             values["loss/target_labelled"] = target_loss.detach()
-        total = task + align.loss
         if log:
-            values.update({"loss/total": total.detach(), "loss/task": task.detach(), "loss/adapter": align.loss.detach()})
             if unlabelled:
                 values["acc/source_batch"] = (logits[0].argmax(1) == y_s).float().mean()
             values.update({f"adapter/{k}": v for k, v in align.scalars.items()})
             values.update(self.fine_tuning.trainable_flags(step - 1))
-        yield Update(total, scalars=values if log else {})
+        return task, align, values
+
+    def check(self, config: Any) -> None:
+        if config.train.sam_rho > 0 and not sharpness_aware(self):
+            raise DAError(f"config key train.sam_rho={config.train.sam_rho} makes the adapt stage's step sharpness-aware "
+                          f"(SDAT), and stage {self.name!r} trains in its own way; set train.sam_rho: 0")
 
     def after_step(self, ctx: "StageContext", step: int) -> None:
         if self.fine_tuning is not None and self.fine_tuning.unfreezing_at(step):  # before this step's checkpoint
@@ -147,6 +179,11 @@ def class_weight(adapter, logits: Tensor) -> Tensor | None:
     if w is None or len(w) == logits.shape[1]:
         return w
     return torch.cat([w, w.new_ones(logits.shape[1] - len(w))])
+
+
+def sharpness_aware(stage: Stage) -> bool:
+    """The stage runs the adapt stage's joint step, which ``train.sam_rho`` > 0 makes SDAT's."""
+    return isinstance(stage, Adapt) and type(stage).step is Adapt.step
 
 
 def unfreeze(ctx: "StageContext", fine_tuning: FineTuning, lr: float, done: int) -> list[str]:

@@ -14,6 +14,8 @@ training mode (dropout, batch statistics of their own batch), so that the discri
 them apart only by domain, never by mode; the source encoder's batch-norm running statistics are
 kept as source training left them. The discriminator is the paper's 500-500 MLP without batch
 norm: the encoder step scores target batches alone, which a batch norm would centre on their own mean.
+``label_smoothing`` softens the discriminator's targets in its own step (environment label smoothing,
+Zhang et al., ICLR 2023; ``da.adapters.label_smoothing``); the encoder's inverted labels stay hard.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from torch import Tensor, nn
 
 from da.adapters.base import binary_accuracy
 from da.adapters.dann import domain_discriminator
+from da.adapters.label_smoothing import check_label_smoothing, domain_targets
 from da.registry import register_stage
 from da.stages.adapt import Adapt
 from da.stages.base import ParamGroup, Update
@@ -60,9 +63,11 @@ class ADDA(Adapt):
     fills_slots = ("encoders",)
     shown = {"loss": "loss/total"}
 
-    def __init__(self, hidden: int = 500, discriminator_lr_mult: float = 1.0) -> None:
+    def __init__(self, hidden: int = 500, discriminator_lr_mult: float = 1.0, label_smoothing: float = 0.0) -> None:
         super().__init__()
+        check_label_smoothing("stage adda", label_smoothing)
         self.hidden, self.discriminator_lr_mult = hidden, discriminator_lr_mult
+        self.label_smoothing = float(label_smoothing)
         self.discriminator: nn.Module | None = None
 
     def fill_slots(self, run: "Run", fresh: bool) -> None:
@@ -94,10 +99,11 @@ class ADDA(Adapt):
             f_s = m.features(x_s)
         f_t = m.encoders["target"](x_t)
         scores = self.discriminator(torch.cat([f_s, f_t.detach()])).squeeze(1)
-        labels = torch.cat([scores.new_ones(len(f_s)), scores.new_zeros(len(f_t))])
+        labels = domain_targets(scores, len(f_s), len(f_t), self.label_smoothing)
         d_loss = F.binary_cross_entropy_with_logits(scores, labels)
         yield Update(d_loss, "discriminator", {"adapter/discriminator_loss": d_loss.detach(),
-                                               "adapter/discriminator_acc": binary_accuracy(scores.detach(), labels)}
+                                               "adapter/discriminator_acc": binary_accuracy(scores.detach(),
+                                                                                            (labels > 0.5).float())}
                      if log else {})
         scores_t = self.discriminator(f_t).squeeze(1)
         g_loss = F.binary_cross_entropy_with_logits(scores_t, torch.ones_like(scores_t))  # inverted labels

@@ -13,6 +13,13 @@ scaled per class by its mean predicted probability), so rare or hard classes are
 The stage composes with any adapter that adds a loss (``adapter: [{name: cdan}, {name: mcc}]``):
 each step also computes the source cross-entropy (``source_weight``) and the adapter's loss on
 source and strongly augmented target features, as the adaptation stage does.
+
+Masked image consistency (MIC; Hoyer et al., CVPR 2023, ``cls/examples/cdan_mcc_sdat_masking.py``),
+``mask_ratio`` > 0: the teacher's view of each target image, with random patches of ``mask_block``
+pixels hidden (``da.data.patch_mask``), goes through the student, which learns the teacher's
+pseudo-label of the whole image, every image weighted by the teacher's confidence (MIC's
+``pseudo_label_weight: prob``; no threshold), times ``mask_weight``. The student must then use the
+context of what it sees to recognise the digit.
 """
 from __future__ import annotations
 
@@ -24,6 +31,7 @@ from torch import Tensor
 
 from da.data import Sampler
 from da.data.augment import RandomAffine
+from da.data.patch_mask import PatchMask, check_mask
 from da.data.strong_augment import StrongAugment
 from da.errors import DAError
 from da.registry import register_stage
@@ -53,7 +61,8 @@ class SelfTrain(Stage):
                  pseudo_weight: float = 1.0, consistency_weight: float = 0.0, source_weight: float = 1.0,
                  weak_translate: float = 0.0625, strong_rotate: float = 20.0,
                  strong_scale: Sequence[float] = (0.8, 1.2), strong_translate: float = 0.1,
-                 cutout: float = 0.35, final_model: str = "student") -> None:
+                 cutout: float = 0.35, final_model: str = "student", mask_ratio: float = 0.0, mask_block: int = 7,
+                 mask_weight: float = 1.0, mask_confidence: bool = True) -> None:
         if teacher not in TEACHERS:
             raise DAError(f"stage self_train: teacher must be one of {', '.join(TEACHERS)}, got {teacher!r}")
         if thresholds not in THRESHOLDS:
@@ -67,6 +76,11 @@ class SelfTrain(Stage):
             raise DAError(f"stage self_train: decay must be in [0, 1], got {decay}")
         if not 0.0 <= threshold <= 1.0:
             raise DAError(f"stage self_train: threshold must be in [0, 1], got {threshold}")
+        check_mask(mask_ratio, mask_block, "stage self_train")
+        if mask_weight < 0:
+            raise DAError(f"stage self_train: mask_weight must not be negative, got {mask_weight}")
+        self.mask_ratio, self.mask_block, self.mask_weight = float(mask_ratio), mask_block, mask_weight
+        self.mask_confidence = mask_confidence
         self.n_steps, self.batch_size = steps, batch_size
         self.optim = OptimSettings(lr, momentum, weight_decay, True, lr_schedule)
         self.teacher_kind, self.decay, self.final_model = teacher, decay, final_model
@@ -109,6 +123,7 @@ class SelfTrain(Stage):
             s = self.strong
             self._strong = StrongAugment(run.generator, rotate=s["rotate"], scale=s["scale"],
                                          translate=s["translate"], cutout=s["cutout"])
+            self._mask = PatchMask(self.mask_ratio, self.mask_block, run.generator)
         return self._weak, self._strong
 
     def begin(self, ctx: "StageContext") -> None:
@@ -142,8 +157,9 @@ class SelfTrain(Stage):
         run, m = ctx.run, ctx.run.model
         weak, strong = self._views(run)
         x_t, _ = batch["target"]
+        x_weak = weak(x_t)
         with torch.no_grad():
-            teacher_probs = self.teacher(weak(x_t)).softmax(1)
+            teacher_probs = self.teacher(x_weak).softmax(1)
         confidence, pseudo = teacher_probs.max(1)
         mask = (confidence >= self.class_thresholds(teacher_probs)[pseudo]).float()
         x_strong = strong(x_t)
@@ -158,6 +174,10 @@ class SelfTrain(Stage):
             consistency = (logits_t.softmax(1) - teacher_probs).pow(2).sum(1).mean()
             total = total + self.consistency_weight * consistency
             scalars["self_train/consistency"] = consistency.detach()
+        if self.mask_ratio > 0:
+            masked = self.masked_consistency(m, x_weak, pseudo, confidence)
+            total = total + self.mask_weight * masked
+            scalars["self_train/masked_ce"] = masked.detach()
         if source:
             y_s = batch["source"][1]
             task = F.cross_entropy(logits[0], y_s)
@@ -170,6 +190,13 @@ class SelfTrain(Stage):
             scalars.update({"loss/total": total.detach(), "self_train/pseudo_label_ce": pseudo_loss.detach(),
                             "self_train/mask_rate": mask.mean(), "self_train/teacher_confidence": confidence.mean()})
         yield Update(total, scalars=scalars if log else {})
+
+    def masked_consistency(self, m: Any, x_weak: Tensor, pseudo: Tensor, confidence: Tensor) -> Tensor:
+        """MIC's loss: the student's cross-entropy on the masked teacher view against the teacher's
+        labels, weighted by the teacher's confidence (``mask_confidence``), averaged over the batch."""
+        _, logits = joint_forward(m, [self._mask(x_weak)], ["target"], 0)
+        ce = F.cross_entropy(logits[0], pseudo, reduction="none")
+        return (confidence * ce).mean() if self.mask_confidence else ce.mean()
 
     def after_step(self, ctx: "StageContext", step: int) -> None:
         m = ctx.run.model

@@ -162,6 +162,7 @@ class Subspace(Adapt):
         self.dims, self.classifier, self.standardize, self.blocks = dims, classifier, standardize, list(blocks or [])
 
     def check(self, config: Any) -> None:
+        super().check(config)
         if self.classifier == "nn" and config.train.steps > 0:
             raise DAError(f"subspace's classifier: nn (1-nearest-neighbour) has nothing to train, so train.steps "
                           f"must be 0, not {config.train.steps}; set train.steps: 0, or classifier: linear")
