@@ -160,7 +160,9 @@ def test_anchors_file_transcribes_the_published_figures():
     assert (by_key["A", "DANN"].m_to_u, by_key["A", "DANN"].u_to_m) == (91.7, 95.2)
     assert (by_key["B", "source only"].m_to_u, by_key["B", "source only"].u_to_m) == (75.2, 57.1)
     assert (by_key["C", "DeepCORAL"].m_to_u, by_key["C", "target only"].u_to_m) == (97.1, 98.9)
-    assert len(anchors) == 12 + 5 + 6 + 9 + 9
+    assert len(anchors) == 11 + 3 + 5 + 6 + 9 + 9
+    assert by_key["S", "SHOT"].accuracy("mnist->usps_shot") == 97.9 and by_key["S", "SHOT"].m_to_u is None
+    assert ("A", "SHOT") not in by_key, "SHOT's figures are on its own USPS division, not protocol A's"
     assert by_key["O31", "DANN"].accuracy("amazon->webcam") == 91.4 and by_key["O31", "DANN"].m_to_u is None
     assert by_key["OH", "MCC"].accuracy("real_world->product") == 85.6
     assert {a.protocol_description for a in anchors if a.protocol == "A"} == {

@@ -9,7 +9,8 @@ import yaml
 
 #: Our adapter names -> the method names used in the anchors file.
 ADAPTER_METHODS = {"source_only": "source only", "dann": "DANN", "mmd": "DAN", "coral": "DeepCORAL",
-                   "cdan": "CDAN", "mcc": "MCC", "afn": "AFN", "jan": "JAN", "target_only": "target only"}
+                   "cdan": "CDAN", "mcc": "MCC", "afn": "AFN", "jan": "JAN", "target_only": "target only",
+                   "shot": "SHOT", "mdd": "MDD", "bsp": "BSP"}
 #: Row directions -> the anchors file's keys.
 DIRECTION_KEYS = {"mnist->usps": "m_to_u", "usps->mnist": "u_to_m"}
 

@@ -20,6 +20,7 @@ from da.config import LOOP_PROVIDED, AdapterConfig, Config
 from da.domains import Domains
 from da.errors import DAError
 from da.models import linear_head
+from da.models.head import weight_norm_head
 from da.models.backbones import WithBottleneck
 from da.models.domain_norm import per_domain
 from da.models.pretrained import load_weights
@@ -69,6 +70,10 @@ def build_model(config: Config, domains: Domains, device: torch.device) -> Model
     # Channels-last convolution weights run LeNet's training step ~1.7x faster on CPU (oneDNN).
     extractor = extractor.to(device).to(memory_format=torch.channels_last)
     # An open-set adapter may add columns to the head (OSBP's unknown class, the last).
-    head = linear_head(extractor.out_features, domains.num_classes + head_extra(config), config.model.head_dropout)
+    classes = domains.num_classes + head_extra(config)
+    if config.model.head == "weight_norm":
+        head = weight_norm_head(extractor.out_features, classes)
+    else:
+        head = linear_head(extractor.out_features, classes, config.model.head_dropout)
     adapter = build_adapter(config, extractor.out_features, domains.num_classes).to(device)  # after the head: seeded draws
     return open_model(Model(extractor, head.to(device), adapter, domain_norms=norms), config, domains)

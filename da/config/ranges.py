@@ -38,6 +38,9 @@ def check_ranges(config: Config) -> None:
             raise DAError(f"config key {key} must not be negative, got {value}")
     if not 0 <= config.model.head_dropout < 1:
         raise DAError(f"config key model.head_dropout must be in [0, 1), e.g. 0.5; got {config.model.head_dropout}")
+    if config.model.head == "weight_norm" and config.model.head_dropout > 0:
+        raise DAError("config key model.head_dropout is for the linear head; model.head: weight_norm has none: set "
+                      "model.head_dropout: 0")
     if not 0 <= config.pretrain.label_smoothing < 1:
         raise DAError(f"config key pretrain.label_smoothing must be in [0, 1), e.g. 0.1; got {config.pretrain.label_smoothing}")
     betas = config.train.betas

@@ -60,6 +60,8 @@ class ModelConfig:
     #: Open-set and universal settings: a prediction whose top softmax probability is below this is
     #: "unknown" (the confidence-threshold baseline); None: only an open-set method predicts unknown
     unknown_threshold: Optional[float] = None
+    #: linear; or weight_norm: a weight-normalised linear classifier (SHOT's digit classifier, Liang et al. 2020)
+    head: Literal["linear", "weight_norm"] = "linear"
 
 
 @dataclass

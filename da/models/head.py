@@ -26,6 +26,15 @@ def linear_head(in_features: int, num_classes: int, dropout: float = 0.0) -> nn.
     return LinearHead(in_features, num_classes, dropout) if dropout > 0 else nn.Linear(in_features, num_classes)
 
 
+def weight_norm_head(in_features: int, num_classes: int) -> nn.Linear:
+    """A weight-normalised linear classifier, w = g v / ||v|| per class (Salimans & Kingma 2016), as the
+    classifier of SHOT's digit code (``feat_classifier(type="wn")``, Liang et al. 2020): PyTorch's
+    default initialisation of v, g = ||v|| (SHOT's ``init_weights`` changes only the bias, to 0)."""
+    linear = nn.Linear(in_features, num_classes)
+    nn.init.zeros_(linear.bias)
+    return nn.utils.parametrizations.weight_norm(linear, name="weight")
+
+
 class NearestNeighbourHead(nn.Module):
     """A 1-nearest-neighbour classifier over a bank of labelled features, by cosine similarity.
 
