@@ -20,6 +20,13 @@ from da.models.pretrained import DIGITS, IMAGENET
 Blocks = list[tuple[str, nn.Module]]
 
 
+def lenet_convs(in_channels: int = 1) -> list[nn.Module]:
+    """LeNet's two convolution blocks: conv 5x5 (20) + pool + relu, conv 5x5 (50) + dropout + pool + relu
+    (800 features at 28x28); SHOT's ``LeNetBase`` is the same (``da.models.shot_lenet``)."""
+    return [nn.Conv2d(in_channels, 20, kernel_size=5), nn.MaxPool2d(2), nn.ReLU(),
+            nn.Conv2d(20, 50, kernel_size=5), nn.Dropout2d(p=0.5), nn.MaxPool2d(2), nn.ReLU()]
+
+
 class LeNet(nn.Sequential):
     """The 20-50-500 LeNet used for digits adaptation (LeCun et al. 1998; as in ADDA and TLlib)."""
 
@@ -28,13 +35,7 @@ class LeNet(nn.Sequential):
 
     def __init__(self, in_channels: int = 1) -> None:
         super().__init__(
-            nn.Conv2d(in_channels, 20, kernel_size=5),
-            nn.MaxPool2d(2),
-            nn.ReLU(),
-            nn.Conv2d(20, 50, kernel_size=5),
-            nn.Dropout2d(p=0.5),
-            nn.MaxPool2d(2),
-            nn.ReLU(),
+            *lenet_convs(in_channels),
             nn.Flatten(),
             nn.Linear(50 * 4 * 4, 500),
             nn.ReLU(),

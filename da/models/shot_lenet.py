@@ -16,7 +16,7 @@ from torch import nn
 
 from da.errors import DAError
 from da.models.backbone_entry import register_backbone
-from da.models.backbones import Blocks
+from da.models.backbones import Blocks, lenet_convs
 from da.models.pretrained import DIGITS
 
 BOTTLENECK = 256
@@ -29,13 +29,7 @@ class ShotLeNet(nn.Sequential):
 
     def __init__(self, in_channels: int = 1, bottleneck: int = BOTTLENECK) -> None:
         super().__init__(
-            nn.Conv2d(in_channels, 20, kernel_size=5),
-            nn.MaxPool2d(2),
-            nn.ReLU(),
-            nn.Conv2d(20, 50, kernel_size=5),
-            nn.Dropout2d(p=0.5),
-            nn.MaxPool2d(2),
-            nn.ReLU(),
+            *lenet_convs(in_channels),
             nn.Flatten(),
             nn.Linear(50 * 4 * 4, bottleneck),
             nn.BatchNorm1d(bottleneck),
