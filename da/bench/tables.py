@@ -212,8 +212,9 @@ def _compute_section(walls: Sequence[Row]) -> list[str]:
 
 def _published_section(stats: list[dict[str, Any]], directions: list[str], anchors: Sequence[Anchor]) -> list[str]:
     intro = ("Target-domain accuracy (%) published for the same methods, beside ours. Compare only within one "
-             "protocol; ours is Protocol A (MNIST <-> USPS), or Protocol S on SHOT's USPS division (usps_shot). Published figures picked by an oracle are upper bounds: set them "
-             "against our oracle column, not against a rule that never reads target labels.")
+             "protocol; ours is Protocol A (MNIST <-> USPS), or Protocol S on SHOT's USPS division (usps_shot). "
+             "Published figures picked by an oracle are upper bounds: set them against our oracle column, not "
+             "against a rule that never reads target labels.")
     lines = ["## Published figures", "", intro, ""]
     header = "| adapter | method | ours: last | ours: oracle (upper bound only) | published | protocol | source |"
     by_method: dict[str, list[Anchor]] = defaultdict(list)
