@@ -172,3 +172,15 @@ def test_label_smoothing_outside_0_to_half_is_one_line_before_a_run_folder(cli, 
     code, _, err = cli("train", "-c", path, "--out", path.parent / "run")
     assert code == 2 and "label_smoothing must be in [0, 0.5]" in one_line_error(err)
     assert not (path.parent / "run").exists()
+
+
+def test_checking_the_adapter_before_a_run_draws_nothing_from_the_runs_seeded_generator():
+    """preflight builds the adapter once to check its settings (a discriminator's initial weights are
+    random draws): the global generator, seeded before a programmatic run's preflight, is left as it was."""
+    from da.composition import build_config, preflight
+
+    config = build_config(tiny_config(adapter={"name": "cdan", "hidden": 8}))
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    preflight(config, torch.device("cpu"))
+    assert torch.equal(torch.get_rng_state(), before)

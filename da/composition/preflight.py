@@ -38,7 +38,8 @@ def preflight(config: Config, device: torch.device, world_size: int = 1) -> Doma
     check_label_sets(config, domains, stages)
     width = config.model.bottleneck or BACKBONES.get(config.model.backbone).out_features
     if width is not None:  # a backbone whose width is known once built: its adapter is checked as the run builds it
-        build_adapter(config, width, domains.num_classes)
+        with torch.random.fork_rng(devices=[]):  # the run's seeded draws stay as they were
+            build_adapter(config, width, domains.num_classes)
     if len(domains.source_val) == 0:
         raise DAError("config key data.source_val_size is 0: evaluation and model selection need source validation "
                       "images; give it a positive size (e.g. 1000)")
