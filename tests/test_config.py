@@ -56,7 +56,7 @@ BAD = [
     ("negative", {"train": {"steps": -1}}, [], "train.steps must not be negative"),
     ("unknown adapter", {"adapter": {"name": "danm"}}, [], "unknown adapter 'danm' (did you mean 'dann'?); valid names: "),
     ("unknown dataset", {"data": {"target": "svhn"}}, [], "unknown dataset 'svhn'"),
-    ("unknown backbone", {"model": {"backbone": "vgg"}}, [], "valid names: lenet, lenet_bn, lenet_gn, resnet18, resnet50"),
+    ("unknown backbone", {"model": {"backbone": "vgg"}}, [], "valid names: lenet, lenet_bn, lenet_gn, lenet_shot, resnet18, resnet50"),
     ("bad adapter kwarg", {"adapter": {"name": "dann", "hiden": 3}}, [], "adapter 'dann' does not take 'hiden'; did you mean adapter.hidden?"),
     ("loop-provided kwarg", {"adapter": {"name": "dann", "feature_dim": 3}}, [], "set by the loop"),
     ("augment scale", {"data": {"augment": {"scale": [1.3, 0.9]}}}, [], "data.augment.scale must be [low, high]"),
@@ -117,7 +117,7 @@ def test_optional_adapter_arguments_check_the_type_inside_the_union():
 
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").rglob("*.yaml")), ids=lambda p: p.relative_to(ROOT / "configs").as_posix())
 def test_every_shipped_config_and_benchmark_validates(path):
-    if path.parent.name == "benchmarks":
+    if path.parent.name == "benchmarks" or path.name == "benchmark.yaml":  # configs/shot_digits/benchmark.yaml
         from da.bench.plan import load_bench_config, plan_runs
 
         assert plan_runs(load_bench_config(path))
