@@ -53,7 +53,7 @@ def test_every_data_set_is_a_record_with_a_loader_or_an_image_folder():
 
 
 def test_every_backbone_is_a_record_whose_fields_match_the_network_it_builds():
-    assert set(built_in(BACKBONES)) == {"lenet", "lenet_bn", "lenet_gn", "resnet18", "resnet50"}
+    assert set(built_in(BACKBONES)) == {"lenet", "lenet_bn", "lenet_gn", "lenet_shot", "resnet18", "resnet50"}
     for name, entry in built_in(BACKBONES).items():
         assert isinstance(entry, BackboneEntry) and entry.name == name and entry.description, name
         net = entry.build(pretrained=False, in_channels=1)
