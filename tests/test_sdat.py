@@ -1,4 +1,4 @@
-"""SDAT (Rangwani et al., CVPR 2022) as ``train.sam_rho``: the adapt stage's sharpness-aware step.
+"""SDAT (Rangwani et al., ICML 2022) as ``train.sam_rho``: the adapt stage's sharpness-aware step.
 
 Each step first climbs ``rho`` along the normalised gradient of the task loss alone (the adapter's
 discriminator gets none, so it is not perturbed), then takes the full loss there and steps from the
