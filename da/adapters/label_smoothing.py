@@ -2,7 +2,8 @@
 
 Zhang et al., "Free Lunch for Domain Adversarial Training: Environment Label Smoothing", ICLR 2023.
 A discriminator that tells source (1) from target (0) learns soft targets instead: ``1 - eps`` for
-source and ``eps`` for target, as the authors' code does (github.com/yfzhang114/Environment-Label-Smoothing, ``Domain_Adaptation/dalib/adaptation/cdan.py``:
+source and ``eps`` for target, as the authors' code does
+(github.com/yfzhang114/Environment-Label-Smoothing, ``Domain_Adaptation/dalib/adaptation/cdan.py``:
 ``d_label = cat(ones * (1 - eps), ones * eps)``). A discriminator that cannot become
 over-confident gives the features a gradient that neither vanishes nor explodes, which the paper
 shows stabilises adversarial training. ``eps`` lies in [0, 0.5]: 0 is the hard labels, 0.5 makes
