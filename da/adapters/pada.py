@@ -17,6 +17,6 @@ class PADA(DANN):
     description = "partial: DANN with class weights from averaged target predictions (PADA, Cao 2018)"
 
     def __init__(self, feature_dim: int, num_classes: int, hidden: int = 500, weight: float = 1.0,
-                 gamma: float = 10.0, class_temperature: float = 0.1) -> None:
+                 gamma: float = 10.0, class_temperature: float = 0.1, label_smoothing: float = 0.0) -> None:
         super().__init__(feature_dim, num_classes, hidden, weight, gamma, class_weights=True,
-                         class_temperature=class_temperature)
+                         class_temperature=class_temperature, label_smoothing=label_smoothing)
