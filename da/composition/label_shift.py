@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from da.config import Config
+from da.data.label_sets import OPEN_SETTINGS
 from da.domains import Domains
 from da.errors import DAError
 from da.registry import ADAPTERS
@@ -41,7 +42,7 @@ def check_label_sets(config: Config, domains: Domains, stages: list[Any]) -> Non
     settings = adapter_settings(config)
     setting = domains.setting
     threshold = config.model.unknown_threshold
-    open_ = setting in ("open_set", "universal")
+    open_ = setting in OPEN_SETTINGS
     name = config.adapter.name
     if threshold is not None and not 0 < threshold <= 1:
         raise DAError(f"config key model.unknown_threshold must be a probability in (0, 1], got {threshold}")
@@ -49,20 +50,20 @@ def check_label_sets(config: Config, domains: Domains, stages: list[Any]) -> Non
         raise DAError(f"config key model.unknown_threshold applies to the open_set and universal settings, and this "
                       f"config is {setting} (every target class is a source class); remove it")
     stage_open = [s.name for s in stages if getattr(s, "predicts_unknown", False)]
-    adapter_open = any(s in ("open_set", "universal") for s in settings)
-    if not open_ and (adapter_open and setting not in settings):
-        raise DAError(f"adapter {name} is an open-set method (settings: {', '.join(settings)}) and this config "
-                      f"is {setting}: no target image is unknown; use a closed-set adapter, or give the target classes "
-                      f"the source lacks")
+    adapter_open = any(s in OPEN_SETTINGS for s in settings)
+    if adapter_open and setting not in settings:
+        if not open_:
+            raise DAError(f"adapter {name} is an open-set method (settings: {', '.join(settings)}) and this config "
+                          f"is {setting}: no target image is unknown; use a closed-set adapter, or give the target "
+                          f"classes the source lacks")
+        raise DAError(f"adapter {name} is meant for the {' and '.join(settings)} settings, and this config is "
+                      f"{setting}; use an adapter for {setting} (ovanet for universal)")
     if open_ and not (adapter_open or stage_open or threshold is not None):
         private = ", ".join(domains.label_sets.target_private[:6])
         raise DAError(f"adapter {name} is a closed-set method and cannot predict 'unknown', but this config is "
                       f"{setting} (target classes {private} are not in the source); use an open-set adapter (osbp, "
                       f"ovanet) or stage (shot), or set model.unknown_threshold (e.g. 0.5) to call a prediction "
                       f"whose confidence is below it unknown")
-    if open_ and setting not in settings and adapter_open:
-        raise DAError(f"adapter {name} is meant for the {' and '.join(settings)} settings, and this config is "
-                      f"{setting}; use an adapter for {setting} (ovanet for universal)")
 
 
 def open_model(model: Model, config: Config, domains: Domains) -> Model:

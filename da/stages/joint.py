@@ -47,19 +47,12 @@ def joint_forward(m: Model, batches: Sequence[Tensor], domains: Sequence[str], s
     return features, logits
 
 
-class _Reverse(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:
-        return -grad
-
-
 def reverse_gradient(x: Tensor) -> Tensor:
-    """Identity forward, negated gradient backward (Ganin & Lempitsky 2015's layer at weight 1)."""
-    return _Reverse.apply(x)
+    """Identity forward, negated gradient backward: pytorch-adapt's ``GradientReversal`` at weight 1
+    (Ganin & Lempitsky 2015's layer)."""
+    from pytorch_adapt.layers import GradientReversal  # imported here: it pulls in torchmetrics (seconds)
+
+    return GradientReversal(weight=1.0)(x)
 
 
 def alignment(m: Model, dist: Dist, device_type: str, f_s: Tensor, f_t: Tensor, logits_s: Tensor, logits_t: Tensor,
