@@ -250,7 +250,7 @@ BAD = [
     ({"train": {"unfreeze": {"steps": [5, 2]}}}, "train.unfreeze.steps must not decrease"),
     ({"train": {"unfreeze": {"steps": [1, 2, 3, 4]}}}, "lists 4 steps but backbone lenet has blocks"),
     ({"train": {"unfreeze": {"every": 0}}}, "train.unfreeze.every must be positive"),
-    ({"train": {"early_stopping": {"validator": "oracle"}}}, "validator must be one of source_val, im, snd, entropy"),
+    ({"train": {"early_stopping": {"validator": "oracle"}}}, "validator must be a validator the run scores"),
     ({"train": {"early_stopping": {"patience": 0}}}, "train.early_stopping.patience must be positive"),
     ({"train": {"source_weight": 0}}, "nothing labelled to train on"),
     ({"data": {"target_labels_per_class": "some"}}, "data.target_labels_per_class must be a non-negative integer or all"),

@@ -17,7 +17,7 @@ from da.data.dataset_entry import dataset_spec, spec_label
 from da.data.image_domain import check_image_spec
 from da.errors import DAError
 from da.registry import ADAPTERS, BACKBONES
-from da.validators import VALIDATORS
+from da.validators import resolve as resolve_validators
 
 
 def check_names(config: Config) -> None:
@@ -105,11 +105,12 @@ def check_transfer(config: Config) -> None:
             raise DAError(f"config key train.unfreeze.steps lists {len(steps)} steps but {where}; give at most {len(blocks)}")
         if steps != sorted(steps):
             raise DAError(f"config key train.unfreeze.steps must not decrease (the top block unfreezes first), got {steps}")
+    scored = resolve_validators(train.validators)
     stopping = train.early_stopping
     if stopping is not None:
-        if stopping.validator not in VALIDATORS:
-            raise DAError(f"config key train.early_stopping.validator must be one of {', '.join(VALIDATORS)} "
-                          f"(none reads target labels); got {show_value(stopping.validator)}")
+        if stopping.validator not in scored:
+            raise DAError(f"config key train.early_stopping.validator must be a validator the run scores "
+                          f"(train.validators: {', '.join(scored)}; none reads target labels); got {show_value(stopping.validator)}")
         if stopping.patience <= 0:
             raise DAError(f"config key train.early_stopping.patience must be positive (evaluations without "
                           f"improvement before stopping), got {stopping.patience}")

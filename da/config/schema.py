@@ -90,7 +90,7 @@ class UnfreezeConfig:
 class EarlyStoppingConfig:
     """Stop when ``validator`` has not improved for ``patience`` evaluations; restore its best evaluation."""
 
-    validator: str = "source_val"  # source_val, im, snd or entropy (da.validators): never target labels
+    validator: str = "source_val"  # a validator the run scores (train.validators; da.validators): never target labels
     patience: int = 3
 
 
@@ -126,6 +126,9 @@ class TrainConfig:
     sam_rho: float = 0.0
     sam_adaptive: bool = False  # ASAM (Kwon et al. 2021): the radius scaled by each weight's magnitude
     early_stopping: Optional[EarlyStoppingConfig] = None
+    #: The label-free validators scored at every evaluation (da.validators; docs/validators.md): a list
+    #: of names, "default" (today every one) or "all"
+    validators: Union[str, list[str]] = "default"
     fit_samples: int = 10000  # per domain, for closed-form adapters' fit
     precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"  # autocast of each step's forward (fp16: with a gradient
     # scaler; auto: bf16 where the device has it in hardware, else fp32)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -15,7 +15,8 @@ from da.domains import Domains
 from da.models.domain_norm import DomainBatchNorm, routed
 from da.models.unknown import decide
 from da.train.label_metrics import open_set_metrics
-from da.validators import score
+from da.validators import DEFAULT, ScoringInputs, needs, score
+from da.validators.inputs import SOURCE_FEATURES
 
 EVAL_BATCH = 2000
 
@@ -176,11 +177,11 @@ class Model:
         return self.evaluate_and_score(domains, adapted, scores=False)[0]
 
     @torch.no_grad()
-    def evaluate_and_score(self, domains: Domains, adapted: bool = True,
-                           scores: bool = True) -> tuple[dict[str, float], dict[str, float]]:
-        """Accuracies on the labelled splits and, with ``scores``, the model-selection scores that
+    def evaluate_and_score(self, domains: Domains, adapted: bool = True, scores: bool = True,
+                           validators: Sequence[str] = DEFAULT) -> tuple[dict[str, float], dict[str, float]]:
+        """Accuracies on the labelled splits and, with ``scores``, the scores of ``validators``, which
         read no target label (``da.validators``; higher is better). Source validation is predicted
-        once for both."""
+        once for both; source features and probe images are gathered only for validators that need them."""
         with self.eval_mode():
             source_logits, source_y = predictions(self.predict("source", adapted), domains.source_val)
             accs = {
@@ -193,4 +194,16 @@ class Model:
                 return accs, {}
             target_features, _ = predictions(lambda x: self.embed(x, "target"), domains.target_probe)
             target_logits = batched(self.head, target_features)
-        return accs, score(source_logits, source_y.to(source_logits.device), target_logits, target_features)
+            wanted = needs(validators)
+            source_features = None
+            if "source_features" in wanted:
+                head = domains.source_val.subset(torch.arange(min(SOURCE_FEATURES, len(domains.source_val))))
+                source_features = predictions(lambda x: self.embed(x, "source"), head)[0].float().cpu()
+            probe, predict = domains.target_probe, self.predict("target", adapted)
+            inputs = ScoringInputs(
+                source_logits=source_logits.float().cpu(), source_labels=source_y.cpu(),
+                target_logits=target_logits.float().cpu(), target_features=target_features.float().cpu(),
+                source_features=source_features,
+                target_images=(lambda index: probe.images(index)) if "target_images" in wanted else None,
+                predict=(lambda x: predict(x).float()) if "target_images" in wanted else None)
+            return accs, score(inputs, validators)

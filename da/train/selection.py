@@ -14,7 +14,7 @@ from da.errors import DAError
 from da.run_files import replace_atomically
 from da.train.label_metrics import OPEN_METRICS
 from da.train.run import Run, StageContext
-from da.validators import VALIDATORS, pick
+from da.validators import VALIDATORS, pick, resolve
 
 ACCURACIES = ("source_val_acc", "source_test_acc", "target_test_acc")
 
@@ -22,7 +22,7 @@ ACCURACIES = ("source_val_acc", "source_test_acc", "target_test_acc")
 def record_evaluation(run: "Run", stage: str, step: int, global_step: int) -> None:
     """Accuracies and validator scores at ``step``: logged, and kept in the history selection reads."""
     m = run.model
-    accs, scores = m.evaluate_and_score(run.domains)
+    accs, scores = m.evaluate_and_score(run.domains, validators=resolve(run.config.train.validators))
     run.log.scalars({f"acc/{k.removesuffix('_acc')}": v for k, v in accs.items()}, global_step)
     run.log.scalars({f"validator/{k}": v for k, v in scores.items()}, global_step)
     run.log.metrics_row({"stage": stage, "step": step, **accs, "scores": scores})
