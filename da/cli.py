@@ -1,4 +1,5 @@
-"""The ``da`` command: ``da train``, ``da eval``, ``da bench``, ``da data``, ``da adapters``, ``da stages``."""
+"""The ``da`` command: ``da train``, ``da eval``, ``da bench``, ``da validators``, ``da tune``, ``da data``,
+``da adapters``, ``da stages``."""
 from __future__ import annotations
 
 import argparse
@@ -219,6 +220,37 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_validators(args: argparse.Namespace) -> int:
+    """``da validators``: how well each validator chooses, over finished runs or benchmarks."""
+    # Imported here, not at the top, for start-up time: each command loads only the modules it uses.
+    from da.bench.validator_report import report
+
+    chosen = [v.strip() for v in args.validators.split(",") if v.strip()] if args.validators else None
+    report([Path(p) for p in args.paths], Path(args.out) if args.out else None, chosen,
+           echo=lambda line: print(line, flush=True))
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    """``da tune``: a seeded, resumable Optuna search whose objective is a validator; then, optionally,
+    its best config on other tasks."""
+    # Imported here, not at the top, for start-up time: each command loads only the modules it uses.
+    from da.bench.tune import check_objective, report_on, tune
+
+    check_objective(args.objective)
+    if args.launcher == "ray":
+        raise DAError("da tune --launcher ray is not built yet: trials run one after another here; drop --launcher")
+    seeds = [int(s) for s in args.report_seeds.split(",")] if args.report_seeds else [0, 1, 2]
+    directions = [d.strip() for d in args.report_on.split(",") if d.strip()] if args.report_on else []
+    out = Path(args.out) if args.out else Path("runs") / "tune" / f"{Path(args.config).stem}-{args.objective}"
+    tune(args.config, args.set, args.trials, args.objective, out, args.space, args.sampler, args.seed, args.pruner,
+         echo=lambda line: print(line, flush=True))
+    if directions:
+        results = report_on(out, directions, seeds, args.jobs, echo=lambda line: print(line, flush=True))
+        print(f"best.yaml on {', '.join(directions)}: {results}")
+    return 0
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     """``da data``: what an image folder, an image list or a config's domains hold."""
     # Imported here, not at the top, for start-up time: each command loads only the modules it uses.
@@ -289,6 +321,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true",
                    help="check the benchmark and list its runs, each done, to resume or to run; run nothing")
     p.set_defaults(func=cmd_bench)
+    p = sub.add_parser("validators", help="grade the validators on finished runs: correlation with target accuracy, picks")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="run folders or benchmark folders (searched recursively)")
+    p.add_argument("--validators", help="comma-separated subset (default: every one the runs scored)")
+    p.add_argument("--out", help="folder for validators.md / .csv / .png (default: the folder given, or the common parent)")
+    p.set_defaults(func=cmd_validators)
+    p = sub.add_parser("tune", help="search hyperparameters on Optuna with a validator as the objective")
+    p.add_argument("-c", "--config", required=True, help="the config to tune, e.g. configs/mnist_usps/dann.yaml")
+    p.add_argument("--trials", type=int, required=True, help="trials to finish (complete or pruned)")
+    p.add_argument("--objective", required=True, help="the validator to maximise (never target accuracy), e.g. im")
+    p.add_argument("--out", help="search folder; rerunning into it resumes (default: runs/tune/<config>-<objective>)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value (repeatable)")
+    p.add_argument("--space", action="append", default=[], metavar="KEY=SPEC",
+                   help="add or replace a range, e.g. adapter.weight=log:0.1:10, train.lr=log:1e-3:0.05, "
+                        "adapter.hidden=choice:256,1024 (default: what the adapter and stages declare)")
+    p.add_argument("--sampler", choices=("tpe", "random"), default="tpe", help="Optuna sampler (seeded)")
+    p.add_argument("--seed", type=int, default=0, help="the search's seed (the runs keep the config's seed)")
+    p.add_argument("--pruner", choices=("median", "none"), default="median", help="stop trials below the median early")
+    p.add_argument("--report-on", metavar="DIRECTIONS", help="then run best.yaml on these tasks, e.g. 'mnist->usps'")
+    p.add_argument("--report-seeds", metavar="SEEDS", help="seeds of --report-on (default 0,1,2)")
+    p.add_argument("--jobs", type=int, default=1, help="runs at once for --report-on")
+    p.add_argument("--launcher", choices=("local", "ray"), default="local", help="where trials run")
+    p.set_defaults(func=cmd_tune)
     p = sub.add_parser("data", help="describe an image folder, an image list or a config's domains before training")
     p.add_argument("path", metavar="PATH", help="a folder (DIR/<class>/<image>, or a folder of such domains), "
                                                 "a 'path label' list file, or a config file")

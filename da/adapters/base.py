@@ -12,6 +12,7 @@ from typing import ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
+from da.config.search_space import Param
 from da.errors import DAError
 
 Domain = Literal["source", "target"]
@@ -30,6 +31,9 @@ class Adapter(nn.Module):
     """
 
     description: ClassVar[str] = ""
+    #: ``da tune``'s ranges for its constructor's hyperparameters (``da.config.search_space``),
+    #: keyed by argument name; the run's config gives the defaults.
+    search_space: ClassVar[dict[str, Param]] = {}
     #: True when ``loss`` sends a gradient into the features (checked for every adapter in tests);
     #: False for a loss that is constant in them (source_only's zero).
     aligns_by_gradient: ClassVar[bool] = True

@@ -17,6 +17,7 @@ from da.adapters.class_weights import ClassWeighting
 from da.adapters.dann import dann_schedule, domain_discriminator
 from da.adapters.label_smoothing import check_label_smoothing, domain_targets
 from da.registry import register_adapter
+from da.config.search_space import choice, log_uniform
 
 #: Above this width of f ⊗ g the randomized map is the default (f ⊗ g grows as F * C; LeNet on digits: 5000).
 MAX_MULTILINEAR_DIM = 4096
@@ -46,6 +47,9 @@ def uses_randomized(feature_dim: int, num_classes: int, randomized: bool | None)
 @register_adapter("cdan")
 class CDAN(ClassWeighting, Adapter):
     """Conditional adversarial alignment on features ⊗ predictions, entropy-weighted (Long et al. 2018)."""
+
+    #: DomainBed's DANN range for the loss weight (10^U(-2, 2)), narrowed to a decade each side
+    search_space = {"weight": log_uniform(0.1, 10.0), "hidden": choice([256, 500, 1024])}
 
     description = "conditional adversarial: discriminator on features x class probabilities, CDAN+E (Long 2018)"
 

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from da.adapters.base import LAYERS, Adapter, check_choice, layer_pairs
 from da.registry import register_adapter
+from da.config.search_space import log_uniform
 
 
 @register_adapter("coral")
 class CORAL(Adapter):
     """Deep CORAL (Sun & Saenko 2016): align feature covariances."""
+
+    search_space = {"weight": log_uniform(0.1, 100.0)}
 
     min_batch_size = 2  # a covariance divides by n - 1
 

@@ -16,6 +16,7 @@ from da.adapters.base import Adapter, binary_accuracy
 from da.adapters.class_weights import ClassWeighting
 from da.adapters.label_smoothing import check_label_smoothing, domain_targets
 from da.registry import register_adapter
+from da.config.search_space import choice, log_uniform
 
 
 def dann_schedule(progress: float, gamma: float = 10.0) -> float:
@@ -44,6 +45,9 @@ def domain_discriminator(feature_dim: int, hidden: int, batch_norm: bool = True)
 @register_adapter("dann")
 class DANN(ClassWeighting, Adapter):
     """Domain-adversarial alignment through gradient reversal (Ganin et al. 2016)."""
+
+    #: DomainBed's DANN range for the loss weight (10^U(-2, 2)), narrowed to a decade each side
+    search_space = {"weight": log_uniform(0.1, 10.0), "hidden": choice([256, 500, 1024])}
 
     description = "domain-adversarial: discriminator behind a gradient reversal layer (Ganin 2016)"
 

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from da.adapters.base import Adapter
 from da.adapters.dann import dann_schedule
 from da.registry import register_adapter
+from da.config.search_space import log_uniform
 
 #: TLlib's ``shift_log`` offset: log(1 - p) stays finite when p reaches 1.
 SHIFT = 1e-6
@@ -57,6 +58,8 @@ def adversarial_head(feature_dim: int, num_classes: int, width: int, dropout: fl
 @register_adapter("mdd")
 class MDD(Adapter):
     """Margin disparity discrepancy with an adversarial classifier behind gradient reversal (Zhang et al. 2019)."""
+
+    search_space = {"weight": log_uniform(0.1, 10.0), "margin": log_uniform(1.0, 10.0)}
 
     description = "margin disparity discrepancy: an adversarial classifier behind gradient reversal (Zhang 2019)"
 

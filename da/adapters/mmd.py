@@ -18,6 +18,7 @@ from torch import Tensor
 from da.adapters.base import LAYERS, Adapter, check_choice, layer_pairs
 from da.errors import DAError
 from da.registry import register_adapter
+from da.config.search_space import log_uniform
 
 ESTIMATORS = ("biased", "unbiased", "linear")
 CLASS_WEIGHTS = ("none", "target")
@@ -26,6 +27,8 @@ CLASS_WEIGHTS = ("none", "target")
 @register_adapter("mmd")
 class MMD(Adapter):
     """Multi-kernel Gaussian MMD (DAN, Long et al. 2015), median-heuristic bandwidth."""
+
+    search_space = {"weight": log_uniform(0.1, 10.0)}
 
     min_batch_size = 2  # the unbiased estimate pairs distinct images
 

@@ -15,6 +15,7 @@ from da.bench.launch import Outcome, PerRun, launch
 from da.bench.matrix_plot import matrix_plot, wants_matrix
 from da.bench.online import online_section
 from da.bench.plan import BenchConfig, RunSpec, plan_runs
+from da.bench.validator_report import gather, grade, markdown_section, write_report
 from da.bench.report import accuracy_plot, augmentation_note, load_anchors, markdown, write_csv
 from da.bench.tsne import add_to_projector, subsample, tsne_plot
 from da.bench.worker import DONE, status
@@ -138,7 +139,9 @@ def write_reports(bench: BenchConfig, rows: list[dict[str, Any]], specs: list[Ru
     note = augmentation_note([spec.config for spec in specs if spec.adapter != "pretrain"])
     speeds = [{"adapter": spec.adapter, "images_per_s": summary["train_imgs_per_s"], "online": "online_acc" in summary,
                "batch_size": _stream_batch(out / spec.key)} for spec, summary in finished if spec.adapter != "pretrain"]
-    extra = "\n".join([*online_section(rows, speeds), *label_shift_section(rows)])
+    graded = validator_rows(out)
+    extra = "\n".join([*online_section(rows, speeds), *label_shift_section(rows),
+                       *(markdown_section(graded) + ["See validators.md, validators.csv and validators.png."] if graded else [])])
     text = markdown(rows, load_anchors(ANCHORS), walls, [note] if note else [], per_class)
     write_text_atomic(out / "results.md", text + ("\n" + extra if extra else ""))
     accuracy_plot(rows, out / "accuracy.png")
@@ -147,6 +150,17 @@ def write_reports(bench: BenchConfig, rows: list[dict[str, Any]], specs: list[Ru
     tsne_pair = _tsne_runs(bench, specs, out)
     if tsne_pair is not None:
         write_tsne(*tsne_pair, out)
+
+
+def validator_rows(out: Path) -> list[dict[str, Any]]:
+    """The validator report of a benchmark folder (written beside results.md), or nothing when no run
+    scored a validator (test-time streams)."""
+    try:
+        rows = grade(gather([out]))
+    except DAError:
+        return []
+    write_report(rows, out)
+    return rows
 
 
 def _tsne_runs(bench: BenchConfig, specs: list[RunSpec], out: Path) -> tuple[Path, Path] | None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import yaml
@@ -66,7 +66,8 @@ def resume_index(stages: list[Stage], state: dict[str, Any]) -> int:
 
 
 def train(config: Config, run_dir: Path, show_progress: bool = True, resume: bool = False,
-          domains: Domains | None = None) -> dict[str, Any]:
+          domains: Domains | None = None,
+          on_evaluation: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, Any]:
     """Run the config's stages into ``run_dir``; with ``resume``, continue from its ``checkpoint.pt``.
 
     Under torchrun every rank calls it with the same folder; rank 0 alone writes into it and returns
@@ -91,7 +92,7 @@ def train(config: Config, run_dir: Path, show_progress: bool = True, resume: boo
     stages = build_stages(config)
     run = Run(config=config, run_dir=run_dir, device=device, domains=domains, model=model, log=NullLog(),
               generator=torch.Generator().manual_seed(config.seed), stages=stages, throughput=Throughput(started=started),
-              dist=here, precision=Precision(config.train.precision, device))
+              dist=here, precision=Precision(config.train.precision, device), on_evaluation=on_evaluation)
     start, resume_at = 0, None
     if state is not None:
         start = resume_index(stages, state)

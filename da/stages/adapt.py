@@ -30,12 +30,17 @@ from da.stages.base import OptimSettings, ParamGroup, Stage, Update
 from da.stages.joint import Alignment, alignment, joint_forward
 from da.train.selection import record_evaluation, restore_best, track_best
 from da.train.run import Run, StageContext
+from da.config.search_space import log_uniform
 
 
 
 @register_stage("adapt")
 class Adapt(Stage):
     """The ``train:`` section's adaptation stage, for every adapter."""
+
+    #: The adaptation stage's own hyperparameters (the adapter's are on its class).
+    search_space = {"train.lr": log_uniform(1e-3, 5e-2), "train.adapter_lr_mult": log_uniform(1.0, 10.0),
+                    "train.weight_decay": log_uniform(1e-5, 1e-3)}
 
     label = "adaptation"
     description = "joint adaptation: task loss + the adapter's loss, one optimizer (train: section)"

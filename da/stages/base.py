@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Iterator
 
 from torch import Tensor, nn
 
+from da.config.search_space import Param
 from da.data import Sampler
 from da.train.run import Run, StageContext
 from da.train.stage import ParamGroup, Update
@@ -44,6 +45,9 @@ class Stage:
     name: ClassVar[str] = ""
     #: One line, shown by ``da stages`` (else the docstring's first line).
     description: ClassVar[str] = ""
+    #: ``da tune``'s ranges for what shapes its training (``da.config.search_space``): full config keys
+    #: (``train.lr``), or ``stage.<argument>`` for an argument of its own entry in ``stages:``.
+    search_space: ClassVar[dict[str, Param]] = {}
     #: How messages name it ("pretraining step 40").
     label: ClassVar[str] = "stage"
     #: Evaluated every ``train.eval_every`` steps with the adapted model (history, selection).

@@ -40,6 +40,7 @@ from da.stages.base import OptimSettings, ParamGroup, Stage, Update
 from da.stages.joint import alignment, joint_forward
 from da.stages.teacher import EMATeacher
 from da.train.run import Run, StageContext
+from da.config.search_space import log_uniform, uniform
 
 TEACHERS = ("ema", "source")
 FINAL_MODELS = ("student", "teacher")
@@ -49,6 +50,8 @@ THRESHOLDS = ("fixed", "adaptive")
 @register_stage("self_train")
 class SelfTrain(Stage):
     """FixMatch-style self-training: teacher (EMA or frozen source) labels weak views, student learns strong views."""
+
+    search_space = {"stage.threshold": uniform(0.8, 0.99), "stage.lr": log_uniform(1e-3, 5e-2)}
 
     label = "self-training"
     description = "self-training: a teacher (EMA or source) labels weak views, the student learns strong ones (FixMatch)"

@@ -12,7 +12,7 @@ import signal
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import Tensor
@@ -84,6 +84,9 @@ class Run:
     #: This session only: how messages name the last checkpoint, and the signal that asked to stop.
     last_checkpoint: str | None = None
     stop_signal: str | None = None
+    #: This session only: called after each scored evaluation with (global step, scores); ``da tune``
+    #: reports them to its pruner, which may stop the run by raising.
+    on_evaluation: Callable[[int, dict[str, float]], None] | None = None
 
     @property
     def checkpoint_path(self) -> Path:

@@ -28,6 +28,8 @@ def record_evaluation(run: "Run", stage: str, step: int, global_step: int) -> No
     run.log.metrics_row({"stage": stage, "step": step, **accs, "scores": scores})
     run.log.progress(0, tgt_test=accs["target_test_acc"], src_val=accs["source_val_acc"])
     run.evaluations.add(step, accs, scores)
+    if run.on_evaluation is not None:
+        run.on_evaluation(global_step, scores)
 
 
 def best_evaluation(history: list[dict[str, Any]], validator: str) -> tuple[dict[str, Any], int]:
