@@ -1,0 +1,94 @@
+"""``da tune``: a seeded Optuna search whose objective is a validator; the same seed gives the same
+trials; a search cut off mid-trial resumes to the same trials; bad input is one line."""
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from da.composition import load_config
+from tests.conftest import one_line_error, tiny_config
+
+SPACE = ["--space", "adapter.weight=log:0.1:10", "--space", "train.lr=log:0.001:0.05"]
+
+
+def search_config(write_config):
+    cfg = tiny_config(train={"steps": 4, "eval_every": 2, "checkpoint_every": 4})
+    return write_config(cfg)
+
+
+def trials(folder) -> list[dict]:
+    return [{k: v for k, v in row.items() if k != "run"} for row in csv.DictReader((folder / "trials.csv").open())]
+
+
+def test_a_search_is_reproducible_and_ends_with_a_rerunnable_best_yaml(tmp_path, write_config, cli):
+    config = search_config(write_config)
+    args = ["tune", "-c", config, "--trials", "3", "--objective", "im", "--pruner", "none", *SPACE]
+    code, out, err = cli(*args, "--out", tmp_path / "a")
+    assert code == 0, err
+    assert cli(*args, "--out", tmp_path / "b")[0] == 0
+    first = trials(tmp_path / "a")
+    assert first == trials(tmp_path / "b") and len(first) == 3
+    assert len({row["adapter.weight"] for row in first}) == 3  # three draws, not one
+    best = load_config(tmp_path / "a" / "best.yaml")
+    chosen = max(first, key=lambda r: float(r["objective"]))
+    assert best.adapter.kwargs["weight"] == pytest.approx(float(chosen["adapter.weight"]))
+    assert best.pretrain.checkpoint is None  # it pretrains as the searched config did: it reruns anywhere
+    assert (tmp_path / "a" / "trials" / "0000" / "summary.json").is_file()
+    assert "target test accuracy" in (tmp_path / "a" / "trials.md").read_text()
+
+
+def test_a_search_cut_off_mid_trial_resumes_to_the_same_trials(tmp_path, write_config, cli, monkeypatch):
+    import da.bench.tune as tune_module
+
+    config = search_config(write_config)
+    args = ["tune", "-c", config, "--trials", "3", "--objective", "im", "--pruner", "none", *SPACE]
+    assert cli(*args, "--out", tmp_path / "whole")[0] == 0
+    real, calls = tune_module.train, []
+
+    def killed_on_the_second_trial(*a, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # as a kill: the trial stays "running" in the study
+        return real(*a, **kw)
+
+    monkeypatch.setattr(tune_module, "train", killed_on_the_second_trial)
+    code, _, _ = cli(*args, "--out", tmp_path / "cut")
+    assert code == 130
+    monkeypatch.setattr(tune_module, "train", real)
+    code, _, err = cli(*args, "--out", tmp_path / "cut")
+    assert code == 0, err
+    resumed = trials(tmp_path / "cut")
+    assert [r["state"] for r in resumed] == ["complete", "killed", "complete", "complete"]
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "trial"} for r in rows if r["state"] == "complete"]
+    assert strip(resumed) == strip(trials(tmp_path / "whole"))
+    assert (tmp_path / "cut" / "best.yaml").read_text() == (tmp_path / "whole" / "best.yaml").read_text()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--objective", "oracle"], "reads target labels"),
+    (["--objective", "target_test_acc"], "reads target labels"),
+    (["--objective", "im", "--space", "adapter.weight=log:10:1"], "empty range"),
+    (["--objective", "im", "--space", "train.lrr=log:0.001:0.1"], "train.lrr"),
+    (["--objective", "im", "--space", "adapter.wieght=log:0.1:1"], "wieght"),
+    (["--objective", "im", "--space", "adapter.weight=choice:"], "choice has no value"),
+])
+def test_bad_search_input_is_one_line_and_creates_nothing(tmp_path, write_config, cli, extra, message):
+    code, _, err = cli("tune", "-c", search_config(write_config), "--trials", "2", "--out", tmp_path / "s", *extra)
+    assert code == 2 and message in one_line_error(err)
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_storage_of_another_search_is_refused_and_kept(tmp_path, write_config, cli):
+    config = search_config(write_config)
+    args = ["tune", "-c", config, "--trials", "1", "--pruner", "none", "--out", tmp_path / "s", *SPACE]
+    assert cli(*args, "--objective", "im")[0] == 0
+    before = (tmp_path / "s" / "study.db").read_bytes()
+    code, _, err = cli(*args, "--objective", "entropy")
+    assert code == 2 and "holds another search" in one_line_error(err)
+    assert (tmp_path / "s" / "study.db").read_bytes() == before
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    code, _, err = cli("tune", "-c", config, "--trials", "1", "--objective", "im", "--out", tmp_path / "other", *SPACE)
+    assert code == 2 and "holds no search" in one_line_error(err)
+    assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
