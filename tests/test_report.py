@@ -11,6 +11,7 @@ import torch
 from da.bench.report import (
     COLUMNS,
     SELECTIONS,
+    TABLE_SELECTIONS,
     Anchor,
     accuracy_figure,
     accuracy_plot,
@@ -118,7 +119,7 @@ def test_summarize_sample_std_and_n():
 def test_markdown_cells_are_mean_and_sample_std_in_percent():
     md = markdown(grid(), [])
     cells = table_row(md, "## mnist->usps", "dann")
-    assert cells[1:] == ["85.0 ± 7.1"] * len(SELECTIONS)  # seeds 0.80, 0.90
+    assert cells[1:] == ["85.0 ± 7.1"] * len(TABLE_SELECTIONS)  # seeds 0.80, 0.90; the other validators: validators.md
     assert md.count("n = 2 seeds per cell.") == 2  # once per direction table
 
 
@@ -245,7 +246,7 @@ def test_accuracy_plot_writes_a_png(tmp_path):
     accuracy_plot(grid(), path, selection="oracle")  # over an existing file
     assert sorted(p.name for p in tmp_path.iterdir()) == ["accuracy.png"]
     with pytest.raises(ValueError, match="no result rows"):
-        accuracy_plot(grid(), tmp_path / "none.png", selection="dev")
+        accuracy_plot(grid(), tmp_path / "none.png", selection="no_such_rule")
 
 
 def features(seed: int, n: int = 40, d: int = 64, shift: float = 0.0) -> dict[str, torch.Tensor]:

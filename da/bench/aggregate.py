@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from da.run_files import write_text_atomic
-from da.validators import VALIDATORS
+from da.validators import CLASSIC, VALIDATORS
 
 COLUMNS = ("adapter", "direction", "seed", "selection", "step", "target_test_acc", "source_test_acc",
            "wall_s", "run")
 SELECTIONS = ("last", *VALIDATORS, "oracle")  # as summary.json["selection"] lists them
+#: The columns of results.md's main tables: the validators beyond these are graded in validators.md.
+TABLE_SELECTIONS = ("last", *CLASSIC, "oracle")
 FIRST, LAST = "source_only", "target_only"
 
 Row = Mapping[str, Any]

@@ -12,6 +12,7 @@ from da.bench.aggregate import (
     FIRST,
     LAST,
     SELECTIONS,
+    TABLE_SELECTIONS,
     Row,
     check_rows,
     pick_settings,
@@ -24,6 +25,6 @@ from da.bench.tables import ADAPTER_NOTES, SELECTION_HEADERS, augmentation_note,
 
 __all__ = [
     "ADAPTER_METHODS", "ADAPTER_NOTES", "COLUMNS", "DIRECTION_KEYS", "FIRST", "LAST", "SELECTIONS",
-    "SELECTION_HEADERS", "Anchor", "Row", "accuracy_figure", "accuracy_plot", "adapter_method", "augmentation_note",
+    "SELECTION_HEADERS", "TABLE_SELECTIONS", "Anchor", "Row", "accuracy_figure", "accuracy_plot", "adapter_method", "augmentation_note",
     "check_rows", "load_anchors", "markdown", "pick_settings", "summarize", "write_csv",
 ]
