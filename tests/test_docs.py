@@ -23,11 +23,12 @@ DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 #: Code spans that name a command in prose rather than give one to run.
 NAMES = {"da train", "da eval", "da bench", "da adapters", "da data", "da train --resume", "da bench --jobs N",
-         "da train --nproc N"}
+         "da train --nproc N", "da validators", "da tune"}
 
 #: Commands not checked, with the reason.
 SKIPPED = {
     "da data": "`da data` reads a user's image folders; tests/test_image_errors.py checks it on folders it makes",
+    "da tune": "a search trains many runs; tests/test_tune.py runs da tune's searches on the synthetic pair",
 }
 
 #: Placeholders the docs use, and what stands in for them.
@@ -110,6 +111,8 @@ def checked_argv(command: str, run: Path, stopped: Path, tmp: Path) -> list[str]
         del argv[i:i + 2]
     if argv[0] == "train":
         argv.append("--dry-run")
+    elif argv[0] == "validators":  # graded on the fixture's run, whatever folder the docs name
+        argv = ["validators", str(run), "--out", str(tmp / "validators")]
     elif argv[0] == "bench":
         argv.append("--dry-run")
         if "--out" not in argv:
@@ -122,7 +125,7 @@ def test_doc_command_runs(where, command, finished_run, stopped_run, tmp_path, c
     subcommand = command.split()[1]
     if f"da {subcommand}" in SKIPPED:
         pytest.skip(SKIPPED[f"da {subcommand}"])
-    assert subcommand in ("train", "bench", "adapters", "stages", "eval"), f"{where}: no check for `{command}`"
+    assert subcommand in ("train", "bench", "adapters", "stages", "eval", "validators"), f"{where}: no check for `{command}`"
     monkeypatch.chdir(ROOT)  # the docs' paths are relative to the repository root
     argv = checked_argv(command, finished_run, stopped_run, tmp_path)
     code, out, err = cli(*argv)
