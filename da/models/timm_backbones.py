@@ -120,7 +120,7 @@ def timm_entry(rest: str, input_size: Optional[int] = None, kwargs: Optional[dic
     data = timm.data.resolve_model_data_config(net)
     side = input_size or data["input_size"][1]
     try:
-        width = net(torch.empty(1, 3, side, side, device="meta")).shape[-1]
+        width = net.eval()(torch.empty(2, 3, side, side, device="meta")).shape[-1]
     except Exception as exc:
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DAError(f"model.input_size: timm model {arch} cannot take {side}x{side} images ({text[:120]}); "
