@@ -172,7 +172,8 @@ def build_clip(arch: str, kwargs: dict[str, Any], pretrained: bool = False, in_c
     if pretrained:
         raise DAError(f"model.pretrained: open_clip/{arch} takes its weights from a local file: set model.weights: PATH "
                       f"(an open_clip checkpoint) and model.pretrained: false")
-    return ClipImageFeatures(_create(arch, **kwargs), arch)
+    # the default device: "meta" when the config checks build it without memory
+    return ClipImageFeatures(_create(arch, device=torch.empty(0).device, **kwargs), arch)
 
 
 BACKBONES.add_family(PREFIX, clip_entry)
