@@ -84,6 +84,19 @@ def register_backbone(name: str, *, pretrained_cfg: PretrainedCfg = IMAGENET, ba
     return decorate
 
 
+_CONFIGURED: dict[str, BackboneEntry] = {}
+
+
+def configured(resolve: Callable[..., BackboneEntry], rest: str, input_size: Optional[int],
+               kwargs: dict[str, Any]) -> BackboneEntry:
+    """``resolve(rest, input_size, kwargs)`` once per distinct arguments: a family's ``configure``
+    (the config checks, the data and the model all ask for the same entry)."""
+    key = repr((resolve.__module__, rest, input_size, sorted(kwargs.items())))
+    if key not in _CONFIGURED:
+        _CONFIGURED[key] = resolve(rest, input_size, kwargs)
+    return _CONFIGURED[key]
+
+
 def backbone_entry(model: ModelConfig) -> BackboneEntry:
     """The backbone ``model`` (a config's ``model`` section) describes: its registered entry, built for
     ``model.input_size`` and with ``model.backbone_kwargs`` when given (a one-line DAError when the

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from da.errors import DAError
-from da.models.backbone_entry import BackboneEntry
+from da.models.backbone_entry import BackboneEntry, configured
 from da.models.param_blocks import ParamView
 from da.models.pretrained import PretrainedCfg, mismatch, read_state_dict
 from da.models.test_time_norm import has_batch_norm
@@ -154,17 +154,8 @@ def clip_entry(arch: str, input_size: Optional[int] = None, kwargs: Optional[dic
     return BackboneEntry(f"{PREFIX}/{arch}", f"open_clip {arch} image encoder (CLIP)", partial(build_clip, arch, kwargs),
                          cfg, has_batch_norm([clip.visual]), tuple(n for n, _ in visual_groups(clip.visual)),
                          int(clip.visual.output_dim), "open_clip_torch", None,
-                         configure=partial(_configured, arch), text_encoder=True)
+                         configure=partial(configured, clip_entry, arch), text_encoder=True)
 
-
-_CONFIGURED: dict[str, BackboneEntry] = {}
-
-
-def _configured(arch: str, input_size: Optional[int], kwargs: dict[str, Any]) -> BackboneEntry:
-    key = repr((arch, input_size, sorted(kwargs.items())))
-    if key not in _CONFIGURED:
-        _CONFIGURED[key] = clip_entry(arch, input_size, kwargs)
-    return _CONFIGURED[key]
 
 
 def build_clip(arch: str, kwargs: dict[str, Any], pretrained: bool = False, in_channels: int = 3) -> ClipImageFeatures:

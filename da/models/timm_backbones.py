@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from da.errors import DAError
-from da.models.backbone_entry import BackboneEntry
+from da.models.backbone_entry import BackboneEntry, configured
 from da.models.hf_cache import hub_weights
 from da.models.param_blocks import ParamView, group_blocks
 from da.models.pretrained import PretrainedCfg, load_weights, mismatch
@@ -132,17 +132,8 @@ def timm_entry(rest: str, input_size: Optional[int] = None, kwargs: Optional[dic
         name, f"timm {arch} ({pretrained_cfg.tag or 'no weights'})", partial(build_timm, rest, kwargs,
                                                                              pretrained_cfg.hf_hub_id, name, int(width)),
         cfg, has_batch_norm([net]), tuple(n for n, _ in group_blocks(net)), int(width), "timm", pretrained_cfg.tag,
-        configure=partial(_configured, rest), text_encoder=False)
+        configure=partial(configured, timm_entry, rest), text_encoder=False)
 
-
-_CONFIGURED: dict[str, BackboneEntry] = {}
-
-
-def _configured(rest: str, input_size: Optional[int], kwargs: dict[str, Any]) -> BackboneEntry:
-    key = repr((rest, input_size, sorted(kwargs.items())))
-    if key not in _CONFIGURED:
-        _CONFIGURED[key] = timm_entry(rest, input_size, kwargs)
-    return _CONFIGURED[key]
 
 
 def build_timm(rest: str, kwargs: dict[str, Any], hub_id: Optional[str], backbone: str, width: int,
