@@ -277,7 +277,7 @@ def print_label_sets(config) -> None:
 
     from da.domains import load_domains
 
-    sets = load_domains(config.data, torch.device("cpu"), config.model.backbone).label_sets
+    sets = load_domains(config.data, torch.device("cpu"), config.model).label_sets
     print(f"label sets: {sets.describe()}")
     for side in ("shared", "source_private", "target_private"):
         print(f"  {side.replace('_', '-')}: {', '.join(getattr(sets, side)) or '-'}")

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 import da.models  # noqa: F401  (registers the built-in backbones, whose input configuration image folders use)
-from da.config import DataConfig
+from da.config import DataConfig, ModelConfig
 from da.data import DataSplit, DomainData
 from da.data.channels import match_channels
 from da.data.dataset_entry import dataset_spec, spec_label
@@ -23,6 +23,7 @@ from da.data.image_domain import ImageDomainData, ImageOptions, default_workers
 from da.data.label_sets import LabelSets, class_names, restrict, split_classes
 from da.data.multi_source import MultiSourceSplit, pool
 from da.errors import DAError
+from da.models.backbone_entry import backbone_entry
 from da.models.pretrained import IMAGENET, PretrainedCfg
 from da.registry import BACKBONES
 
@@ -51,6 +52,8 @@ class Domains:
     #: The classes of each domain and the setting they give (``da.data.label_sets``); target-private
     #: test images are labelled ``label_sets.unknown``.
     label_sets: LabelSets | None = None
+    #: The source's class names in label order (an image folder's, else "0", "1", ...): zero-shot prompts.
+    class_names: tuple[str, ...] = ()
 
     @property
     def setting(self) -> str:
@@ -93,9 +96,11 @@ def draw_per_class(labels: torch.Tensor, k: int | str, seed: int, num_classes: i
     return torch.cat(picked).sort().values
 
 
-def input_cfg(backbone: str | None) -> PretrainedCfg:
-    """The input a registered backbone takes (image folders are resized and normalised for it);
-    ImageNet's when no backbone is named."""
+def input_cfg(backbone: str | ModelConfig | None) -> PretrainedCfg:
+    """The input a registered backbone (or a config's ``model`` section: its input size too) takes
+    (image folders are resized and normalised for it); ImageNet's when no backbone is named."""
+    if isinstance(backbone, ModelConfig):
+        return backbone_entry(backbone).pretrained_cfg
     return BACKBONES.get(backbone).pretrained_cfg if backbone else IMAGENET
 
 
@@ -105,7 +110,7 @@ def image_options(config: DataConfig) -> ImageOptions:
     return ImageOptions(config.transforms or {}, config.cache, config.skip_bad_images, workers, config.split_seed)
 
 
-def load_domain(config: DataConfig, role: str, backbone: str | None, name: str | None = None) -> DomainData:
+def load_domain(config: DataConfig, role: str, backbone: str | ModelConfig | None, name: str | None = None) -> DomainData:
     """``data.source`` or ``data.target`` (or ``name``, one of several sources), loaded by its data set
     entry with its options."""
     entry, options = dataset_spec(getattr(config, role) if name is None else name, f"data.{role}")
@@ -123,7 +128,7 @@ def image_record(source: DomainData, target: DomainData) -> dict[str, dict] | No
     return out or None
 
 
-def load_domains(config: DataConfig, device: torch.device, backbone: str | None = None) -> Domains:
+def load_domains(config: DataConfig, device: torch.device, backbone: str | ModelConfig | None = None) -> Domains:
     """The run's splits; ``backbone`` (a registered name) gives image folders their input size and normalisation."""
     source = (pool([load_domain(config, "source", backbone, name) for name in config.source])  # multi-source
               if isinstance(config.source, list) else load_domain(config, "source", backbone))
@@ -160,6 +165,7 @@ def load_domains(config: DataConfig, device: torch.device, backbone: str | None 
         image_data=image_record(source, target),
         target_names=target.test.names if isinstance(target.test, MultiSourceSplit) else (target.name,),
         label_sets=sets,
+        class_names=tuple(class_names(source)),
     ))
 
 

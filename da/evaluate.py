@@ -20,7 +20,7 @@ def load_run(run_dir: Path, checkpoint: Path | None = None) -> tuple[Model, Doma
     state = load_checkpoint(checkpoint or run_dir / "checkpoint.pt")
     seed_everything(config.seed, deterministic=False)
     device = pick_device(config.device)
-    domains = load_domains(config.data, device, config.model.backbone)
+    domains = load_domains(config.data, device, config.model)
     return restored_model(config, domains, device, state), domains, state
 
 

@@ -8,6 +8,10 @@
   text classification" (ULMFiT), ACL): ``train.lr_mults`` gives each block of the extractor its
   own multiplier of ``train.lr``, lower (more general) blocks usually smaller; ULMFiT divides by
   2.6 per layer going down.
+- Layer-wise learning-rate decay (BEiT, Bao et al. 2022; the fine-tuning recipe of ViTs and their
+  successors): ``train.layer_decay`` multiplies block i of n (bottom to top) by decay^(n-1-i), on
+  top of ``lr_mults``; the blocks are ResNet stages, ViT / CLIP ``blocks.N``, ConvNeXt / Swin
+  stages (timm's parameter groups, ``da.models.param_blocks``).
 - Gradual unfreezing (ULMFiT): ``train.unfreeze`` starts with every extractor block frozen (the
   head and adapter train) and unfreezes one more block, top block first, after the listed
   adaptation steps (``steps``) or every ``every`` steps.
@@ -57,6 +61,16 @@ def unfreeze_schedule(unfreeze: UnfreezeConfig | None, num_blocks: int) -> list[
     return from_top[::-1]
 
 
+def layer_decay_mults(num_blocks: int, decay: float | None) -> list[float]:
+    """Per block, bottom to top: ``decay ** (num_blocks - 1 - i)`` (1 for the top block; all 1 without decay).
+
+    BEiT's layer-wise decay (Bao et al. 2022) as timm's ``param_groups_layer_decay`` applies it
+    over a model's groups: the top group, which holds the last block and the final norm, keeps
+    the full rate, and each group below trains ``decay`` times slower.
+    """
+    return [1.0 if decay is None else decay ** (num_blocks - 1 - i) for i in range(num_blocks)]
+
+
 class FineTuning:
     """The adaptation stage's parameter groups over time (see the module docstring)."""
 
@@ -67,11 +81,12 @@ class FineTuning:
     @classmethod
     def for_adaptation(cls, extractor: nn.Module, head: nn.Module, adapter: nn.Module, train: TrainConfig) -> "FineTuning":
         finetune = train.extractor == "finetune"
-        if train.lr_mults or train.unfreeze is not None:
+        if train.lr_mults or train.unfreeze is not None or train.layer_decay is not None:
             blocks = extractor.blocks()
             starts = unfreeze_schedule(train.unfreeze, len(blocks))
-            parts = [(name, module, train.extractor_lr_mult * train.lr_mults.get(name, 1.0), start)
-                     for (name, module), start in zip(blocks, starts)]
+            decay = layer_decay_mults(len(blocks), train.layer_decay)
+            parts = [(name, module, train.extractor_lr_mult * train.lr_mults.get(name, 1.0) * scale, start)
+                     for (name, module), start, scale in zip(blocks, starts, decay)]
         else:
             parts = [("extractor", extractor, train.extractor_lr_mult, 0 if finetune else None)]
         groups = [Group(name, module, mult, start if finetune and mult > 0 else None)

@@ -45,6 +45,17 @@ class Registry(Generic[T]):
         self._entries: dict[str, T] = {}
         self._plugins_loaded = False
         self.plugin_errors: list[str] = []
+        #: ``prefix -> resolver``: names ``prefix/rest`` made on demand (``timm/convnext_tiny``).
+        self._families: dict[str, Callable[[str], T]] = {}
+        self._resolved: dict[str, T] = {}  # family names asked for so far (not listed by names())
+
+    def add_family(self, prefix: str, resolver: Callable[[str], T]) -> None:
+        """Names ``prefix/<rest>`` resolve through ``resolver(rest)`` when first asked for (timm's and
+        open_clip's thousands of models are not listed one by one); it raises a one-line DAError
+        for a rest it does not know."""
+        if prefix in self._families and self._families[prefix] is not resolver:
+            raise DAError(f"{self.kind} family {prefix!r} is already registered")
+        self._families[prefix] = resolver
 
     def register(self, name: str) -> Callable[[T], T]:
         """Decorator: ``@REGISTRY.register("name")``. Raises DAError if the name is taken."""
@@ -67,10 +78,16 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         """The entry called ``name``; a DAError listing the valid names if there is none."""
         self.load_plugins()
+        prefix, slash, rest = name.partition("/")
+        if name not in self._entries and slash and prefix in self._families:
+            if name not in self._resolved:
+                self._resolved[name] = self._families[prefix](rest)
+            return self._resolved[name]
         if name not in self._entries:
             hint = difflib.get_close_matches(name, self._entries, n=1)
             near = f" (did you mean {hint[0]!r}?)" if hint else ""
-            raise DAError(f"unknown {self.kind} {name!r}{near}; valid names: {', '.join(self.names())}")
+            families = "".join(f", {p}/<name>" for p in self._families)
+            raise DAError(f"unknown {self.kind} {name!r}{near}; valid names: {', '.join(self.names())}{families}")
         return self._entries[name]
 
     def names(self) -> list[str]:
@@ -83,6 +100,12 @@ class Registry(Generic[T]):
 
     def __contains__(self, name: object) -> bool:
         self.load_plugins()
+        if isinstance(name, str) and name not in self._entries and name.partition("/")[0] in self._families:
+            try:
+                self.get(name)
+            except DAError:
+                return False
+            return True
         return name in self._entries
 
     def load_plugins(self) -> None:

@@ -16,7 +16,8 @@ from da.data.data_options import check_data_options
 from da.data.dataset_entry import dataset_spec, spec_label
 from da.data.image_domain import check_image_spec
 from da.errors import DAError
-from da.registry import ADAPTERS, BACKBONES
+from da.models.backbone_entry import backbone_entry
+from da.registry import ADAPTERS
 from da.validators import resolve as resolve_validators
 
 
@@ -50,8 +51,10 @@ def check_names(config: Config) -> None:
             raise DAError(f"config key data.source must be a list of distinct names; it lists {', '.join(repeated)} "
                           f"more than once")
     check_data_options(config)
-    if config.model.backbone not in BACKBONES:
-        BACKBONES.get(config.model.backbone)
+    entry = backbone_entry(config.model)  # the name known, the input size one the model takes
+    if config.model.head == "zero_shot" and not entry.text_encoder:
+        raise DAError(f"config key model.head: zero_shot embeds class names with a CLIP text tower, and backbone "
+                      f"{config.model.backbone} has none; use an open_clip/<arch> backbone or model.head: linear")
 
 
 def check_transfer(config: Config) -> None:
@@ -66,7 +69,7 @@ def check_transfer(config: Config) -> None:
     if config.pretrain.load == "extractor" and not config.pretrain.checkpoint:
         raise DAError("config key pretrain.load: extractor needs pretrain.checkpoint (the run whose extractor to load); "
                       "set it, or drop pretrain.load")
-    backbone = BACKBONES.get(config.model.backbone)
+    backbone = backbone_entry(config.model)
     if train.batch_norm == "per_domain" and not backbone.batch_norm and not config.model.bottleneck:
         raise DAError(f"config key train.batch_norm: per_domain needs batch-norm layers, and backbone "
                       f"{config.model.backbone} has none; add one with model.bottleneck (e.g. 256) or set train.batch_norm: shared")
@@ -77,6 +80,8 @@ def check_transfer(config: Config) -> None:
             raise DAError(f"config key adapter.blocks: backbone {config.model.backbone} names no blocks; remove adapter.blocks")
         if name not in blocks:
             raise DAError(f"config key adapter.blocks: no block {name!r}; {where}")
+    if train.layer_decay is not None and not blocks:
+        raise DAError(f"config key train.layer_decay: backbone {config.model.backbone} names no blocks; remove train.layer_decay")
     for name, mult in train.lr_mults.items():
         if not blocks:
             raise DAError(f"config key train.lr_mults: backbone {config.model.backbone} names no blocks; remove train.lr_mults")
@@ -121,7 +126,7 @@ def check_batch_sizes(config: Config) -> None:
     whose loss is a covariance or an unbiased MMD (``Adapter.min_batch_size``)."""
     names = [p.name for p in config.adapter.parts] or [config.adapter.name]
     need = max(ADAPTERS.get(n).min_batch_size for n in names)
-    batch_norm = bool(config.model.bottleneck) or BACKBONES.get(config.model.backbone).batch_norm
+    batch_norm = bool(config.model.bottleneck) or backbone_entry(config.model).batch_norm
     checks = [("train.batch_size", config.train.batch_size, config.train.steps > 0)]
     checks.append(("pretrain.batch_size", config.pretrain.batch_size, config.pretrain.steps > 0 and not config.pretrain.checkpoint))
     for key, size, used in checks:

@@ -1,4 +1,4 @@
-"""The model a config describes, built: the backbone from ``da.registry.BACKBONES`` (with its optional
+"""The model a config describes, built: the backbone from ``da.registry.BACKBONES`` (``backbone_entry``) (with its optional
 bottleneck and per-domain batch norm), a linear head, and the adapter from ``da.registry.ADAPTERS``
 (a list of them as a ``Composite``; one copy per source with several sources, as MDAN's
 discriminators: Zhao et al. 2018).
@@ -20,11 +20,12 @@ from da.config import LOOP_PROVIDED, AdapterConfig, Config
 from da.domains import Domains
 from da.errors import DAError
 from da.models import linear_head
-from da.models.head import weight_norm_head
+from da.models.head import weight_norm_head, zero_shot_head
 from da.models.backbones import WithBottleneck
 from da.models.domain_norm import per_domain
 from da.models.pretrained import load_weights
-from da.registry import ADAPTERS, BACKBONES
+from da.models.backbone_entry import backbone_entry
+from da.registry import ADAPTERS
 from da.train.model import Model
 
 
@@ -58,7 +59,8 @@ def build_model(config: Config, domains: Domains, device: torch.device) -> Model
     """The configured backbone (with its bottleneck and per-domain batch norm), a linear head and the
     adapter, on ``device``. The slots a stage fills (``da.train.model.Model``) start empty."""
     shape = domains.source_train.input_shape
-    extractor = BACKBONES.get(config.model.backbone).build(pretrained=config.model.pretrained, in_channels=shape[0])
+    entry = backbone_entry(config.model)
+    extractor = entry.build(pretrained=config.model.pretrained, in_channels=shape[0])
     if config.model.weights:  # a local state dict, e.g. torchvision's resnet50-11ad3fa6.pth (offline)
         load_weights(extractor, config.model.weights)
     if config.model.bottleneck:
@@ -73,6 +75,8 @@ def build_model(config: Config, domains: Domains, device: torch.device) -> Model
     classes = domains.num_classes + head_extra(config)
     if config.model.head == "weight_norm":
         head = weight_norm_head(extractor.out_features, classes)
+    elif config.model.head == "zero_shot":
+        head = zero_shot_head(extractor, config.model.class_names or list(domains.class_names), classes)
     else:
         head = linear_head(extractor.out_features, classes, config.model.head_dropout)
     adapter = build_adapter(config, extractor.out_features, domains.num_classes).to(device)  # after the head: seeded draws

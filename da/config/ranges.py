@@ -30,6 +30,15 @@ def check_ranges(config: Config) -> None:
     }
     if config.model.bottleneck is not None:
         positive["model.bottleneck"] = config.model.bottleneck
+    if config.model.input_size is not None:
+        positive["model.input_size"] = config.model.input_size
+    decay = config.train.layer_decay
+    if decay is not None and not 0 < decay <= 1:
+        raise DAError(f"config key train.layer_decay must be in (0, 1] (each block down trains at that fraction of the "
+                      f"rate of the block above), e.g. 0.65; got {decay}")
+    if config.model.head == "zero_shot" and config.model.bottleneck:
+        raise DAError("config key model.head: zero_shot reads the CLIP image embedding, and model.bottleneck puts a new "
+                      "layer before the head; drop model.bottleneck or use model.head: linear")
     for key, value in positive.items():
         if value <= 0:
             raise DAError(f"config key {key} must be positive, got {value}")

@@ -52,16 +52,25 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
+    #: a registered name (lenet, resnet50, ...), timm/<model>[.<tag>] (any timm model) or
+    #: open_clip/<arch> (a CLIP image encoder); docs/backbones.md
     backbone: str = "lenet"
-    pretrained: bool = False  # ImageNet weights (torchvision backbones only), downloaded into torch's cache
-    weights: Optional[str] = None  # a local state dict (a torchvision .pth) to load into the backbone, offline
+    #: ImageNet weights: torchvision's (downloaded into torch's cache), or a timm model's from the
+    #: Hugging Face cache ($HF_HUB_CACHE) without network
+    pretrained: bool = False
+    #: a local state dict (.pth, .pt, .bin or .safetensors) to load into the backbone, offline
+    weights: Optional[str] = None
+    input_size: Optional[int] = None  # timm / open_clip: the side of the square input the model is built for
+    backbone_kwargs: dict = field(default_factory=dict)  # timm.create_model's arguments, e.g. {drop_path_rate: 0.1}
+    class_names: Optional[list[str]] = None  # head: zero_shot's prompts (default: the source data set's classes)
     bottleneck: Optional[int] = None  # width of a linear + batch-norm + ReLU layer after the backbone (TLlib: 256)
     head_dropout: float = 0.0  # dropout on the features the task head reads, in training (SAFN's, Xu et al. 2019)
     #: Open-set and universal settings: a prediction whose top softmax probability is below this is
     #: "unknown" (the confidence-threshold baseline); None: only an open-set method predicts unknown
     unknown_threshold: Optional[float] = None
-    #: linear; or weight_norm: a weight-normalised linear classifier (SHOT's digit classifier, Liang et al. 2020)
-    head: Literal["linear", "weight_norm"] = "linear"
+    #: linear; weight_norm: a weight-normalised linear classifier (SHOT's digit classifier, Liang et al. 2020);
+    #: zero_shot: an open_clip backbone's text embeddings of "a photo of a {class}." as the linear head's start
+    head: Literal["linear", "weight_norm", "zero_shot"] = "linear"
 
 
 @dataclass
@@ -116,6 +125,9 @@ class TrainConfig:
     adapter_lr_mult: float = 1.0  # learning-rate multiplier for the adapter's own parameters (a discriminator)
     batch_norm: Literal["shared", "per_domain"] = "shared"  # per_domain: DSBN (Chang 2019), da.models.domain_norm
     lr_mults: dict[str, float] = field(default_factory=dict)  # per extractor block, e.g. {conv1: 0.1}; 0 freezes it
+    #: Layer-wise learning-rate decay (BEiT, Bao et al. 2022): the extractor's block i of n (bottom
+    #: to top) trains at layer_decay^(n-1-i) of its rate, e.g. 0.65 for ViT-B; None: off
+    layer_decay: Optional[float] = None
     unfreeze: Optional[UnfreezeConfig] = None  # gradual unfreezing of the extractor's blocks, top first
     #: With several sources: per_source applies the adapter to each source against the target (one
     #: adapter copy per source, as MDAN's discriminators); pooled applies one to the pooled sources.

@@ -3,13 +3,17 @@ YAML lists, followed by the backbone's normalisation.
 
 Every transform works on a uint8 (C, H, W) tensor decoded from the file; the last step turns it
 into float32 normalised with the backbone's ``pretrained_cfg`` mean and std. Presets, sized from the
-backbone's input size S (224 for ResNets, 28 for LeNet), R = round(S * 256 / 224):
+backbone's input size S (224 for ResNets, 28 for LeNet) and its test crop's share ``crop_pct``
+(0.875 for ResNets; timm's for a timm model), R = floor(S / crop_pct) (256 for 224 at 0.875); every
+resize uses the backbone's interpolation (bilinear for ResNets, a timm model's own, bicubic for CLIP):
 
 - ``resize``: resize to S x S (LeNet's default: digits are not cropped).
 - ``resize_crop_flip``: resize to R x R, random resized crop to S, random horizontal flip: the train
   transform of Transfer-Learning-Library's Office benchmarks (``ResizeImage(256)``,
   ``RandomResizedCrop(224)``, flip; Long et al. 2018 and later), a ResNet's default for training.
-- ``center_crop``: resize to R x R, centre crop to S: the field's test transform.
+- ``center_crop``: resize to R x R, centre crop to S: the field's test transform; timm's eval
+  transform with ``crop_mode: squash`` (timm's default ``center`` resizes the shorter side to R
+  instead; the square keeps one cached resize for train and test, as the field's Office protocol does).
 - ``resize_flip``: resize to S x S, random horizontal flip.
 
 A YAML list names v2 transforms with their arguments, e.g.
@@ -18,6 +22,7 @@ A YAML list names v2 transforms with their arguments, e.g.
 from __future__ import annotations
 
 import difflib
+import math
 from typing import Any
 
 import torch
@@ -92,15 +97,17 @@ def preset_steps(name: str, cfg: PretrainedCfg) -> list[Any]:
     from torchvision.transforms import v2
 
     size = cfg.input_size[1:]
-    big = tuple(round(s * 256 / 224) for s in size)
+    big = tuple(math.floor(s / cfg.crop_pct + 1e-6) for s in size)  # timm's scale_size; + 1e-6: 224 / 0.875 is 256
+    mode = v2.InterpolationMode(cfg.interpolation)
     if name == "resize":
-        return [v2.Resize(size, antialias=True)]
+        return [v2.Resize(size, mode, antialias=True)]
     if name == "resize_flip":
-        return [v2.Resize(size, antialias=True), v2.RandomHorizontalFlip()]
+        return [v2.Resize(size, mode, antialias=True), v2.RandomHorizontalFlip()]
     if name == "resize_crop_flip":
-        return [v2.Resize(big, antialias=True), v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip()]
+        return [v2.Resize(big, mode, antialias=True), v2.RandomResizedCrop(size, interpolation=mode, antialias=True),
+                v2.RandomHorizontalFlip()]
     if name == "center_crop":
-        return [v2.Resize(big, antialias=True), v2.CenterCrop(size)]
+        return [v2.Resize(big, mode, antialias=True), v2.CenterCrop(size)]
     raise DAError(f"no transform preset {name!r}; presets: {', '.join(PRESETS)}, or a list of torchvision.transforms.v2 steps")
 
 

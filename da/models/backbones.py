@@ -98,16 +98,17 @@ def _resnet(name: str, pretrained: bool) -> TorchvisionFeatures:
 
 
 #: What the torchvision ResNets' entries share: ImageNet's input, batch norm, the stem and four stages.
-RESNET_ENTRY = {"pretrained_cfg": IMAGENET, "batch_norm": True, "block_names": tuple(TorchvisionFeatures.BLOCKS)}
+RESNET_ENTRY = {"pretrained_cfg": IMAGENET, "batch_norm": True, "block_names": tuple(TorchvisionFeatures.BLOCKS),
+                "library": "torchvision"}
 
 
-@register_backbone("resnet18", **RESNET_ENTRY, out_features=512)
+@register_backbone("resnet18", **RESNET_ENTRY, out_features=512, weights_tag="IMAGENET1K_V1")
 def resnet18(pretrained: bool = False, in_channels: int = 1) -> TorchvisionFeatures:
     """torchvision ResNet-18 (He et al. 2016), 512-d features; ImageNet weights when pretrained."""
     return _resnet("resnet18", pretrained)
 
 
-@register_backbone("resnet50", **RESNET_ENTRY, out_features=2048)
+@register_backbone("resnet50", **RESNET_ENTRY, out_features=2048, weights_tag="IMAGENET1K_V2")
 def resnet50(pretrained: bool = False, in_channels: int = 1) -> TorchvisionFeatures:
     """torchvision ResNet-50 (He et al. 2016), 2048-d features; ImageNet weights when pretrained."""
     return _resnet("resnet50", pretrained)

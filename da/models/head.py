@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from da.errors import DAError
+
 
 class LinearHead(nn.Linear):
     """A linear classifier, as in the digits literature's LeNet (500 -> classes), with optional
@@ -33,6 +35,22 @@ def weight_norm_head(in_features: int, num_classes: int) -> nn.Linear:
     linear = nn.Linear(in_features, num_classes)
     nn.init.zeros_(linear.bias)
     return nn.utils.parametrizations.weight_norm(linear, name="weight")
+
+
+def zero_shot_head(extractor: nn.Module, class_names: list[str], num_classes: int) -> nn.Linear:
+    """A linear head starting as CLIP's zero-shot classifier (Radford et al. 2021): its rows the
+    extractor's ``zero_shot_weights`` (normalised prompt embeddings times the logit scale), bias 0.
+
+    On the extractor's normalised image embeddings it gives CLIP's logits exactly; training moves it on."""
+    if len(class_names) != num_classes:
+        raise DAError(f"config key model.class_names lists {len(class_names)} names and the head has {num_classes} "
+                      f"classes; give one name per class, in label order")
+    weights = extractor.zero_shot_weights([str(n) for n in class_names])
+    head = nn.Linear(weights.shape[1], num_classes)
+    with torch.no_grad():
+        head.weight.copy_(weights)
+        head.bias.zero_()
+    return head
 
 
 class NearestNeighbourHead(nn.Module):

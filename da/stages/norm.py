@@ -14,7 +14,8 @@ import torch
 from torch import Tensor
 
 from da.errors import DAError
-from da.registry import BACKBONES, register_stage
+from da.models.backbone_entry import backbone_entry
+from da.registry import register_stage
 from da.stages.test_time import TestTimeStage
 from da.train.run import StageContext
 
@@ -39,7 +40,7 @@ class Norm(TestTimeStage):
 
     def check(self, config: Any) -> None:
         super().check(config)
-        if not BACKBONES.get(config.model.backbone).batch_norm and not config.model.bottleneck:
+        if not backbone_entry(config.model).batch_norm and not config.model.bottleneck:
             raise DAError(f"stage norm re-estimates batch-norm statistics and backbone {config.model.backbone} has no "
                           f"batch norm; use model.backbone: lenet_bn (or another with batch norm), or another stage")
 

@@ -30,7 +30,7 @@ from torch import Tensor
 from da.data.stream import StreamPlan, StreamSampler, stream_plan
 from da.errors import DAError
 from da.models.test_time_norm import Affine, copy_state, use_test_statistics
-from da.registry import BACKBONES
+from da.models.backbone_entry import backbone_entry
 from da.run_files import write_json
 from da.stages.base import OptimSettings, ParamGroup, Stage, Update
 from da.train.run import Run, StageContext
@@ -105,7 +105,7 @@ class TestTimeStage(Stage):
     def check(self, config: Any) -> None:
         if self.batch_size > 1 or not self.test_statistics or self.statistics_prior() > 0:
             return
-        if BACKBONES.get(config.model.backbone).batch_norm or config.model.bottleneck:
+        if backbone_entry(config.model).batch_norm or config.model.bottleneck:
             raise DAError(f"stage {self.name} normalises with the test batch's statistics, which a batch of 1 cannot "
                           f"give the batch-norm layers of backbone {config.model.backbone}; use batch_size >= 2, a "
                           f"group-norm backbone (model.backbone: lenet_gn), or stage norm with prior > 0")

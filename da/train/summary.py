@@ -8,6 +8,8 @@ import torch
 
 from da.config import Config, flat_keys, to_dict
 from da.domains import Domains
+from da.models.backbone_entry import backbone_entry, backbone_record
+from da.models.test_time_norm import norm_layers
 from da.train.label_metrics import OPEN_METRICS
 from da.train.model import confusion_matrix, per_class_accuracy
 from da.train.run import Run
@@ -42,6 +44,10 @@ def make_summary(run: "Run") -> dict[str, Any]:
     return {
         "name": config.name, "adapter": config.adapter.name, "seed": config.seed,
         "source": config.data.source, "target": config.data.target, "backbone": config.model.backbone,
+        # The input the images were resized and normalised to, the network's library and its start weights.
+        **backbone_record(config.model, backbone_entry(config.model)),
+        # What normalisation the extractor has: the layers test-time methods adapt (BatchNorm, LayerNorm, ...).
+        "norm_layers": sorted({type(m).__name__ for m in norm_layers([run.model.extractor])}),
         "stages": [{"name": stage.name, "steps": n} for stage, n in zip(run.stages, run.stage_steps())],
         "pretrain_steps": config.pretrain.steps, "steps": config.train.steps, "batch_size": config.train.batch_size,
         "source_test_acc": found.accuracies["source_test_acc"], "target_test_acc": found.accuracies["target_test_acc"],
