@@ -246,7 +246,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     tune(args.config, args.set, args.trials, args.objective, out, args.space, args.sampler, args.seed, args.pruner,
          echo=lambda line: print(line, flush=True))
     if directions:
-        results = report_on(out, directions, seeds, args.jobs, echo=lambda line: print(line, flush=True))
+        results = report_on(out, directions, seeds, args.jobs, echo=lambda line: print(line, flush=True),
+                            sets=args.report_set)
         print(f"best.yaml on {', '.join(directions)}: {results}")
     return 0
 
@@ -340,6 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pruner", choices=("median", "none"), default="median", help="stop trials below the median early")
     p.add_argument("--report-on", metavar="DIRECTIONS", help="then run best.yaml on these tasks, e.g. 'mnist->usps'")
     p.add_argument("--report-seeds", metavar="SEEDS", help="seeds of --report-on (default 0,1,2)")
+    p.add_argument("--report-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a value of best.yaml for --report-on (repeatable), e.g. train.steps=3600")
     p.add_argument("--jobs", type=int, default=1, help="runs at once for --report-on")
     p.add_argument("--launcher", choices=("local", "ray"), default="local", help="where trials run")
     p.set_defaults(func=cmd_tune)

@@ -20,6 +20,8 @@ import math
 from pathlib import Path
 from typing import Any, Callable
 
+import yaml
+
 from da.bench.search_space_of import apply, search_space
 from da.bench.worker import DONE, execute_run
 from da.composition import load_config
@@ -156,15 +158,25 @@ def tune(config_path: str, sets: list[str], trials: int, objective: str, out: Pa
     return write_results(study, out, objective, to_dict(config), echo)
 
 
-def report_on(out: Path, directions: list[str], seeds: list[int], jobs: int, echo: Callable[[str], None]) -> Path:
+def report_on(out: Path, directions: list[str], seeds: list[int], jobs: int, echo: Callable[[str], None],
+              sets: list[str] | None = None) -> Path:
     """The nested protocol's second half: ``best.yaml`` run on other tasks (a benchmark in
-    ``out/report``), so that no figure reported there chose its own settings."""
+    ``out/report``), so that no figure reported there chose its own settings. ``sets``
+    (``KEY=VALUE``) change what the search kept short, e.g. ``train.steps=3600``."""
     from da.bench.plan import load_bench_config
     from da.bench.run import run_bench
 
     bench_file = out / "report.yaml"
     text = (f"# da tune: best.yaml, chosen by the search in this folder, on other tasks\n"
             f"seeds: {json.dumps(seeds)}\ndirections: {json.dumps(directions)}\nadapters:\n  tuned: best.yaml\n")
+    overrides = {}
+    for item in sets or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise DAError(f"--report-set {item!r} must look like KEY=VALUE, e.g. --report-set train.steps=3600")
+        overrides[key.strip()] = yaml.safe_load(value)
+    if overrides:
+        text += f"set: {json.dumps(overrides)}\n"
     write_text_atomic(bench_file, text)
     bench = load_bench_config(bench_file)
     run_bench(bench, out / "report", jobs=jobs, echo=echo)
