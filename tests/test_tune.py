@@ -92,3 +92,20 @@ def test_a_storage_of_another_search_is_refused_and_kept(tmp_path, write_config,
     code, _, err = cli("tune", "-c", config, "--trials", "1", "--objective", "im", "--out", tmp_path / "other", *SPACE)
     assert code == 2 and "holds no search" in one_line_error(err)
     assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
+
+
+def test_report_on_runs_best_yaml_on_another_task(tmp_path, write_config, cli):
+    """The nested protocol: the chosen settings, with --report-set's longer schedule, run as a benchmark."""
+    import json
+
+    config = search_config(write_config)
+    code, out, err = cli("tune", "-c", config, "--trials", "1", "--objective", "im", "--pruner", "none",
+                         "--out", tmp_path / "s", *SPACE, "--report-on", "synthetic->synthetic", "--report-seeds", "0",
+                         "--report-set", "train.steps=6")
+    assert code == 0, err
+    best = load_config(tmp_path / "s" / "best.yaml")
+    run = tmp_path / "s" / "report" / "synthetic-synthetic" / "tuned" / "seed0"
+    ran = load_config(run / "config.yaml")
+    assert ran.adapter.kwargs["weight"] == best.adapter.kwargs["weight"] and ran.train.steps == 6 != best.train.steps
+    assert json.loads((run / "summary.json").read_text())["target_test_acc"] >= 0
+    assert (tmp_path / "s" / "report" / "results.md").is_file()
