@@ -38,6 +38,7 @@ def test_a_search_is_reproducible_and_ends_with_a_rerunnable_best_yaml(tmp_path,
     assert "target test accuracy" in (tmp_path / "a" / "trials.md").read_text()
 
 
+@pytest.mark.slow
 def test_a_search_cut_off_mid_trial_resumes_to_the_same_trials(tmp_path, write_config, cli, monkeypatch):
     import da.bench.tune as tune_module
 
@@ -94,6 +95,7 @@ def test_a_storage_of_another_search_is_refused_and_kept(tmp_path, write_config,
     assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
 
 
+@pytest.mark.slow
 def test_report_on_runs_best_yaml_on_another_task(tmp_path, write_config, cli):
     """The nested protocol: the chosen settings, with --report-set's longer schedule, run as a benchmark."""
     import json

@@ -48,6 +48,7 @@ def check_objective(objective: str) -> None:
 
 
 def make_sampler(kind: str, seed: int) -> Any:
+    # Imported here, not at the top, for start-up time: optional or heavy, needed by this path only.
     import optuna
 
     if kind == "random":
@@ -63,6 +64,7 @@ def fingerprint(config: Config, space: dict[str, Param], objective: str, sampler
 
 def open_study(out: Path, print_: str, sampler: str, seed: int, pruner: str) -> Any:
     """The search's study in ``out/study.db``: created, or resumed when it is this search's."""
+    # Imported here, not at the top, for start-up time: optional or heavy, needed by this path only.
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -109,6 +111,7 @@ def load_config_from(raw: dict[str, Any]) -> Config:
 def tune(config_path: str, sets: list[str], trials: int, objective: str, out: Path, space_flags: list[str],
          sampler: str = "tpe", seed: int = 0, pruner: str = "median", echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Run (or resume) the search; return the best trial's row."""
+    # Imported here, not at the top, for start-up time: optional or heavy, needed by this path only.
     import optuna
 
     check_objective(objective)
@@ -163,6 +166,7 @@ def report_on(out: Path, directions: list[str], seeds: list[int], jobs: int, ech
     """The nested protocol's second half: ``best.yaml`` run on other tasks (a benchmark in
     ``out/report``), so that no figure reported there chose its own settings. ``sets``
     (``KEY=VALUE``) change what the search kept short, e.g. ``train.steps=3600``."""
+    # Imported here, not at the top, for start-up time: optional or heavy, needed by this path only.
     from da.bench.plan import load_bench_config
     from da.bench.run import run_bench
 

@@ -202,9 +202,11 @@ def write_report(rows: Sequence[dict[str, Any]], out: Path) -> None:
 
 def correlation_plot(rows: Sequence[dict[str, Any]], path: Path) -> None:
     """A bar per validator and task: its weighted Spearman correlation with target accuracy."""
+    # Imported here, not at the top, for start-up time: optional or heavy, needed by this path only.
     import matplotlib
 
     matplotlib.use("Agg")
+    # Imported here, not at the top, for start-up time: optional or heavy, needed by this path only.
     import matplotlib.pyplot as plt
 
     tasks = sorted({r["task"] for r in rows})

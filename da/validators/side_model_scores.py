@@ -3,7 +3,6 @@ MixVal's mixed target images. Higher is better for both."""
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from da.validators.inputs import ScoringInputs
 
@@ -44,7 +43,7 @@ def deep_embedded_validation(inputs: ScoringInputs, seed: int = 0) -> float:
     proba = best.predict_proba(scaler.transform(inputs.source_features[held].double().numpy()))
     weights = torch.from_numpy(proba[:, 0] / proba[:, 1] * len(source) / len(target))[:, None]
     logits, labels = inputs.source_logits[:n][held], inputs.source_labels[:n][held]
-    errors = F.cross_entropy(logits.double(), labels, reduction="none")[:, None]
+    errors = -torch.log_softmax(logits.double(), dim=1).gather(1, labels[:, None])  # per-sample cross-entropy
     return -float(get_dev_risk(weights, errors, "max"))
 
 
