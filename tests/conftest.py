@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from da.cli import main
+from da.validators import CLASSIC
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,7 +60,10 @@ def tiny_config(**sections) -> dict:
         "data": {"source": "synthetic", "target": "synthetic", "source_val_size": 64},
         "adapter": {"name": "dann", "hidden": 32},
         "pretrain": {"steps": 4, "batch_size": 16},
-        "train": {"steps": 6, "batch_size": 16, "eval_every": 3, "log_every": 2, "checkpoint_every": 3},
+        # The five classic validators keep the suite's hundreds of tiny runs fast (all 14 cost about 40 %
+        # more there); tests/test_validator_catalog.py runs the default, every one.
+        "train": {"steps": 6, "batch_size": 16, "eval_every": 3, "log_every": 2, "checkpoint_every": 3,
+                  "validators": list(CLASSIC)},
     }
     for key, value in sections.items():
         cfg[key] = {**cfg.get(key, {}), **value} if isinstance(value, dict) else value

@@ -16,9 +16,9 @@ import pytest
 import yaml
 
 from conftest import ROOT, one_line_error, tiny_config
-from da.validators import VALIDATORS
+from da.validators import CLASSIC
 
-SELECTIONS = {"last", "oracle", *VALIDATORS}  # every validator a run scores by default
+SELECTIONS = {"last", "oracle", *CLASSIC}  # the validators tiny_config scores
 
 
 @pytest.fixture

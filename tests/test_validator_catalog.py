@@ -161,3 +161,14 @@ def test_a_bad_validator_list_is_one_line(tmp_path, write_config, cli, validator
     code, _, err = cli("train", "-c", write_config(tiny_config(train={"validators": validators})), "--out", tmp_path / "r")
     assert code == 2 and message in one_line_error(err)
     assert not (tmp_path / "r").exists()
+
+
+def test_a_run_scores_every_validator_by_default(tmp_path, write_config, cli):
+    from tests.conftest import tiny_config
+
+    cfg = tiny_config()
+    del cfg["train"]["validators"]  # the suite's tiny config lists the classic five; a user's config need not
+    code, _, err = cli("train", "-c", write_config(cfg), "--out", tmp_path / "run", "-q")
+    assert code == 0, err
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all(set(row["scores"]) == set(VALIDATORS) for row in rows if "scores" in row)
