@@ -284,6 +284,34 @@ def print_label_sets(config) -> None:
         print(f"  {side.replace('_', '-')}: {', '.join(getattr(sets, side)) or '-'}")
 
 
+def add_selection_commands(sub: argparse._SubParsersAction) -> None:
+    """``da validators`` and ``da tune``: choosing without target labels."""
+    p = sub.add_parser("validators", help="grade the validators on finished runs: correlation with target accuracy, picks")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="run folders or benchmark folders (searched recursively)")
+    p.add_argument("--validators", help="comma-separated subset (default: every one the runs scored)")
+    p.add_argument("--out", help="folder for validators.md / .csv / .png (default: the folder given, or the common parent)")
+    p.set_defaults(func=cmd_validators)
+    p = sub.add_parser("tune", help="search hyperparameters on Optuna with a validator as the objective")
+    p.add_argument("-c", "--config", required=True, help="the config to tune, e.g. configs/mnist_usps/dann.yaml")
+    p.add_argument("--trials", type=int, required=True, help="trials to finish (complete or pruned)")
+    p.add_argument("--objective", required=True, help="the validator to maximise (never target accuracy), e.g. im")
+    p.add_argument("--out", help="search folder; rerunning into it resumes (default: runs/tune/<config>-<objective>)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value (repeatable)")
+    p.add_argument("--space", action="append", default=[], metavar="KEY=SPEC",
+                   help="add or replace a range, e.g. adapter.weight=log:0.1:10, train.lr=log:1e-3:0.05, "
+                        "adapter.hidden=choice:256,1024 (default: what the adapter and stages declare)")
+    p.add_argument("--sampler", choices=("tpe", "random"), default="tpe", help="Optuna sampler (seeded)")
+    p.add_argument("--seed", type=int, default=0, help="the search's seed (the runs keep the config's seed)")
+    p.add_argument("--pruner", choices=("median", "none"), default="median", help="stop trials below the median early")
+    p.add_argument("--report-on", metavar="DIRECTIONS", help="then run best.yaml on these tasks, e.g. 'mnist->usps'")
+    p.add_argument("--report-seeds", metavar="SEEDS", help="seeds of --report-on (default 0,1,2)")
+    p.add_argument("--report-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a value of best.yaml for --report-on (repeatable), e.g. train.steps=3600")
+    p.add_argument("--jobs", type=int, default=1, help="runs at once for --report-on")
+    p.add_argument("--launcher", choices=("local", "ray"), default="local", help="where trials run")
+    p.set_defaults(func=cmd_tune)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="da", description="Domain adaptation experiments.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
@@ -322,30 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true",
                    help="check the benchmark and list its runs, each done, to resume or to run; run nothing")
     p.set_defaults(func=cmd_bench)
-    p = sub.add_parser("validators", help="grade the validators on finished runs: correlation with target accuracy, picks")
-    p.add_argument("paths", nargs="+", metavar="PATH", help="run folders or benchmark folders (searched recursively)")
-    p.add_argument("--validators", help="comma-separated subset (default: every one the runs scored)")
-    p.add_argument("--out", help="folder for validators.md / .csv / .png (default: the folder given, or the common parent)")
-    p.set_defaults(func=cmd_validators)
-    p = sub.add_parser("tune", help="search hyperparameters on Optuna with a validator as the objective")
-    p.add_argument("-c", "--config", required=True, help="the config to tune, e.g. configs/mnist_usps/dann.yaml")
-    p.add_argument("--trials", type=int, required=True, help="trials to finish (complete or pruned)")
-    p.add_argument("--objective", required=True, help="the validator to maximise (never target accuracy), e.g. im")
-    p.add_argument("--out", help="search folder; rerunning into it resumes (default: runs/tune/<config>-<objective>)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value (repeatable)")
-    p.add_argument("--space", action="append", default=[], metavar="KEY=SPEC",
-                   help="add or replace a range, e.g. adapter.weight=log:0.1:10, train.lr=log:1e-3:0.05, "
-                        "adapter.hidden=choice:256,1024 (default: what the adapter and stages declare)")
-    p.add_argument("--sampler", choices=("tpe", "random"), default="tpe", help="Optuna sampler (seeded)")
-    p.add_argument("--seed", type=int, default=0, help="the search's seed (the runs keep the config's seed)")
-    p.add_argument("--pruner", choices=("median", "none"), default="median", help="stop trials below the median early")
-    p.add_argument("--report-on", metavar="DIRECTIONS", help="then run best.yaml on these tasks, e.g. 'mnist->usps'")
-    p.add_argument("--report-seeds", metavar="SEEDS", help="seeds of --report-on (default 0,1,2)")
-    p.add_argument("--report-set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a value of best.yaml for --report-on (repeatable), e.g. train.steps=3600")
-    p.add_argument("--jobs", type=int, default=1, help="runs at once for --report-on")
-    p.add_argument("--launcher", choices=("local", "ray"), default="local", help="where trials run")
-    p.set_defaults(func=cmd_tune)
+    add_selection_commands(sub)
     p = sub.add_parser("data", help="describe an image folder, an image list or a config's domains before training")
     p.add_argument("path", metavar="PATH", help="a folder (DIR/<class>/<image>, or a folder of such domains), "
                                                 "a 'path label' list file, or a config file")

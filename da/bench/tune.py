@@ -24,7 +24,7 @@ import yaml
 
 from da.bench.search_space_of import apply, search_space
 from da.bench.worker import DONE, execute_run
-from da.composition import load_config
+from da.composition import build_config, load_config
 from da.composition.driver import train
 from da.config import Config, dump_yaml, to_dict
 from da.config.search_space import Param
@@ -97,15 +97,11 @@ def shared_pretraining(config: Config, out: Path, echo: Callable[[str], None]) -
     raw.update(name="pretrain", adapter={"name": "source_only"}, stages=None)
     raw["train"]["steps"] = 0
     raw.pop("stages")
-    state = execute_run(out / "pretrain", load_config_from(raw))
+    state = execute_run(out / "pretrain", build_config(raw))
     echo(f"pretraining: {state} ({out / 'pretrain'})")
     raw = to_dict(config)
     raw["pretrain"]["checkpoint"] = str(out / "pretrain" / "checkpoint.pt")
-    return load_config_from(raw)
-
-
-def load_config_from(raw: dict[str, Any]) -> Config:
-    return apply(raw, {})
+    return build_config(raw)
 
 
 def tune(config_path: str, sets: list[str], trials: int, objective: str, out: Path, space_flags: list[str],
@@ -122,7 +118,7 @@ def tune(config_path: str, sets: list[str], trials: int, objective: str, out: Pa
     if objective not in scored:  # the objective is scored at every evaluation of every trial
         raw = to_dict(config)
         raw["train"]["validators"] = [*scored, objective]
-        config = load_config_from(raw)
+        config = build_config(raw)
     space = search_space(config, space_flags)
     study = open_study(out, fingerprint(config, space, objective, sampler, seed), sampler, seed, pruner)
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):

@@ -110,15 +110,22 @@ def check_transfer(config: Config) -> None:
             raise DAError(f"config key train.unfreeze.steps lists {len(steps)} steps but {where}; give at most {len(blocks)}")
         if steps != sorted(steps):
             raise DAError(f"config key train.unfreeze.steps must not decrease (the top block unfreezes first), got {steps}")
+    check_early_stopping(config)
+
+
+def check_early_stopping(config: Config) -> None:
+    """The validators a run scores are known names, and early stopping watches one of them."""
+    train = config.train
     scored = resolve_validators(train.validators)
     stopping = train.early_stopping
-    if stopping is not None:
-        if stopping.validator not in scored:
-            raise DAError(f"config key train.early_stopping.validator must be a validator the run scores "
-                          f"(train.validators: {', '.join(scored)}; none reads target labels); got {show_value(stopping.validator)}")
-        if stopping.patience <= 0:
-            raise DAError(f"config key train.early_stopping.patience must be positive (evaluations without "
-                          f"improvement before stopping), got {stopping.patience}")
+    if stopping is None:
+        return
+    if stopping.validator not in scored:
+        raise DAError(f"config key train.early_stopping.validator must be a validator the run scores "
+                      f"(train.validators: {', '.join(scored)}; none reads target labels); got {show_value(stopping.validator)}")
+    if stopping.patience <= 0:
+        raise DAError(f"config key train.early_stopping.patience must be positive (evaluations without "
+                      f"improvement before stopping), got {stopping.patience}")
 
 
 def check_batch_sizes(config: Config) -> None:

@@ -204,6 +204,6 @@ class Model:
                 source_logits=source_logits.float().cpu(), source_labels=source_y.cpu(),
                 target_logits=target_logits.float().cpu(), target_features=target_features.float().cpu(),
                 source_features=source_features,
-                target_images=(lambda index: probe.images(index)) if "target_images" in wanted else None,
+                target_images=probe.images if "target_images" in wanted else None,
                 predict=(lambda x: predict(x).float()) if "target_images" in wanted else None)
             return accs, score(inputs, validators)

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
 from da.errors import DAError
-
-from da.validators import feature_scores as features
-from da.validators import prediction_scores as predictions
-from da.validators import side_model_scores as side
+from da.validators.feature_scores import class_ami, domain_knn, negative_mmd, target_knn
+from da.validators.prediction_scores import (batch_nuclear_norm, diversity, information_maximization, nearest_source,
+                                             negative_entropy, soft_neighborhood_density, source_val)
+from da.validators.side_model_scores import deep_embedded_validation, mixval_inter, mixval_intra
 from da.validators.inputs import ScoringInputs
 
 
@@ -22,24 +22,23 @@ class Validator:
     name: str
     score: Callable[[ScoringInputs], float]
     needs: frozenset[str] = frozenset()  # of da.validators.inputs.NEEDS
-    side_model: bool = False  # fits a model of its own at each evaluation (seconds, not milliseconds)
 
 
 _ALL = (
-    Validator("source_val", predictions.source_val),
-    Validator("im", predictions.information_maximization),
-    Validator("snd", predictions.soft_neighborhood_density),
-    Validator("entropy", predictions.negative_entropy),
-    Validator("bnm", predictions.batch_nuclear_norm),
-    Validator("diversity", predictions.diversity),
-    Validator("nearest_source", predictions.nearest_source),
-    Validator("class_ami", features.class_ami),
-    Validator("knn", features.domain_knn, frozenset({"source_features"})),
-    Validator("target_knn", features.target_knn, frozenset({"source_features"})),
-    Validator("mmd", features.negative_mmd, frozenset({"source_features"})),
-    Validator("dev", side.deep_embedded_validation, frozenset({"source_features"}), side_model=True),
-    Validator("mixval", side.mixval_inter, frozenset({"target_images"})),
-    Validator("mixval_intra", side.mixval_intra, frozenset({"target_images"})),
+    Validator("source_val", source_val),
+    Validator("im", information_maximization),
+    Validator("snd", soft_neighborhood_density),
+    Validator("entropy", negative_entropy),
+    Validator("bnm", batch_nuclear_norm),
+    Validator("diversity", diversity),
+    Validator("nearest_source", nearest_source),
+    Validator("class_ami", class_ami),
+    Validator("knn", domain_knn, frozenset({"source_features"})),
+    Validator("target_knn", target_knn, frozenset({"source_features"})),
+    Validator("mmd", negative_mmd, frozenset({"source_features"})),
+    Validator("dev", deep_embedded_validation, frozenset({"source_features"})),
+    Validator("mixval", mixval_inter, frozenset({"target_images"})),
+    Validator("mixval_intra", mixval_intra, frozenset({"target_images"})),
 )
 CATALOG: dict[str, Validator] = {v.name: v for v in _ALL}
 VALIDATORS: tuple[str, ...] = tuple(CATALOG)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Optional
 
+import torch
 from torch import Tensor
 
 #: Source validation rows whose features the feature-based validators read: as many as the target
@@ -37,8 +38,6 @@ class ScoringInputs:
     def split(self, name: str, with_features: bool = True) -> dict[str, Tensor]:
         """pytorch-adapt's dictionary for a split (``src_val`` or ``target_train``): features,
         logits, softmax predictions, domain (0 source, 1 target) and, on the source, labels."""
-        import torch
-
         if name == "src_val":
             # The source features may cover only the first rows of the split (SOURCE_FEATURES).
             rows = len(self.source_features) if with_features else len(self.source_logits)
