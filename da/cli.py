@@ -238,13 +238,14 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from da.bench.tune import check_objective, report_on, tune
 
     check_objective(args.objective)
-    if args.launcher == "ray":
-        raise DAError("da tune --launcher ray is not built yet: trials run one after another here; drop --launcher")
+    if args.launcher == "local" and args.address:
+        raise DAError("--address names a Ray cluster: add --launcher ray")
     seeds = [int(s) for s in args.report_seeds.split(",")] if args.report_seeds else [0, 1, 2]
     directions = [d.strip() for d in args.report_on.split(",") if d.strip()] if args.report_on else []
     out = Path(args.out) if args.out else Path("runs") / "tune" / f"{Path(args.config).stem}-{args.objective}"
     tune(args.config, args.set, args.trials, args.objective, out, args.space, args.sampler, args.seed, args.pruner,
-         echo=lambda line: print(line, flush=True))
+         echo=lambda line: print(line, flush=True), launcher=args.launcher,
+         jobs=args.jobs if args.launcher == "ray" else 1, address=args.address)
     if directions:
         results = report_on(out, directions, seeds, args.jobs, echo=lambda line: print(line, flush=True),
                             sets=args.report_set)
@@ -307,8 +308,11 @@ def add_selection_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--report-seeds", metavar="SEEDS", help="seeds of --report-on (default 0,1,2)")
     p.add_argument("--report-set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a value of best.yaml for --report-on (repeatable), e.g. train.steps=3600")
-    p.add_argument("--jobs", type=int, default=1, help="runs at once for --report-on")
-    p.add_argument("--launcher", choices=("local", "ray"), default="local", help="where trials run")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs at once: trials with --launcher ray, and the runs of --report-on")
+    p.add_argument("--launcher", choices=("local", "ray"), default="local",
+                   help="where trials run: here one after another, or on Ray Tune (--jobs at once)")
+    p.add_argument("--address", help="Ray cluster address for --launcher ray (default: start a local Ray)")
     p.set_defaults(func=cmd_tune)
 
 

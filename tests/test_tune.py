@@ -111,3 +111,35 @@ def test_report_on_runs_best_yaml_on_another_task(tmp_path, write_config, cli):
     assert ran.adapter.kwargs["weight"] == best.adapter.kwargs["weight"] and ran.train.steps == 6 != best.train.steps
     assert json.loads((run / "summary.json").read_text())["target_test_acc"] >= 0
     assert (tmp_path / "s" / "report" / "results.md").is_file()
+
+
+@pytest.mark.slow
+def test_ray_one_trial_at_a_time_draws_and_scores_the_trials_of_the_local_launcher(tmp_path, write_config, cli):
+    pytest.importorskip("ray.tune")
+    config = search_config(write_config)
+    args = ["tune", "-c", config, "--trials", "3", "--objective", "im", "--pruner", "none", *SPACE]
+    assert cli(*args, "--out", tmp_path / "local")[0] == 0
+    code, out, err = cli(*args, "--out", tmp_path / "ray", "--launcher", "ray", "--jobs", "1")
+    assert code == 0, err
+    assert "[3/3] trial 2: im" in out
+    scores = lambda rows: [float(r["objective"]) for r in rows]
+    local, ray = trials(tmp_path / "local"), trials(tmp_path / "ray")
+    assert scores(ray) == pytest.approx(scores(local), abs=1e-6)
+    drop = lambda rows: [{k: v for k, v in r.items() if k not in ("objective", "target_test_acc")} for r in rows]
+    assert drop(ray) == drop(local)
+    assert (tmp_path / "ray" / "trials" / "0002" / "summary.json").is_file()
+    assert (tmp_path / "ray" / "best.yaml").read_text() == (tmp_path / "local" / "best.yaml").read_text()
+
+
+@pytest.mark.slow
+def test_ray_runs_trials_side_by_side_and_the_search_resumes_locally(tmp_path, write_config, cli):
+    pytest.importorskip("ray.tune")
+    config = search_config(write_config)
+    args = ["tune", "-c", config, "--objective", "im", "--pruner", "none", *SPACE, "--out", tmp_path / "s"]
+    code, _, err = cli(*args, "--trials", "2", "--launcher", "ray", "--jobs", "2")
+    assert code == 0, err
+    code, _, err = cli(*args, "--trials", "3")  # the same study, one trial more, here
+    assert code == 0, err
+    rows = trials(tmp_path / "s")
+    assert [r["state"] for r in rows] == ["complete"] * 3
+    assert all((tmp_path / "s" / "trials" / f"{n:04d}" / "summary.json").is_file() for n in range(3))

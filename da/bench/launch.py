@@ -18,7 +18,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from da.bench.plan import RunSpec
 from da.bench.worker import execute
@@ -203,14 +203,15 @@ def _local_pool(jobs: int, per_run: PerRun = PerRun()) -> Submit:
     return submit
 
 
-def _ray_pool(jobs: int, address: str | None, per_run: PerRun = PerRun()) -> Submit:
+def start_ray(num_cpus: int, address: str | None) -> Any:
+    """Ray, started here with ``num_cpus`` CPUs, or joined at ``address``; the ``ray`` module."""
     try:
         import ray  # imported here: an optional dependency (the ray extra), and heavy to start
     except ImportError:
         raise DAError("--launcher ray needs Ray: pip install 'da[ray]'") from None
     if not ray.is_initialized():
-        # No address: a local Ray with --jobs CPUs (or an existing cluster named by RAY_ADDRESS).
-        options = {"address": address} if address else {"num_cpus": jobs}
+        # No address: a local Ray with num_cpus CPUs (or an existing cluster named by RAY_ADDRESS).
+        options = {"address": address} if address else {"num_cpus": num_cpus}
         # Ray starts its workers at niceness 15, and each run's process inherits it: beside any other
         # busy process a run then crawls (15 times slower beside two). A Ray started here runs them
         # as --launcher local does, unless RAY_worker_niceness says otherwise.
@@ -219,6 +220,11 @@ def _ray_pool(jobs: int, address: str | None, per_run: PerRun = PerRun()) -> Sub
             ray.init(**options, include_dashboard=False, log_to_driver=False, configure_logging=False)
         except (ConnectionError, ValueError, RuntimeError) as exc:
             raise DAError(f"cannot start or reach Ray at {address or 'a local instance'}: {str(exc).splitlines()[0]}") from None
+    return ray
+
+
+def _ray_pool(jobs: int, address: str | None, per_run: PerRun = PerRun()) -> Submit:
+    ray = start_ray(jobs, address)
     gpus = ray.cluster_resources().get("GPU", 0)
     if per_run.gpus > gpus:
         raise DAError(f"--gpus-per-run {per_run.gpus}, but the Ray cluster at {address or 'this machine'} has {gpus:g} "

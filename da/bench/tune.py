@@ -4,8 +4,9 @@ never target accuracy.
 Each trial is a normal run folder (``trials/NNNN``). The trials share one source pretraining run
 (``pretrain/``) when the config pretrains. The study lives in ``study.db`` (SQLite): a killed search
 resumes where it stopped, its cut-off trial drawn and run again. The sampler is reseeded from the
-search's seed and the number of finished trials before each draw, so the same seed gives the same
-trials, killed or not. A trial's objective is its best score of the validator over its evaluations
+search's seed and the trial's place in it before each draw (``reseeded_sampler.py``), so the same
+seed gives the same trials, killed or not. ``--launcher ray`` runs the trials on Ray Tune
+(``tune_ray.py``) with the same sampler and study. A trial's objective is its best score of the validator over its evaluations
 (the checkpoint that validator picks); the pruner (median, after 5 trials) compares the scores
 reported at each evaluation. The search ends with ``best.yaml`` (the chosen trial's config, to rerun
 with ``da train -c``) and ``trials.md`` / ``trials.csv``.
@@ -17,11 +18,13 @@ import hashlib
 import io
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any, Callable
 
 import yaml
 
+from da.bench.reseeded_sampler import STARTUP, ReseededSampler, finished_count
 from da.bench.search_space_of import apply, search_space
 from da.bench.worker import DONE, execute_run
 from da.composition import build_config, load_config
@@ -33,7 +36,7 @@ from da.run_files import write_text_atomic
 from da.validators import VALIDATORS, resolve
 
 STUDY = "da-tune"
-STARTUP = 5  # trials before the pruner or TPE's model acts (random draws until then)
+PRUNED = "pruned"  # marks a trial folder whose trial the pruner stopped
 
 
 class _Pruned(Exception):
@@ -45,15 +48,6 @@ def check_objective(objective: str) -> None:
         why = ("reads target labels; the objective must be a validator" if objective in ("oracle", "target_test_acc", "h_score")
                else f"is no validator; give one of {', '.join(VALIDATORS)}")
         raise DAError(f"--objective {objective} {why} (da validators says which chooses best on a task)")
-
-
-def make_sampler(kind: str, seed: int) -> Any:
-    # Imported here, not at the top, for start-up time: optional or heavy, needed by this path only.
-    import optuna
-
-    if kind == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=STARTUP)
 
 
 def fingerprint(config: Config, space: dict[str, Param], objective: str, sampler: str, seed: int) -> str:
@@ -76,7 +70,7 @@ def open_study(out: Path, print_: str, sampler: str, seed: int, pruner: str) -> 
     storage = f"sqlite:///{db}"
     try:
         study = optuna.create_study(study_name=STUDY, storage=storage, direction="maximize", load_if_exists=True,
-                                    sampler=make_sampler(sampler, seed),
+                                    sampler=ReseededSampler(sampler, seed),
                                     pruner=optuna.pruners.MedianPruner(n_startup_trials=STARTUP) if pruner == "median"
                                     else optuna.pruners.NopPruner())
     except Exception as exc:  # not an SQLite file, or a study of another tool
@@ -105,14 +99,18 @@ def shared_pretraining(config: Config, out: Path, echo: Callable[[str], None]) -
 
 
 def tune(config_path: str, sets: list[str], trials: int, objective: str, out: Path, space_flags: list[str],
-         sampler: str = "tpe", seed: int = 0, pruner: str = "median", echo: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run (or resume) the search; return the best trial's row."""
+         sampler: str = "tpe", seed: int = 0, pruner: str = "median", echo: Callable[[str], None] = print,
+         launcher: str = "local", jobs: int = 1, address: str | None = None) -> dict[str, Any]:
+    """Run (or resume) the search; return the best trial's row. ``launcher="ray"``: the trials on Ray
+    Tune (``jobs`` at once), drawn by the same seeded Optuna sampler into the same study."""
     # Imported here, not at the top, for start-up time: optional or heavy, needed by this path only.
     import optuna
 
     check_objective(objective)
     if trials < 1:
         raise DAError(f"--trials must be at least 1, got {trials}")
+    if jobs < 1:
+        raise DAError(f"--jobs must be at least 1, got {jobs}")
     config = load_config(config_path, sets)
     scored = resolve(config.train.validators)
     if objective not in scored:  # the objective is scored at every evaluation of every trial
@@ -126,15 +124,37 @@ def tune(config_path: str, sets: list[str], trials: int, objective: str, out: Pa
     echo(f"search of {trials} trials on {', '.join(f'{k} ({p.describe()})' for k, p in space.items())}; "
          f"objective {objective}; study {out / 'study.db'}")
     base = to_dict(shared_pretraining(config, out, echo))
-    done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    while (finished := len(study.get_trials(deepcopy=False, states=done))) < trials:
-        study.sampler = make_sampler(sampler, seed + finished)
+    if launcher == "ray":
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Ray Tune's tables off: one line per trial, as here
+        try:
+            from da.bench.tune_ray import run_trials_on_ray
+        except ImportError as exc:
+            raise DAError(f"--launcher ray needs Ray Tune ({exc.name} is missing): pip install 'da[ray]'") from None
+
+        run_trials_on_ray(study, space, base, objective, out, trials, ReseededSampler(sampler, seed), pruner, jobs, address, echo)
+    else:
+        run_trials_here(study, space, base, objective, out, trials, echo)
+    return write_results(study, out, objective, to_dict(config), echo)
+
+
+def trial_config(base: dict[str, Any], values: dict[str, Any], number: int) -> Config:
+    """The config of trial ``number``: the searched config with the trial's drawn values."""
+    config = apply(base, values)
+    config.name = f"trial{number:04d}"
+    return config
+
+
+def run_trials_here(study: Any, space: dict[str, Param], base: dict[str, Any], objective: str, out: Path,
+                    trials: int, echo: Callable[[str], None]) -> None:
+    """The trials one after another in this process, until ``trials`` are complete or pruned."""
+    # Imported here, not at the top, for start-up time: optional or heavy, needed by this path only.
+    import optuna
+
+    while (finished := finished_count(study)) < trials:
         trial = study.ask()
         values = {key: param.suggest(trial, key) for key, param in space.items()}
         run_dir = out / "trials" / f"{trial.number:04d}"
         trial.set_user_attr("run", str(run_dir.relative_to(out)))
-        trial_config = apply(base, values)
-        trial_config.name = f"trial{trial.number:04d}"
         run_dir.mkdir(parents=True)
 
         def report(step: int, scores: dict[str, float], trial=trial) -> None:
@@ -144,17 +164,16 @@ def tune(config_path: str, sets: list[str], trials: int, objective: str, out: Pa
                 raise _Pruned()
 
         try:
-            summary = train(trial_config, run_dir, show_progress=False, on_evaluation=report)
+            summary = train(trial_config(base, values, trial.number), run_dir, show_progress=False, on_evaluation=report)
         except _Pruned:
-            (run_dir / "pruned").write_text("")
+            (run_dir / PRUNED).write_text("")
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-            echo(f"[{finished + 1}/{trials}] trial {trial.number}: pruned {_show(values)}")
+            echo(f"[{finished + 1}/{trials}] trial {trial.number}: pruned {show_values(values)}")
             continue
         (run_dir / DONE).write_text("")
         value = summary["selection"][objective]["score"]
         study.tell(trial, value if value is not None and math.isfinite(value) else -math.inf)
-        echo(f"[{finished + 1}/{trials}] trial {trial.number}: {objective} {value:.4f} {_show(values)}")
-    return write_results(study, out, objective, to_dict(config), echo)
+        echo(f"[{finished + 1}/{trials}] trial {trial.number}: {objective} {value:.4f} {show_values(values)}")
 
 
 def report_on(out: Path, directions: list[str], seeds: list[int], jobs: int, echo: Callable[[str], None],
@@ -183,7 +202,7 @@ def report_on(out: Path, directions: list[str], seeds: list[int], jobs: int, ech
     return out / "report" / "results.md"
 
 
-def _show(values: dict[str, Any]) -> str:
+def show_values(values: dict[str, Any]) -> str:
     return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
 
 
@@ -199,7 +218,8 @@ def trial_rows(study: Any, out: Path) -> list[dict[str, Any]]:
             summary = json.loads(summary_path.read_text())
             picked = summary.get("selection", {}).get(study.user_attrs.get("objective", ""), {})
             acc = picked.get("target_test_acc")
-        rows.append({"trial": t.number, "state": t.state.name.lower().replace("fail", "killed"), "objective": t.value,
+        state = "pruned" if run and (out / run / PRUNED).exists() else t.state.name.lower().replace("fail", "killed")
+        rows.append({"trial": t.number, "state": state, "objective": t.value,
                      "run": run, "target_test_acc": acc, **t.params})
     return rows
 

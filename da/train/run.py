@@ -9,6 +9,7 @@ random number generators. A new stateful part is one more ``saved()`` field.
 from __future__ import annotations
 
 import signal
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,7 +163,12 @@ class Run:
 
 @contextmanager
 def stop_on_signals(run: Run) -> Iterator[None]:
-    """SIGTERM and Ctrl-C ask the loop to checkpoint and stop at the end of the current step."""
+    """SIGTERM and Ctrl-C ask the loop to checkpoint and stop at the end of the current step. Off the
+    main thread (a Ray Tune trial runs in one) the signals belong to the host and are left alone."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
     def ask(signum: int, _frame: Any) -> None:
         run.stop_signal = signal.Signals(signum).name
 
