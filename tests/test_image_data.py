@@ -115,7 +115,7 @@ def test_sampler_resumes_exactly_and_does_not_depend_on_workers(tmp_path):
 def test_per_image_seeds_leave_the_gpu_generators_alone(tmp_path):
     """The per-image seeds reseed the CPU generator the transforms draw from, and no GPU's: a GPU
     run's dropout stream does not follow the last image's seed (without a GPU, torch.manual_seed
-    would queue a CUDA seeding, stack trace and all, per image: a third of the loading time)."""
+    would queue a CUDA seeding, stack trace and all, per image: a quarter of the loading time)."""
     folder = write_folder(tmp_path / "d", size=40, colour=True)
     sampler = load({"folder": str(folder)}, SMALL).train.sampler(4, torch.Generator().manual_seed(0))
     gpu_state = (lambda: [s.clone() for s in torch.cuda.get_rng_state_all()]) if torch.cuda.is_initialized() \

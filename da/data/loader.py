@@ -72,7 +72,7 @@ class ImageDataset(torch.utils.data.Dataset):
         with torch.random.fork_rng(devices=[]):  # the caller's (main process') random state is left as it was
             # The CPU generator alone, which the transforms draw from and fork_rng restores:
             # torch.manual_seed would also reseed the GPUs' (left changed: fork_rng saves no device
-            # here) and, before CUDA starts, record a stack trace per call (a third of the loading time).
+            # here) and, before CUDA starts, record a stack trace per call (a quarter of the loading time).
             torch.default_generator.manual_seed(seed)
             return self.transform(image, resized), self.labels[index]
 
