@@ -26,6 +26,7 @@ import yaml
 
 from da.bench.reseeded_sampler import STARTUP, ReseededSampler, finished_count
 from da.bench.search_space_of import apply, search_space
+from da.bench.trial import PRUNED, STUDY, show_values, trial_config
 from da.bench.worker import DONE, execute_run
 from da.composition import build_config, load_config
 from da.composition.driver import train
@@ -34,10 +35,6 @@ from da.config.search_space import Param
 from da.errors import DAError
 from da.run_files import write_text_atomic
 from da.validators import VALIDATORS, resolve
-
-STUDY = "da-tune"
-PRUNED = "pruned"  # marks a trial folder whose trial the pruner stopped
-
 
 class _Pruned(Exception):
     pass
@@ -127,7 +124,7 @@ def tune(config_path: str, sets: list[str], trials: int, objective: str, out: Pa
     if launcher == "ray":
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Ray Tune's tables off: one line per trial, as here
         try:
-            from da.bench.tune_ray import run_trials_on_ray
+            from da.bench.tune_ray import run_trials_on_ray  # here: Ray Tune is optional (the ray extra) and heavy
         except ImportError as exc:
             raise DAError(f"--launcher ray needs Ray Tune ({exc.name} is missing): pip install 'da[ray]'") from None
 
@@ -135,13 +132,6 @@ def tune(config_path: str, sets: list[str], trials: int, objective: str, out: Pa
     else:
         run_trials_here(study, space, base, objective, out, trials, echo)
     return write_results(study, out, objective, to_dict(config), echo)
-
-
-def trial_config(base: dict[str, Any], values: dict[str, Any], number: int) -> Config:
-    """The config of trial ``number``: the searched config with the trial's drawn values."""
-    config = apply(base, values)
-    config.name = f"trial{number:04d}"
-    return config
 
 
 def run_trials_here(study: Any, space: dict[str, Param], base: dict[str, Any], objective: str, out: Path,
@@ -200,10 +190,6 @@ def report_on(out: Path, directions: list[str], seeds: list[int], jobs: int, ech
     bench = load_bench_config(bench_file)
     run_bench(bench, out / "report", jobs=jobs, echo=echo)
     return out / "report" / "results.md"
-
-
-def show_values(values: dict[str, Any]) -> str:
-    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
 
 
 def trial_rows(study: Any, out: Path) -> list[dict[str, Any]]:

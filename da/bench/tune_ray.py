@@ -21,7 +21,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from da.bench.launch import start_ray
 from da.bench.reseeded_sampler import STARTUP, finished_count
-from da.bench.tune import PRUNED, STUDY, show_values, trial_config
+from da.bench.trial import PRUNED, STUDY, show_values, trial_config
 from da.bench.worker import DONE
 from da.config.search_space import Param
 from da.errors import DAError
