@@ -1,5 +1,6 @@
-"""An Optuna sampler reseeded before each draw from a search's seed and the trial's place in it, so that the same seed gives the same trials whether the search ran in one
-session, was killed and resumed, or ran on Ray one trial at a time."""
+"""An Optuna sampler reseeded before each draw from a search's seed and the trial's place in it, so
+that the same seed gives the same trials whether the search ran in one session, was killed and
+resumed, or ran on Ray one trial at a time."""
 from __future__ import annotations
 
 from typing import Any

@@ -1,5 +1,5 @@
-"""What both ``da tune`` launchers share about a trial: the study's name, its config, the mark on
-the folder of a pruned trial, and its values on one line."""
+"""What both ``da tune`` launchers share about a trial: the study's name, its folder and config, the
+mark on the folder of a pruned trial, and its values on one line."""
 from __future__ import annotations
 
 from typing import Any
@@ -9,6 +9,11 @@ from da.config import Config
 
 STUDY = "da-tune"
 PRUNED = "pruned"  # marks a trial folder whose trial the pruner stopped
+
+
+def trial_folder(number: int) -> str:
+    """Trial ``number``'s run folder, relative to the search folder (``trials/NNNN``)."""
+    return f"trials/{number:04d}"
 
 
 def trial_config(base: dict[str, Any], values: dict[str, Any], number: int) -> Config:

@@ -6,10 +6,10 @@ Each trial is a normal run folder (``trials/NNNN``). The trials share one source
 resumes where it stopped, its cut-off trial drawn and run again. The sampler is reseeded from the
 search's seed and the trial's place in it before each draw (``reseeded_sampler.py``), so the same
 seed gives the same trials, killed or not. ``--launcher ray`` runs the trials on Ray Tune
-(``tune_ray.py``) with the same sampler and study. A trial's objective is its best score of the validator over its evaluations
-(the checkpoint that validator picks); the pruner (median, after 5 trials) compares the scores
-reported at each evaluation. The search ends with ``best.yaml`` (the chosen trial's config, to rerun
-with ``da train -c``) and ``trials.md`` / ``trials.csv``.
+(``tune_ray.py``) with the same sampler and study. A trial's objective is its best score of the
+validator over its evaluations (the checkpoint that validator picks); the pruner (median, after 5
+trials) compares the scores reported at each evaluation. The search ends with ``best.yaml`` (the
+chosen trial's config, to rerun with ``da train -c``) and ``trials.md`` / ``trials.csv``.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ import yaml
 
 from da.bench.reseeded_sampler import STARTUP, ReseededSampler, finished_count
 from da.bench.search_space_of import apply, search_space
-from da.bench.trial import PRUNED, STUDY, show_values, trial_config
+from da.bench.trial import PRUNED, STUDY, show_values, trial_config, trial_folder
 from da.bench.worker import DONE, execute_run
 from da.composition import build_config, load_config
 from da.composition.driver import train
@@ -143,8 +143,8 @@ def run_trials_here(study: Any, space: dict[str, Param], base: dict[str, Any], o
     while (finished := finished_count(study)) < trials:
         trial = study.ask()
         values = {key: param.suggest(trial, key) for key, param in space.items()}
-        run_dir = out / "trials" / f"{trial.number:04d}"
-        trial.set_user_attr("run", str(run_dir.relative_to(out)))
+        trial.set_user_attr("run", trial_folder(trial.number))
+        run_dir = out / trial_folder(trial.number)
         run_dir.mkdir(parents=True)
 
         def report(step: int, scores: dict[str, float], trial=trial) -> None:

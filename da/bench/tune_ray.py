@@ -21,7 +21,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from da.bench.launch import start_ray
 from da.bench.reseeded_sampler import STARTUP, finished_count
-from da.bench.trial import PRUNED, STUDY, show_values, trial_config
+from da.bench.trial import PRUNED, STUDY, show_values, trial_config, trial_folder
 from da.bench.worker import DONE
 from da.config.search_space import Param
 from da.errors import DAError
@@ -42,7 +42,7 @@ def ray_trial(params: dict[str, Any], *, base: dict[str, Any], keys: list[str], 
     os.chdir(cwd)  # a config's relative paths read as they do under the local launcher
     torch.set_num_threads(threads)
     number = int(params[TRIAL])
-    run_dir = Path(out) / "trials" / f"{number:04d}"
+    run_dir = Path(out) / trial_folder(number)
     run_dir.mkdir(parents=True)
     best = -math.inf
 
@@ -66,7 +66,7 @@ class DrawTrial:
     def __call__(self, trial: Any) -> dict[str, Any]:
         for key, param in self.space.items():
             param.suggest(trial, key)
-        trial.set_user_attr("run", f"trials/{trial.number:04d}")
+        trial.set_user_attr("run", trial_folder(trial.number))
         return {TRIAL: trial.number}
 
 
@@ -78,7 +78,6 @@ def run_trials_on_ray(study: Any, space: dict[str, Param], base: dict[str, Any],
     if start >= trials:
         return
     ray = start_ray(os.cpu_count() or 1, address)
-
     threads = max(1, int(ray.cluster_resources().get("CPU", 1)) // jobs)
     out = out.resolve()
     trainable = ray_tune.with_resources(ray_tune.with_parameters(
@@ -118,7 +117,7 @@ class _Echo(ray_tune.Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.done += 1
-        run_dir = self.out / "trials" / f"{int(trial.config[TRIAL]):04d}"
+        run_dir = self.out / trial_folder(int(trial.config[TRIAL]))
         values = {k: v for k, v in trial.config.items() if k != TRIAL}
         if not (run_dir / DONE).exists():
             (run_dir / PRUNED).write_text("")
